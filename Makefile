@@ -1,0 +1,48 @@
+# Two commands for a fresh Debian machine (as root): `make demo` and `make test`.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+FMNIST  ?= /usr/share/datasets/fashion-mnist
+STAMP   := $(VENV)/.installed-stamp
+
+.PHONY: setup data demo test proto lint-proto bench clean
+
+setup: $(STAMP) data
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+# Fashion-MNIST comes from Debian's `dataset-fashion-mnist` package.
+data:
+	@if [ ! -f $(FMNIST)/t10k-images-idx3-ubyte.gz ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing Fashion-MNIST (Debian package dataset-fashion-mnist)..."; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) \
+	      || { echo "error: could not install dataset-fashion-mnist with apt-get." >&2; exit 1; }; \
+	  else \
+	    echo "error: Fashion-MNIST is missing at $(FMNIST)." >&2; \
+	    echo "       Run as root on Debian/Ubuntu: apt-get install dataset-fashion-mnist" >&2; \
+	    echo "       or set PARASAL_FASHION_MNIST=/dir/with/the/four/.gz/files" >&2; exit 1; \
+	  fi; \
+	fi
+
+demo: setup
+	$(BIN)/parasal demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+proto: setup
+	$(BIN)/python proto/generate.py
+
+lint-proto: setup
+	cd proto && ../$(BIN)/buf lint
+
+bench: setup
+	$(BIN)/python benchmarks/saliency_throughput.py
+
+clean:
+	rm -rf $(VENV) demo-report build *.egg-info

@@ -1,0 +1,1 @@
+"""parasal.indexer: datasets and model specs -> saliency bundles (FAISS + LMDB)."""

@@ -1,0 +1,1 @@
+"""parasal.server: the gRPC service over saliency bundles."""
