@@ -1,0 +1,406 @@
+"""Dataset specs -> datasets of ``Sample(image, label, uri)``.
+
+Specs accepted by :func:`open_dataset`:
+
+- ``fashion-mnist:test`` / ``fashion-mnist:train``: the Debian package
+  ``dataset-fashion-mnist`` (four gzipped IDX files), read with numpy. The directory is
+  ``$PARASAL_FASHION_MNIST`` or ``/usr/share/datasets/fashion-mnist``. Sample ``i`` has
+  uri ``fashion-mnist:<split>/<i>``; its id is ``i``.
+- an image-folder directory: one subfolder per class (searched recursively); class index =
+  sorted subfolder order, or the order of ``classes.txt`` (one name a line) inside it.
+- a ``.csv`` file of ``path,label`` rows (header optional). Relative paths are resolved
+  against the CSV's directory; labels are ints, or class names when a classes list is
+  given (``classes=`` or a ``classes.txt`` beside the CSV).
+
+File samples have the absolute path as uri. :func:`load_image` reopens any sample by uri.
+``uri(i)`` and ``label(i)`` never decode an image: the indexer walks a dataset with them
+and decodes only what it needs. A file that cannot be read or decoded raises
+:class:`CorruptSample` so the caller can skip it instead of crashing mid-run.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import gzip
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+__all__ = [
+    "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_ENV",
+    "FASHION_MNIST_DEFAULT_DIR",
+    "IMAGE_EXTENSIONS",
+    "CorruptSample",
+    "Sample",
+    "Dataset",
+    "FashionMNIST",
+    "ImageFolder",
+    "CsvDataset",
+    "open_dataset",
+    "load_image",
+    "fashion_mnist_dir",
+    "fashion_mnist_arrays",
+]
+
+FASHION_MNIST_CLASSES: tuple[str, ...] = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+FASHION_MNIST_ENV = "PARASAL_FASHION_MNIST"
+FASHION_MNIST_DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
+_FASHION_PREFIX = "fashion-mnist:"
+_FASHION_FILES = {  # split -> (images, labels), the names the Debian package installs
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
+)
+CLASSES_FILE = "classes.txt"
+
+
+class CorruptSample(Exception):
+    """A sample whose image cannot be read or decoded (missing, truncated, not an image)."""
+
+    def __init__(self, uri: str, reason: str):
+        super().__init__(f"cannot read image {uri}: {reason}")
+        self.uri = uri
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Sample:
+    image: Image.Image
+    label: int
+    uri: str
+
+
+class Dataset:
+    """A finite, indexable dataset. Subclasses implement ``__len__``, ``uri``, ``label``,
+    ``_decode`` and ``describe``; ``__getitem__`` composes them."""
+
+    spec: str
+    classes: list[str] | None = None
+
+    def __len__(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def uri(self, i: int) -> str:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def label(self, i: int) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def describe(self) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _decode(self, i: int) -> Image.Image:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __getitem__(self, i: int) -> Sample:
+        i = self._index(i)
+        return Sample(image=self._decode(i), label=self.label(i), uri=self.uri(i))
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec!r}, size={len(self)})"
+
+    def _index(self, i: int) -> int:
+        n = len(self)
+        i = int(i)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"sample index out of range [0, {n}) in {self.spec!r}")
+        return i
+
+
+# ---------------------------------------------------------------------------------------
+# Fashion-MNIST (Debian dataset-fashion-mnist)
+
+
+def fashion_mnist_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """The directory holding the four .gz files: argument, else $PARASAL_FASHION_MNIST,
+    else the Debian package's location."""
+    return Path(data_dir or os.environ.get(FASHION_MNIST_ENV) or FASHION_MNIST_DEFAULT_DIR)
+
+
+def _fashion_paths(split: str, data_dir: str | os.PathLike | None) -> tuple[Path, Path]:
+    if split not in _FASHION_FILES:
+        raise ValueError(f"unknown Fashion-MNIST split {split!r}; expected 'train' or 'test'")
+    root = fashion_mnist_dir(data_dir)
+    paths = tuple(root / name for name in _FASHION_FILES[split])
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"Fashion-MNIST file(s) missing: {', '.join(missing)}. Install the Debian package "
+            f"'dataset-fashion-mnist' (apt-get install dataset-fashion-mnist) or set "
+            f"{FASHION_MNIST_ENV} to a directory holding {', '.join(_FASHION_FILES[split])}."
+        )
+    return paths  # type: ignore[return-value]
+
+
+def _read_idx(path: Path, expected_magic: int) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    magic = int.from_bytes(data[0:4], "big")
+    if magic != expected_magic:
+        raise ValueError(f"{path}: not an IDX file of the expected kind (magic {magic}, want {expected_magic})")
+    ndim = magic & 0xFF
+    dims = tuple(int.from_bytes(data[4 + 4 * k : 8 + 4 * k], "big") for k in range(ndim))
+    offset = 4 + 4 * ndim
+    if len(data) - offset != int(np.prod(dims)):
+        raise ValueError(f"{path}: truncated IDX file ({len(data) - offset} bytes for shape {dims})")
+    return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(dims)
+
+
+@functools.lru_cache(maxsize=4)
+def _fashion_cached(images_path: str, labels_path: str) -> tuple[np.ndarray, np.ndarray]:
+    images = _read_idx(Path(images_path), 2051)  # (N, 28, 28) uint8
+    labels = _read_idx(Path(labels_path), 2049).astype(np.int64)  # (N,)
+    if len(images) != len(labels):
+        raise ValueError(f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels")
+    images.flags.writeable = False  # shared by every caller in this process
+    labels.flags.writeable = False
+    return images, labels
+
+
+def fashion_mnist_arrays(split: str, data_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(images (N, 28, 28) uint8, labels (N,) int64)``, read-only, cached per process."""
+    images_path, labels_path = _fashion_paths(split, data_dir)
+    return _fashion_cached(str(images_path.resolve()), str(labels_path.resolve()))
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256_file(path: str, size: int, mtime_ns: int) -> str:  # size/mtime key the cache
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class FashionMNIST(Dataset):
+    def __init__(self, split: str, data_dir: str | os.PathLike | None = None):
+        self.split = split
+        self.spec = f"{_FASHION_PREFIX}{split}"
+        self._paths = _fashion_paths(split, data_dir)
+        self.images, self.labels = fashion_mnist_arrays(split, data_dir)
+        self.classes = list(FASHION_MNIST_CLASSES)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def uri(self, i: int) -> str:
+        return f"{_FASHION_PREFIX}{self.split}/{self._index(i)}"
+
+    def label(self, i: int) -> int:
+        return int(self.labels[self._index(i)])
+
+    def _decode(self, i: int) -> Image.Image:
+        return Image.fromarray(self.images[i].copy())  # mode "L"; copy: the cache is shared
+
+    def describe(self) -> dict:
+        files = {}
+        for p in self._paths:
+            st = p.stat()
+            files[p.name] = _sha256_file(str(p), st.st_size, st.st_mtime_ns)
+        return {
+            "spec": self.spec,
+            "kind": "fashion-mnist",
+            "size": len(self),
+            "classes": list(self.classes),
+            "path": str(self._paths[0].parent.resolve()),
+            "split": self.split,
+            "sha256": files,
+        }
+
+
+# ---------------------------------------------------------------------------------------
+# Files: image folders and CSV lists
+
+
+def _decode_file(path: str) -> Image.Image:
+    try:
+        with open(path, "rb") as f:
+            image = Image.open(f)
+            image.load()  # decode now, inside the try, so truncation is caught here
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise CorruptSample(path, f"{type(e).__name__}: {e}") from e
+    return image
+
+
+def _read_class_list(path: Path) -> list[str]:
+    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    names = [n for n in names if n]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"{path}: duplicate class names {dupes}")
+    if not names:
+        raise ValueError(f"{path}: no class names")
+    return names
+
+
+class _FileDataset(Dataset):
+    """Samples are image files: ``paths`` (absolute) and ``labels`` (ints)."""
+
+    kind = "files"
+
+    def __init__(self, spec: str, root: Path, paths: Sequence[str], labels: Sequence[int], classes: list[str] | None):
+        self.spec = spec
+        self.root = root
+        self.paths = list(paths)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.classes = classes
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def uri(self, i: int) -> str:
+        return self.paths[self._index(i)]
+
+    def label(self, i: int) -> int:
+        return int(self.labels[self._index(i)])
+
+    def _decode(self, i: int) -> Image.Image:
+        return _decode_file(self.paths[i])
+
+    def describe(self) -> dict:
+        return {
+            "spec": self.spec,
+            "kind": self.kind,
+            "size": len(self),
+            "classes": list(self.classes) if self.classes is not None else None,
+            "path": str(self.root),
+        }
+
+
+class ImageFolder(_FileDataset):
+    kind = "image-folder"
+
+    def __init__(self, root: str | os.PathLike, spec: str | None = None):
+        root = Path(os.path.abspath(root))
+        subdirs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        class_file = root / CLASSES_FILE
+        if class_file.is_file():
+            classes = _read_class_list(class_file)
+            unlisted = sorted(set(subdirs) - set(classes))
+            if unlisted:
+                raise ValueError(f"{root}: subfolder(s) {unlisted} are not listed in {class_file}")
+        else:
+            classes = subdirs
+        if not classes:
+            raise ValueError(f"{root}: no class subfolders (expected one subfolder per class)")
+        paths, labels = [], []
+        for index, name in enumerate(classes):
+            class_dir = root / name
+            if not class_dir.is_dir():
+                continue  # listed in classes.txt but no images: the class keeps its index
+            for dirpath, dirnames, filenames in os.walk(class_dir):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                for fn in sorted(filenames):
+                    if not fn.startswith(".") and os.path.splitext(fn)[1].lower() in IMAGE_EXTENSIONS:
+                        paths.append(os.path.join(dirpath, fn))
+                        labels.append(index)
+        if not paths:
+            raise ValueError(f"{root}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) under its class subfolders")
+        super().__init__(spec or str(root), root, paths, labels, classes)
+
+
+class CsvDataset(_FileDataset):
+    kind = "csv"
+
+    def __init__(self, csv_path: str | os.PathLike, classes: Sequence[str] | None = None, spec: str | None = None):
+        csv_path = Path(os.path.abspath(csv_path))
+        base = csv_path.parent
+        if classes is None and (base / CLASSES_FILE).is_file():
+            classes = _read_class_list(base / CLASSES_FILE)
+        classes = list(classes) if classes is not None else None
+        by_name = {name: k for k, name in enumerate(classes)} if classes else {}
+        paths, labels = [], []
+        rows_seen = 0
+        with open(csv_path, newline="", encoding="utf-8") as f:
+            for lineno, row in enumerate(csv.reader(f), start=1):
+                if not row or all(not c.strip() for c in row):
+                    continue
+                rows_seen += 1
+                if len(row) != 2:
+                    raise ValueError(f"{csv_path}:{lineno}: expected 'path,label', got {len(row)} field(s)")
+                path, raw = row[0].strip(), row[1].strip()
+                label = _parse_label(raw, by_name)
+                if label is None:
+                    if rows_seen == 1:
+                        continue  # a header row, e.g. "path,label"
+                    hint = "" if classes else f" (class names need a {CLASSES_FILE} beside the CSV)"
+                    raise ValueError(f"{csv_path}:{lineno}: label {raw!r} is not an int or known class{hint}")
+                if label < 0 or (classes is not None and label >= len(classes)):
+                    raise ValueError(f"{csv_path}:{lineno}: label {label} out of range")
+                paths.append(os.path.normpath(os.path.join(base, os.path.expanduser(path))))
+                labels.append(label)
+        if not paths:
+            raise ValueError(f"{csv_path}: no rows")
+        super().__init__(spec or str(csv_path), csv_path, paths, labels, classes)
+
+
+def _parse_label(raw: str, by_name: dict[str, int]) -> int | None:
+    if raw in by_name:
+        return by_name[raw]
+    try:
+        return int(raw)
+    except ValueError:
+        return None
+
+
+# ---------------------------------------------------------------------------------------
+# Entry points
+
+
+def open_dataset(spec: str, *, classes: Sequence[str] | None = None) -> Dataset:
+    """Open a dataset by spec (see the module docstring). ``classes`` applies to CSV files."""
+    spec = str(spec)
+    if spec.startswith(_FASHION_PREFIX):
+        split = spec[len(_FASHION_PREFIX) :]
+        if split not in _FASHION_FILES:
+            raise ValueError(f"unknown dataset spec {spec!r}: use fashion-mnist:test or fashion-mnist:train")
+        return FashionMNIST(split)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return ImageFolder(path, spec=spec)
+    if path.is_file() and path.suffix.lower() == ".csv":
+        return CsvDataset(path, classes=classes, spec=spec)
+    why = "not a directory or .csv file" if path.exists() else "no such file or directory"
+    raise ValueError(
+        f"unknown dataset spec {spec!r} ({why}); expected fashion-mnist:test, fashion-mnist:train, "
+        f"an image-folder directory or a .csv file of path,label rows"
+    )
+
+
+def load_image(uri: str) -> Image.Image:
+    """Reopen a sample by its uri: ``fashion-mnist:<split>/<i>`` or an absolute file path.
+
+    Raises ValueError for a malformed uri, IndexError for an id outside the split and
+    CorruptSample for a file that cannot be read. Callers exposing this over a network
+    must restrict uris to those of their own bundle: any absolute path is accepted here.
+    """
+    uri = str(uri)
+    if uri.startswith(_FASHION_PREFIX):
+        split, sep, index = uri[len(_FASHION_PREFIX) :].partition("/")
+        if not sep or split not in _FASHION_FILES or not index.isdigit():
+            raise ValueError(f"malformed Fashion-MNIST uri {uri!r}; expected fashion-mnist:<train|test>/<index>")
+        images, _ = fashion_mnist_arrays(split)
+        i = int(index)
+        if i >= len(images):
+            raise IndexError(f"{uri}: index outside [0, {len(images)})")
+        return Image.fromarray(images[i].copy())
+    if not os.path.isabs(uri):
+        raise ValueError(f"unsupported sample uri {uri!r}; expected fashion-mnist:<split>/<i> or an absolute path")
+    return _decode_file(uri)
