@@ -204,8 +204,8 @@ def _run_operation(handle, what: str, timeout: float) -> list[dict]:
 # -- 4. dataset metrics ---------------------------------------------------------------------
 
 def _label_arrays(bundle) -> tuple[np.ndarray, np.ndarray]:
-    metas = bundle.metas([int(i) for i in bundle.ids])
-    return np.array([m.label for m in metas]), np.array([m.predicted for m in metas])
+    """(N,) true and predicted labels in the bundle's row order (the order of ``bundle.ids``)."""
+    return np.asarray(bundle.labels), np.asarray(bundle.predicted)
 
 
 def _dataset_metrics(bundle, k: int) -> dict:

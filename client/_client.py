@@ -1,0 +1,352 @@
+"""`Client`: the synchronous SDK over the parasal.v1 services."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import grpc
+import numpy as np
+from parasal.v1 import saliency_pb2 as pb
+from parasal.v1 import saliency_pb2_grpc as pb_grpc
+
+from . import _config, _convert
+from ._convert import as_int as _as_int
+from ._operations import OperationHandle
+from .errors import InvalidArgument, NotFound, map_grpc_errors
+from .types import BundleInfo, Explanation, Operation, Profile, Sample, SimilarFailures
+
+class Client:
+    """A connection to a parasal server.
+
+        with Client("127.0.0.1:50051", token="...") as c:
+            print(c.index_info())
+            for n in c.find_similar_failures(sample_id=7, only_misclassified=True):
+                print(n.id, n.similarity, n.sample.predicted_name)
+
+    `timeout` (seconds, None for none) is the deadline of each call unless the call gives
+    its own. The token goes out as `authorization: Bearer <token>` on every call: as call
+    credentials over TLS, as plain metadata otherwise. Errors are `ParasalError`s.
+
+    gRPC itself retries queries and operation reads on UNAVAILABLE (4 attempts, backoff);
+    starting an evaluation is never retried, and no call is retried on any other code.
+    `options` (pairs or a dict) override the channel options of `_config.channel_options`.
+    """
+
+    def __init__(
+        self,
+        target: str = _config.DEFAULT_TARGET,
+        token: str | None = None,
+        timeout: float | None = _config.DEFAULT_TIMEOUT,
+        *,
+        tls: bool = False,
+        root_certificates: bytes | str | os.PathLike | None = None,
+        options=None,
+    ) -> None:
+        self.target = target
+        self.timeout = timeout
+        token = token.strip() if token else None
+        channel_options = _config.channel_options(options)
+        if tls:
+            if isinstance(root_certificates, (str, os.PathLike)):
+                root_certificates = Path(root_certificates).read_bytes()
+            credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+            if token:
+                credentials = grpc.composite_channel_credentials(
+                    credentials, grpc.access_token_call_credentials(token)
+                )
+            self._channel = grpc.secure_channel(target, credentials, options=channel_options)
+            self._metadata: tuple[tuple[str, str], ...] | None = None
+        else:
+            if root_certificates is not None:
+                raise InvalidArgument("root_certificates needs tls=True")
+            self._channel = grpc.insecure_channel(target, options=channel_options)
+            self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+        self._saliency_stub = pb_grpc.SaliencyServiceStub(self._channel)
+        self._evaluation_stub = pb_grpc.EvaluationServiceStub(self._channel)
+        self._operations_stub = pb_grpc.OperationsServiceStub(self._channel)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client(target={self.target!r})"
+
+    def _call(self, method, request, timeout):
+        deadline = self.timeout if timeout is None else timeout
+        with map_grpc_errors():
+            return method(request, timeout=deadline, metadata=self._metadata)
+
+    # -- SaliencyService ------------------------------------------------------------------
+
+    def index_info(self, *, bundle: str = "", timeout: float | None = None) -> list[BundleInfo]:
+        """The loaded bundles (only `bundle` when named; NotFound if it is not loaded)."""
+        response = self._call(self._saliency_stub.ListBundles, pb.ListBundlesRequest(), timeout)
+        bundles = [_convert.bundle_info_from_proto(m) for m in response.bundles]
+        if bundle:
+            bundles = [b for b in bundles if b.name == bundle]
+            if not bundles:
+                raise NotFound(f"bundle {bundle!r} is not loaded")
+        return bundles
+
+    def sample(self, id: int, *, include_image: bool = False, bundle: str = "", timeout: float | None = None) -> Sample:
+        """Metadata of indexed sample `id` (and its PNG as `.image_png` with include_image)."""
+        request = pb.GetSampleRequest(bundle=bundle, id=_as_int(id, "id"), include_image=include_image)
+        return _convert.get_sample_response_from_proto(self._call(self._saliency_stub.GetSample, request, timeout))
+
+    def sample_image(self, id: int, *, bundle: str = "", timeout: float | None = None):
+        """The stored image of sample `id` as a PIL image."""
+        from PIL import Image
+
+        sample = self.sample(id, include_image=True, bundle=bundle, timeout=timeout)
+        if not sample.image_png:
+            raise NotFound(f"the server sent no image for sample {id}")
+        image = Image.open(io.BytesIO(sample.image_png))
+        image.load()
+        return image
+
+    def profile(
+        self,
+        sample_id: int | None = None,
+        image=None,
+        label: int | None = None,
+        full: bool = False,
+        top_k: int = 10,
+        *,
+        bundle: str = "",
+        timeout: float | None = None,
+    ) -> Profile:
+        """Saliency profile of an indexed sample or an image with its label (`full`: the vector)."""
+        query = _query(sample_id, image, label)
+        request = pb.GetProfileRequest(bundle=bundle, top_k=_positive(top_k, "top_k"), include_vector=full, **query)
+        return _convert.profile_from_proto(self._call(self._saliency_stub.GetProfile, request, timeout))
+
+    def find_similar_failures(
+        self,
+        sample_id: int | None = None,
+        image=None,
+        label: int | None = None,
+        vector=None,
+        k: int = 10,
+        only_misclassified: bool = False,
+        exclude_self: bool = True,
+        layers: Iterable[str] | str | None = None,
+        true_labels: Iterable[int] | None = None,
+        predicted_labels: Iterable[int] | None = None,
+        *,
+        bundle: str = "",
+        timeout: float | None = None,
+    ) -> SimilarFailures:
+        """The k samples with the most similar profiles (cosine), most similar first."""
+        if vector is not None:
+            if sample_id is not None or image is not None:
+                raise InvalidArgument("give exactly one of sample_id, image or vector")
+            if label is not None:
+                raise InvalidArgument("label is only used with image")
+            query = {"vector": pb.ProfileVector(values=_profile_vector(vector).tolist())}
+        else:
+            query = _query(sample_id, image, label, alternatives="sample_id, image or vector")
+        request = pb.FindSimilarFailuresRequest(
+            bundle=bundle,
+            k=_positive(k, "k"),
+            only_misclassified=only_misclassified,
+            include_query=not exclude_self,
+            layers=[layers] if isinstance(layers, str) else list(layers or ()),
+            true_labels=_int_list(true_labels, "true_labels"),
+            predicted_labels=_int_list(predicted_labels, "predicted_labels"),
+            **query,
+        )
+        response = self._call(self._saliency_stub.FindSimilarFailures, request, timeout)
+        return _convert.similar_failures_from_proto(response)
+
+    def explain_input(
+        self,
+        sample_id: int | None = None,
+        image=None,
+        label: int | None = None,
+        top_k: int = 10,
+        filters: Iterable[int] | None = None,
+        boost: float = 100.0,
+        *,
+        bundle: str = "",
+        timeout: float | None = None,
+    ) -> Explanation:
+        """Input-space saliency: which pixels drive the top-k (or the given) salient filters."""
+        query = _query(sample_id, image, label)
+        if not boost > 0:
+            raise InvalidArgument(f"boost must be positive, got {boost!r}")
+        request = pb.ExplainInputRequest(
+            bundle=bundle,
+            top_k=_positive(top_k, "top_k"),
+            filters=_int_list(filters, "filters"),
+            boost=float(boost),
+            **query,
+        )
+        return _convert.explanation_from_proto(self._call(self._saliency_stub.ExplainInput, request, timeout))
+
+    # -- EvaluationService ----------------------------------------------------------------
+
+    def start_finetune_evaluation(
+        self,
+        sample_id: int | None = None,
+        image=None,
+        label: int | None = None,
+        counts: Sequence[int] = (1, 5, 25, 75),
+        selections: Sequence[str] = ("most", "random", "least"),
+        step_size: float = 1e-3,
+        num_neighbors: int = 10,
+        neighbor_bundle: str = "",
+        seed: int = 0,
+        *,
+        bundle: str = "",
+        timeout: float | None = None,
+    ) -> OperationHandle:
+        """Starts a fine-tuning evaluation (paper section 3.1); returns at once."""
+        if not step_size > 0:
+            raise InvalidArgument(f"step_size must be positive, got {step_size!r}")
+        request = pb.StartFinetuneEvaluationRequest(
+            bundle=bundle,
+            counts=_counts(counts),
+            selections=_selections(selections),
+            step_size=float(step_size),
+            num_neighbors=_positive(num_neighbors, "num_neighbors"),
+            neighbor_bundle=neighbor_bundle,
+            seed=_as_int(seed, "seed"),
+            **_query(sample_id, image, label),
+        )
+        response = self._call(self._evaluation_stub.StartFinetuneEvaluation, request, timeout)
+        return OperationHandle(self, _convert.operation_from_proto(response.operation))
+
+    def start_pruning_evaluation(
+        self,
+        sample_id: int | None = None,
+        image=None,
+        label: int | None = None,
+        counts: Sequence[int] = (1, 5, 25, 75),
+        selections: Sequence[str] = ("most", "random", "least"),
+        num_neighbors: int = 0,
+        seed: int = 0,
+        *,
+        bundle: str = "",
+        timeout: float | None = None,
+    ) -> OperationHandle:
+        """Starts a pruning evaluation (paper section 3.3); returns at once."""
+        num_neighbors = _as_int(num_neighbors, "num_neighbors")
+        if num_neighbors < 0:
+            raise InvalidArgument(f"num_neighbors must be >= 0, got {num_neighbors}")
+        request = pb.StartPruningEvaluationRequest(
+            bundle=bundle,
+            counts=_counts(counts),
+            selections=_selections(selections),
+            num_neighbors=num_neighbors,
+            seed=_as_int(seed, "seed"),
+            **_query(sample_id, image, label),
+        )
+        response = self._call(self._evaluation_stub.StartPruningEvaluation, request, timeout)
+        return OperationHandle(self, _convert.operation_from_proto(response.operation))
+
+    # -- OperationsService ----------------------------------------------------------------
+
+    def operations(
+        self, state: str | None = None, page_size: int = 100, *, bundle: str = "", timeout: float | None = None
+    ) -> list[Operation]:
+        """Operations, newest first (only those in `state`, and of `bundle` when named)."""
+        request = pb.ListOperationsRequest(
+            page_size=_positive(page_size, "page_size"), state=_convert.state_to_proto(state)
+        )
+        response = self._call(self._operations_stub.ListOperations, request, timeout)
+        ops = [_convert.operation_from_proto(m) for m in response.operations]
+        return [op for op in ops if op.bundle == bundle] if bundle else ops
+
+    def operation(self, op_id: str, *, bundle: str = "", timeout: float | None = None) -> Operation:
+        """One operation, with its result once finished (NotFound if it is not of `bundle`, when named)."""
+        response = self._call(self._operations_stub.GetOperation, pb.GetOperationRequest(id=_op_id(op_id)), timeout)
+        op = _convert.operation_from_proto(response.operation)
+        if bundle and op.bundle != bundle:
+            raise NotFound(f"operation {op.id} belongs to bundle {op.bundle!r}, not {bundle!r}")
+        return op
+
+    def cancel(self, op_id: str, *, bundle: str = "", timeout: float | None = None) -> Operation:
+        """Asks a pending or running operation to stop; finished ones come back unchanged."""
+        if bundle:
+            self.operation(op_id, bundle=bundle, timeout=timeout)  # refuse another bundle's operation
+        request = pb.CancelOperationRequest(id=_op_id(op_id))
+        return _convert.operation_from_proto(self._call(self._operations_stub.CancelOperation, request, timeout).operation)
+
+    def operation_handle(self, op_id: str) -> OperationHandle:
+        """A handle on an operation started earlier (e.g. by another process)."""
+        return OperationHandle(self, _op_id(op_id))
+
+
+# ---------------------------------------------------------------------------------------
+# Argument checks: done here, before any call, so mistakes fail fast and typed.
+
+
+def _query(sample_id, image, label, alternatives: str = "sample_id or image") -> dict:
+    """The oneof of a request: {"sample_id": int} or {"image": ImageInput}."""
+    if (sample_id is None) == (image is None):
+        raise InvalidArgument(f"give exactly one of {alternatives}")
+    if sample_id is not None:
+        if label is not None:
+            raise InvalidArgument("label is only used with image (an indexed sample has its own)")
+        return {"sample_id": _as_int(sample_id, "sample_id")}
+    return {"image": _convert.image_input(image, label)}
+
+
+def _positive(value, name: str) -> int:
+    value = _as_int(value, name)
+    if value < 1:
+        raise InvalidArgument(f"{name} must be >= 1, got {value}")
+    return value
+
+
+def _int_list(values, name: str) -> list[int]:
+    if values is None:
+        return []
+    if isinstance(values, (str, bytes)):
+        raise InvalidArgument(f"{name} must be a sequence of integers, got {values!r}")
+    return [_as_int(v, name) for v in values]
+
+
+def _counts(counts) -> list[int]:
+    result = [_positive(c, "counts") for c in _int_list(counts, "counts")]
+    if not result:
+        raise InvalidArgument("counts must not be empty")
+    return result
+
+
+def _selections(selections) -> list[int]:
+    if isinstance(selections, str):
+        selections = [selections]
+    result = [_convert.selection_to_proto(s) for s in selections]
+    if not result:
+        raise InvalidArgument("selections must not be empty")
+    return result
+
+
+def _profile_vector(vector) -> np.ndarray:
+    try:
+        array = np.asarray(vector, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(f"vector must be numeric: {exc}") from exc
+    if array.ndim != 1 or array.size == 0:
+        raise InvalidArgument(f"vector must be a non-empty 1-D array, got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise InvalidArgument("vector contains NaN or Inf")
+    return array
+
+
+def _op_id(op_id) -> str:
+    if not isinstance(op_id, str) or not op_id.strip():
+        raise InvalidArgument(f"operation id must be a non-empty string, got {op_id!r}")
+    return op_id.strip()

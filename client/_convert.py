@@ -1,0 +1,460 @@
+"""Every conversion between parasal.v1 messages and the SDK's dataclasses, both ways.
+
+`*_from_proto` reads a message into a value of `types.py`; `*_to_proto` writes it back
+(used by the round-trip tests and by fakes). Enum names are mapped here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import numpy as np
+from google.protobuf import timestamp_pb2
+from parasal.v1 import saliency_pb2 as pb
+
+from ._images import encode_image
+from .errors import Internal, InvalidArgument, status_code_from_number
+from .types import (
+    BundleInfo,
+    ConfusionCount,
+    Explanation,
+    FilterScore,
+    FinetuneResult,
+    FinetuneRow,
+    Layer,
+    Neighbor,
+    Operation,
+    OperationErrorInfo,
+    Profile,
+    PruningResult,
+    PruningRow,
+    ReferenceState,
+    Sample,
+    SimilarFailures,
+)
+
+# ---------------------------------------------------------------------------------------
+# Enums
+
+_SELECTION_TO_PROTO = {
+    "most": pb.SELECTION_MOST_SALIENT,
+    "random": pb.SELECTION_RANDOM,
+    "least": pb.SELECTION_LEAST_SALIENT,
+    "whole_network": pb.SELECTION_WHOLE_NETWORK,
+}
+_SELECTION_FROM_PROTO = {v: k for k, v in _SELECTION_TO_PROTO.items()}
+# What callers may request (the whole-network row is the server's own baseline).
+REQUESTABLE_SELECTIONS = ("most", "random", "least")
+
+_STATE_TO_PROTO = {
+    "pending": pb.OPERATION_STATE_PENDING,
+    "running": pb.OPERATION_STATE_RUNNING,
+    "succeeded": pb.OPERATION_STATE_SUCCEEDED,
+    "failed": pb.OPERATION_STATE_FAILED,
+    "cancelled": pb.OPERATION_STATE_CANCELLED,
+    "aborted": pb.OPERATION_STATE_ABORTED,
+}
+_STATE_FROM_PROTO = {v: k for k, v in _STATE_TO_PROTO.items()}
+
+_KIND_TO_PROTO = {
+    "finetune": pb.OPERATION_KIND_FINETUNE_EVALUATION,
+    "pruning": pb.OPERATION_KIND_PRUNING_EVALUATION,
+}
+_KIND_FROM_PROTO = {v: k for k, v in _KIND_TO_PROTO.items()}
+
+
+def selection_to_proto(name: str) -> int:
+    """"most" / "random" / "least" (case-insensitive) -> `Selection`; InvalidArgument otherwise."""
+    key = name.strip().lower() if isinstance(name, str) else name
+    if key not in REQUESTABLE_SELECTIONS:
+        raise InvalidArgument(f"unknown selection {name!r}; choose from {', '.join(REQUESTABLE_SELECTIONS)}")
+    return _SELECTION_TO_PROTO[key]
+
+
+def selection_from_proto(value: int) -> str:
+    return _SELECTION_FROM_PROTO.get(value, "unspecified")
+
+
+def state_to_proto(name: str | None) -> int:
+    """Operation state name -> `OperationState`; None means any (UNSPECIFIED)."""
+    if name is None or name == "":
+        return pb.OPERATION_STATE_UNSPECIFIED
+    key = name.strip().lower() if isinstance(name, str) else name
+    if key not in _STATE_TO_PROTO:
+        raise InvalidArgument(f"unknown operation state {name!r}; choose from {', '.join(_STATE_TO_PROTO)}")
+    return _STATE_TO_PROTO[key]
+
+
+def state_from_proto(value: int) -> str:
+    return _STATE_FROM_PROTO.get(value, "unspecified")
+
+
+def kind_from_proto(value: int) -> str:
+    return _KIND_FROM_PROTO.get(value, "")
+
+
+def kind_to_proto(name: str) -> int:
+    return _KIND_TO_PROTO.get(name, pb.OPERATION_KIND_UNSPECIFIED)
+
+
+# ---------------------------------------------------------------------------------------
+# Small pieces
+
+
+def timestamp_from_proto(parent, field: str) -> datetime | None:
+    """A Timestamp field as an aware UTC datetime, None when unset."""
+    if not parent.HasField(field):
+        return None
+    return getattr(parent, field).ToDatetime(tzinfo=timezone.utc)
+
+
+def timestamp_to_proto(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def _float32_array(values) -> np.ndarray:
+    return np.fromiter(values, dtype=np.float32, count=len(values))
+
+
+def _int64_array(values) -> np.ndarray:
+    return np.fromiter(values, dtype=np.int64, count=len(values))
+
+
+def image_input(image, label) -> pb.ImageInput:
+    """`ImageInput` from any image argument `encode_image` accepts and its true label."""
+    if label is None:
+        raise InvalidArgument("an image query needs its true label (label=...)")
+    return pb.ImageInput(data=encode_image(image), label=as_int(label, "label"))
+
+
+def as_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidArgument(f"{name} must be an integer, got {value!r}")
+    return int(value)
+
+
+def layer_from_proto(msg: pb.Layer) -> Layer:
+    return Layer(name=msg.name, kind=msg.kind, filters=msg.filters, offset=msg.offset)
+
+
+def layer_to_proto(value: Layer) -> pb.Layer:
+    return pb.Layer(name=value.name, kind=value.kind, filters=value.filters, offset=value.offset)
+
+
+def filter_score_from_proto(msg: pb.FilterScore) -> FilterScore:
+    return FilterScore(index=msg.index, layer=msg.layer, filter=msg.filter, z=msg.z)
+
+
+def filter_score_to_proto(value: FilterScore) -> pb.FilterScore:
+    return pb.FilterScore(index=value.index, layer=value.layer, filter=value.filter, z=value.z)
+
+
+# ---------------------------------------------------------------------------------------
+# SaliencyService
+
+
+def bundle_info_from_proto(msg: pb.BundleInfo) -> BundleInfo:
+    return BundleInfo(
+        name=msg.name,
+        model=msg.model,
+        model_fingerprint=msg.model_fingerprint,
+        dataset=msg.dataset,
+        num_samples=msg.num_samples,
+        num_misclassified=msg.num_misclassified,
+        num_filters=msg.num_filters,
+        layers=[layer_from_proto(m) for m in msg.layers],
+        index_type=msg.index_type,
+        class_names=list(msg.class_names),
+        created_at=timestamp_from_proto(msg, "created_at"),
+        input_shape=tuple(msg.input_shape),
+    )
+
+
+def bundle_info_to_proto(value: BundleInfo) -> pb.BundleInfo:
+    return pb.BundleInfo(
+        name=value.name,
+        model=value.model,
+        model_fingerprint=value.model_fingerprint,
+        dataset=value.dataset,
+        num_samples=value.num_samples,
+        num_misclassified=value.num_misclassified,
+        num_filters=value.num_filters,
+        layers=[layer_to_proto(v) for v in value.layers],
+        index_type=value.index_type,
+        class_names=value.class_names,
+        created_at=timestamp_to_proto(value.created_at),
+        input_shape=value.input_shape,
+    )
+
+
+def sample_from_proto(msg: pb.Sample, image_png: bytes | None = None) -> Sample:
+    return Sample(
+        id=msg.id,
+        uri=msg.uri,
+        label=msg.label,
+        predicted=msg.predicted,
+        correct=msg.correct,
+        true_confidence=msg.true_confidence,
+        predicted_confidence=msg.predicted_confidence,
+        loss=msg.loss,
+        top_filters=[filter_score_from_proto(m) for m in msg.top_filters],
+        label_name=msg.label_name,
+        predicted_name=msg.predicted_name,
+        image_png=image_png or None,
+    )
+
+
+def sample_to_proto(value: Sample) -> pb.Sample:
+    return pb.Sample(
+        id=value.id,
+        uri=value.uri,
+        label=value.label,
+        predicted=value.predicted,
+        correct=value.correct,
+        true_confidence=value.true_confidence,
+        predicted_confidence=value.predicted_confidence,
+        loss=value.loss,
+        top_filters=[filter_score_to_proto(v) for v in value.top_filters],
+        label_name=value.label_name,
+        predicted_name=value.predicted_name,
+    )
+
+
+def get_sample_response_from_proto(msg: pb.GetSampleResponse) -> Sample:
+    return sample_from_proto(msg.sample, image_png=msg.image_png)
+
+
+def get_sample_response_to_proto(value: Sample) -> pb.GetSampleResponse:
+    return pb.GetSampleResponse(sample=sample_to_proto(value), image_png=value.image_png or b"")
+
+
+def profile_from_proto(msg: pb.GetProfileResponse) -> Profile:
+    return Profile(
+        sample_id=msg.sample_id if msg.HasField("sample_id") else None,
+        label=msg.label,
+        predicted=msg.predicted,
+        true_confidence=msg.true_confidence,
+        predicted_confidence=msg.predicted_confidence,
+        loss=msg.loss,
+        top_filters=[filter_score_from_proto(m) for m in msg.top_filters],
+        vector=_float32_array(msg.vector) if len(msg.vector) else None,
+    )
+
+
+def profile_to_proto(value: Profile) -> pb.GetProfileResponse:
+    msg = pb.GetProfileResponse(
+        label=value.label,
+        predicted=value.predicted,
+        true_confidence=value.true_confidence,
+        predicted_confidence=value.predicted_confidence,
+        loss=value.loss,
+        top_filters=[filter_score_to_proto(v) for v in value.top_filters],
+    )
+    if value.sample_id is not None:
+        msg.sample_id = value.sample_id
+    if value.vector is not None:
+        msg.vector.extend(np.asarray(value.vector, dtype=np.float32).tolist())
+    return msg
+
+
+def similar_failures_from_proto(msg: pb.FindSimilarFailuresResponse) -> SimilarFailures:
+    return SimilarFailures(
+        neighbors=[Neighbor(id=m.id, similarity=m.similarity, sample=sample_from_proto(m.sample)) for m in msg.neighbors],
+        confusions=[ConfusionCount(label=m.label, predicted=m.predicted, count=m.count) for m in msg.confusions],
+    )
+
+
+def similar_failures_to_proto(value: SimilarFailures) -> pb.FindSimilarFailuresResponse:
+    return pb.FindSimilarFailuresResponse(
+        neighbors=[pb.Neighbor(id=n.id, similarity=n.similarity, sample=sample_to_proto(n.sample)) for n in value.neighbors],
+        confusions=[pb.ConfusionCount(label=c.label, predicted=c.predicted, count=c.count) for c in value.confusions],
+    )
+
+
+def explanation_from_proto(msg: pb.ExplainInputResponse) -> Explanation:
+    if msg.height < 0 or msg.width < 0 or len(msg.heatmap) != msg.height * msg.width:
+        raise Internal(f"malformed response: heatmap has {len(msg.heatmap)} values for {msg.height}x{msg.width}")
+    return Explanation(
+        heatmap=_float32_array(msg.heatmap).reshape(msg.height, msg.width),
+        overlay_png=msg.overlay_png,
+        filters=[filter_score_from_proto(m) for m in msg.filters],
+        label=msg.label,
+        predicted=msg.predicted,
+    )
+
+
+def explanation_to_proto(value: Explanation) -> pb.ExplainInputResponse:
+    heatmap = np.asarray(value.heatmap, dtype=np.float32)
+    if heatmap.ndim != 2:
+        raise ValueError(f"heatmap must be (H, W), got shape {heatmap.shape}")
+    return pb.ExplainInputResponse(
+        height=heatmap.shape[0],
+        width=heatmap.shape[1],
+        heatmap=heatmap.ravel().tolist(),
+        overlay_png=value.overlay_png,
+        filters=[filter_score_to_proto(v) for v in value.filters],
+        label=value.label,
+        predicted=value.predicted,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Evaluations and operations
+
+
+def reference_from_proto(msg: pb.ReferenceState) -> ReferenceState:
+    return ReferenceState(
+        sample_id=msg.sample_id if msg.HasField("sample_id") else None,
+        label=msg.label,
+        predicted=msg.predicted,
+        true_confidence=msg.true_confidence,
+        predicted_confidence=msg.predicted_confidence,
+    )
+
+
+def reference_to_proto(value: ReferenceState) -> pb.ReferenceState:
+    msg = pb.ReferenceState(
+        label=value.label,
+        predicted=value.predicted,
+        true_confidence=value.true_confidence,
+        predicted_confidence=value.predicted_confidence,
+    )
+    if value.sample_id is not None:
+        msg.sample_id = value.sample_id
+    return msg
+
+
+def finetune_row_from_proto(msg: pb.FinetuneRow) -> FinetuneRow:
+    return FinetuneRow(
+        selection=selection_from_proto(msg.selection),
+        count=msg.count,
+        reference_corrected=msg.reference_corrected,
+        reference_true_confidence_delta=msg.reference_true_confidence_delta,
+        neighbors_corrected_fraction=msg.neighbors_corrected_fraction,
+        neighbors_true_confidence_delta=msg.neighbors_true_confidence_delta,
+        neighbors_evaluated=msg.neighbors_evaluated,
+    )
+
+
+def finetune_row_to_proto(value: FinetuneRow) -> pb.FinetuneRow:
+    return pb.FinetuneRow(
+        selection=_SELECTION_TO_PROTO.get(value.selection, pb.SELECTION_UNSPECIFIED),
+        count=value.count,
+        reference_corrected=value.reference_corrected,
+        reference_true_confidence_delta=value.reference_true_confidence_delta,
+        neighbors_corrected_fraction=value.neighbors_corrected_fraction,
+        neighbors_true_confidence_delta=value.neighbors_true_confidence_delta,
+        neighbors_evaluated=value.neighbors_evaluated,
+    )
+
+
+def pruning_row_from_proto(msg: pb.PruningRow) -> PruningRow:
+    return PruningRow(
+        selection=selection_from_proto(msg.selection),
+        count=msg.count,
+        corrected=msg.corrected,
+        incorrect_confidence_delta=msg.incorrect_confidence_delta,
+        true_confidence_delta=msg.true_confidence_delta,
+        neighbors_corrected_fraction=msg.neighbors_corrected_fraction,
+        neighbors_incorrect_confidence_delta=msg.neighbors_incorrect_confidence_delta,
+        neighbors_true_confidence_delta=msg.neighbors_true_confidence_delta,
+        neighbors_evaluated=msg.neighbors_evaluated,
+    )
+
+
+def pruning_row_to_proto(value: PruningRow) -> pb.PruningRow:
+    return pb.PruningRow(
+        selection=_SELECTION_TO_PROTO.get(value.selection, pb.SELECTION_UNSPECIFIED),
+        count=value.count,
+        corrected=value.corrected,
+        incorrect_confidence_delta=value.incorrect_confidence_delta,
+        true_confidence_delta=value.true_confidence_delta,
+        neighbors_corrected_fraction=value.neighbors_corrected_fraction,
+        neighbors_incorrect_confidence_delta=value.neighbors_incorrect_confidence_delta,
+        neighbors_true_confidence_delta=value.neighbors_true_confidence_delta,
+        neighbors_evaluated=value.neighbors_evaluated,
+    )
+
+
+def finetune_result_from_proto(msg: pb.FinetuneEvaluationResult) -> FinetuneResult:
+    return FinetuneResult(
+        reference=reference_from_proto(msg.reference),
+        neighbor_ids=_int64_array(msg.neighbor_ids),
+        rows=[finetune_row_from_proto(m) for m in msg.rows],
+        step_size=msg.step_size,
+    )
+
+
+def finetune_result_to_proto(value: FinetuneResult) -> pb.FinetuneEvaluationResult:
+    return pb.FinetuneEvaluationResult(
+        reference=reference_to_proto(value.reference),
+        neighbor_ids=np.asarray(value.neighbor_ids, dtype=np.int64).tolist(),
+        rows=[finetune_row_to_proto(r) for r in value.rows],
+        step_size=value.step_size,
+    )
+
+
+def pruning_result_from_proto(msg: pb.PruningEvaluationResult) -> PruningResult:
+    return PruningResult(
+        reference=reference_from_proto(msg.reference),
+        neighbor_ids=_int64_array(msg.neighbor_ids),
+        rows=[pruning_row_from_proto(m) for m in msg.rows],
+    )
+
+
+def pruning_result_to_proto(value: PruningResult) -> pb.PruningEvaluationResult:
+    return pb.PruningEvaluationResult(
+        reference=reference_to_proto(value.reference),
+        neighbor_ids=np.asarray(value.neighbor_ids, dtype=np.int64).tolist(),
+        rows=[pruning_row_to_proto(r) for r in value.rows],
+    )
+
+
+def operation_from_proto(msg: pb.Operation) -> Operation:
+    which = msg.WhichOneof("result")
+    if which == "finetune":
+        result = finetune_result_from_proto(msg.finetune)
+    elif which == "pruning":
+        result = pruning_result_from_proto(msg.pruning)
+    else:
+        result = None
+    error = None
+    if msg.HasField("error"):
+        error = OperationErrorInfo(code=status_code_from_number(msg.error.code), message=msg.error.message)
+    return Operation(
+        id=msg.id,
+        kind=kind_from_proto(msg.kind),
+        state=state_from_proto(msg.state),
+        progress=msg.progress,
+        message=msg.message,
+        bundle=msg.bundle,
+        created_at=timestamp_from_proto(msg, "created_at"),
+        updated_at=timestamp_from_proto(msg, "updated_at"),
+        result=result,
+        error=error,
+    )
+
+
+def operation_to_proto(value: Operation) -> pb.Operation:
+    msg = pb.Operation(
+        id=value.id,
+        kind=kind_to_proto(value.kind),
+        state=_STATE_TO_PROTO.get(value.state, pb.OPERATION_STATE_UNSPECIFIED),
+        progress=value.progress,
+        message=value.message,
+        bundle=value.bundle,
+        created_at=timestamp_to_proto(value.created_at),
+        updated_at=timestamp_to_proto(value.updated_at),
+    )
+    if isinstance(value.result, FinetuneResult):
+        msg.finetune.CopyFrom(finetune_result_to_proto(value.result))
+    elif isinstance(value.result, PruningResult):
+        msg.pruning.CopyFrom(pruning_result_to_proto(value.result))
+    if value.error is not None:
+        msg.error.code = value.error.code.value[0]
+        msg.error.message = value.error.message
+    return msg

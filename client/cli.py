@@ -1,0 +1,545 @@
+"""`parasal`: the command line over the SDK, plus lazy entry points to the engine.
+
+    parasal info
+    parasal sample 7 --image-out seven.png
+    parasal similar --sample 7 -k 10 --only-misclassified
+    parasal eval finetune --sample 7
+    parasal ops list
+
+`--json` prints one JSON document on stdout for scripts; otherwise tables for people.
+Errors print one line, `error: <details> (<CODE>)`, on stderr; the exit status is 2 for
+usage errors, INVALID_ARGUMENT and NOT_FOUND, 1 for the rest.
+
+`parasal index|serve|train-demo|demo ...` hand their arguments, untouched, to the engine's
+own commands, imported only then: this module and the SDK never import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from . import _config
+from ._client import Client
+from ._operations import OperationHandle
+from .errors import OperationError, ParasalError
+from .types import BundleInfo, Operation, Sample, _format_table
+
+# Subcommands that need the engine extras (torch, faiss, lmdb): module and function,
+# imported only when invoked.
+ENGINE_COMMANDS: dict[str, tuple[str, str]] = {
+    "index": ("parasal.indexer.cli", "main"),
+    "serve": ("parasal.server.cli", "main"),
+    "train-demo": ("parasal.indexer.train_demo", "main"),
+    "demo": ("parasal.demo.run", "main"),
+}
+ENGINE_HELP = {
+    "index": "build a saliency bundle from a model and a dataset (engine extras)",
+    "serve": "run the gRPC server over bundles (engine extras)",
+    "train-demo": "train the embedded demo-fashion model (engine extras)",
+    "demo": "index Fashion-MNIST, serve it and walk through the API (engine extras)",
+}
+ENGINE_PACKAGES = frozenset({"torch", "torchvision", "faiss", "lmdb", "matplotlib"})
+
+TARGET_ENV = "PARASAL_TARGET"
+TOKEN_ENV = "PARASAL_TOKEN"  # the token itself
+TOKEN_FILE_ENV = "PARASAL_TOKEN_FILE"  # or a file holding it
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+_USAGE_CODES = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND})
+
+
+class UsageError(Exception):
+    """A command line that cannot work; reported as one line with exit status 2."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ENGINE_COMMANDS:
+        return _run_engine_command(argv[0], argv[1:])
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error argparse already reported
+        return _exit_status(exc.code)
+    if getattr(args, "func", None) is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return args.func(args) or EXIT_OK
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ParasalError as exc:
+        print(_error_line(exc, args.target), file=sys.stderr)
+        return EXIT_USAGE if exc.code in _USAGE_CODES else EXIT_ERROR
+    except BrokenPipeError:  # the reader went away (`parasal ... | head`): stop quietly
+        _silence_stdout()
+        return EXIT_ERROR
+    except OSError as exc:  # unreadable input or unwritable output file
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _silence_stdout() -> None:
+    # Python would report the broken pipe again when it flushes stdout at exit.
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _exit_status(code) -> int:
+    if code is None:
+        return EXIT_OK
+    return code if isinstance(code, int) else EXIT_ERROR
+
+
+def _error_line(exc: ParasalError, target: str) -> str:
+    if exc.code == grpc.StatusCode.UNAVAILABLE and not isinstance(exc, OperationError):
+        return f"error: cannot reach the parasal server at {target}: {exc.details} ({exc.code.name})"
+    return f"error: {exc.details or exc.code.name.lower()} ({exc.code.name})"
+
+
+def _run_engine_command(name: str, rest: list[str]) -> int:
+    module_name, function = ENGINE_COMMANDS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        missing = exc.name or ""
+        if missing.split(".")[0] in ENGINE_PACKAGES:
+            print(f"error: `parasal {name}` needs the engine extras: pip install 'parasal[engine]'", file=sys.stderr)
+            return EXIT_ERROR
+        if missing and (module_name == missing or module_name.startswith(missing + ".")):
+            print(f"error: `parasal {name}` is not available in this installation ({module_name} is missing)",
+                  file=sys.stderr)
+            return EXIT_ERROR
+        raise
+    try:
+        status = getattr(module, function)(rest)
+    except SystemExit as exc:
+        return _exit_status(exc.code)
+    return int(status or 0)
+
+
+# ---------------------------------------------------------------------------------------
+# Argument parsing
+
+
+def _comma_ints(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _comma_names(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _add_connection_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """The options every subcommand takes, before or after its name."""
+
+    def d(value):
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument("--target", default=d(os.environ.get(TARGET_ENV) or _config.DEFAULT_TARGET),
+                        help=f"server address host:port (${TARGET_ENV}; default {_config.DEFAULT_TARGET})")
+    parser.add_argument("--token-file", type=Path, default=d(None),
+                        help=f"file holding the bearer token (else ${TOKEN_ENV} or ${TOKEN_FILE_ENV})")
+    parser.add_argument("--tls", action="store_true", default=d(False), help="connect with TLS")
+    parser.add_argument("--ca-file", type=Path, default=d(None),
+                        help="PEM root certificates for TLS (implies --tls; default: the system's)")
+    parser.add_argument("--bundle", default=d(""), help="bundle name (default: the server's first)")
+    parser.add_argument("--timeout", type=float, default=d(_config.DEFAULT_TIMEOUT),
+                        help="seconds per call (default %(default)s)" if defaults else "seconds per call")
+    parser.add_argument("--json", action="store_true", default=d(False), help="print one JSON document")
+
+
+def _add_query_options(parser: argparse.ArgumentParser, vector: bool = False) -> None:
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--sample", type=int, metavar="ID", help="an indexed sample id")
+    group.add_argument("--image", type=Path, metavar="PATH", help="an image file (PNG, JPEG, ...); needs --label")
+    if vector:
+        group.add_argument("--vector-file", type=Path, metavar="NPY", help="a standardized profile saved with numpy")
+    parser.add_argument("--label", type=int, metavar="N", help="true class of --image")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="parasal",
+        description="Parameter-space saliency as a service: find images that fail for the same reason, "
+                    "explain them, and test fixes.",
+    )
+    _add_connection_options(parser, defaults=True)
+    common = argparse.ArgumentParser(add_help=False)
+    _add_connection_options(common, defaults=False)
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    def command(name, func, help, parent=sub):
+        p = parent.add_parser(name, parents=[common], help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    command("info", cmd_info, "the bundles the server has loaded")
+
+    p = command("sample", cmd_sample, "metadata of an indexed sample")
+    p.add_argument("id", type=int)
+    p.add_argument("--image-out", type=Path, metavar="PNG", help="also save the sample's image here")
+
+    p = command("profile", cmd_profile, "saliency profile of a sample or an image")
+    _add_query_options(p)
+    p.add_argument("--full", action="store_true", help="fetch the whole standardized vector")
+    p.add_argument("-k", "--top-k", dest="top_k", type=int, default=10, help="top filters to show (default 10)")
+    p.add_argument("--vector-out", type=Path, metavar="NPY", help="save the full vector as .npy (implies --full)")
+
+    p = command("similar", cmd_similar, "samples failing for the same reason (nearest profiles)")
+    _add_query_options(p, vector=True)
+    p.add_argument("-k", type=int, default=10, help="number of neighbours (default 10)")
+    p.add_argument("--only-misclassified", action="store_true")
+    p.add_argument("--include-self", action="store_true", help="keep the query sample among the results")
+    p.add_argument("--layers", type=_comma_names, metavar="A,B", help="compare only these layers' filters")
+    p.add_argument("--true-labels", type=_comma_ints, metavar="1,2")
+    p.add_argument("--predicted-labels", type=_comma_ints, metavar="1,2")
+
+    p = command("explain", cmd_explain, "input-space saliency heatmap of a sample or an image")
+    _add_query_options(p)
+    p.add_argument("--top-k", type=int, default=10, help="boost this many most salient filters (default 10)")
+    p.add_argument("--filters", type=_comma_ints, metavar="1,2", help="boost exactly these profile indices")
+    p.add_argument("--boost", type=float, default=100.0, help="boost factor (default 100)")
+    p.add_argument("--out", type=Path, required=True, metavar="PNG", help="write the overlay PNG here")
+    p.add_argument("--heatmap-out", type=Path, metavar="NPY", help="also save the (H, W) heatmap as .npy")
+
+    p = sub.add_parser("eval", help="evaluate salient filters (long-running operations)")
+    eval_sub = p.add_subparsers(title="evaluations", metavar="KIND", required=True)
+    for kind, help in (("finetune", "one gradient step on the most/random/least salient filters"),
+                       ("pruning", "zero the most/random/least salient filters")):
+        e = command(kind, cmd_eval, help, parent=eval_sub)
+        e.set_defaults(kind=kind)
+        _add_query_options(e)
+        e.add_argument("--counts", type=_comma_ints, default=[1, 5, 25, 75], metavar="1,5,25,75")
+        e.add_argument("--selections", type=_comma_names, default=["most", "random", "least"],
+                       metavar="most,random,least")
+        e.add_argument("--neighbors", type=int, default=10 if kind == "finetune" else 0,
+                       help=f"nearest misclassified neighbours to measure on (default {10 if kind == 'finetune' else 0})")
+        e.add_argument("--seed", type=int, default=0, help="seed of the random selection")
+        if kind == "finetune":
+            e.add_argument("--step-size", type=float, default=1e-3, help="gradient step size (default 0.001)")
+            e.add_argument("--neighbor-bundle", default="", help="bundle to find neighbours in (default --bundle)")
+        e.add_argument("--no-wait", action="store_true", help="print the operation id and return")
+
+    p = sub.add_parser("ops", help="list, inspect, watch or cancel operations")
+    ops_sub = p.add_subparsers(title="actions", metavar="ACTION", required=True)
+    o = command("list", cmd_ops_list, "operations, newest first", parent=ops_sub)
+    o.add_argument("--state", choices=["pending", "running", "succeeded", "failed", "cancelled", "aborted"])
+    o.add_argument("--limit", type=int, default=100)
+    for action, func, help in (("get", cmd_ops_get, "one operation and its result"),
+                               ("cancel", cmd_ops_cancel, "ask an operation to stop"),
+                               ("watch", cmd_ops_watch, "follow an operation until it ends")):
+        command(action, func, help, parent=ops_sub).add_argument("id")
+
+    for name, help in ENGINE_HELP.items():  # dispatched before parsing; listed for --help
+        sub.add_parser(name, help=help, add_help=False)
+    return parser
+
+
+# ---------------------------------------------------------------------------------------
+# Commands
+
+
+def _client(args) -> Client:
+    token = None
+    if args.token_file is not None:
+        token = args.token_file.read_text().strip()
+        if not token:
+            raise UsageError(f"token file {args.token_file} is empty")
+    elif os.environ.get(TOKEN_ENV):
+        token = os.environ[TOKEN_ENV].strip()
+    elif os.environ.get(TOKEN_FILE_ENV):
+        token = Path(os.environ[TOKEN_FILE_ENV]).expanduser().read_text().strip()
+    tls = bool(args.tls or args.ca_file)
+    return Client(args.target, token=token, timeout=args.timeout, tls=tls, root_certificates=args.ca_file)
+
+
+def _query_kwargs(args) -> dict:
+    if getattr(args, "image", None) is not None:
+        if args.label is None:
+            raise UsageError("--image needs --label (the image's true class)")
+        return {"image": args.image, "label": args.label}
+    if args.label is not None:
+        raise UsageError("--label goes with --image only")
+    if getattr(args, "vector_file", None) is not None:
+        return {"vector": np.load(args.vector_file, allow_pickle=False)}
+    return {"sample_id": args.sample}
+
+
+def cmd_info(args) -> int:
+    with _client(args) as client:
+        bundles = client.index_info(bundle=args.bundle)
+    if args.json:
+        return _print_json({"bundles": bundles})
+    for i, b in enumerate(bundles):
+        if i:
+            print()
+        _print_bundle(b, default=(i == 0 and not args.bundle))
+    if not bundles:
+        print("the server has no bundles loaded")
+    return EXIT_OK
+
+
+def cmd_sample(args) -> int:
+    with _client(args) as client:
+        sample = client.sample(args.id, include_image=args.image_out is not None, bundle=args.bundle)
+    if args.image_out is not None:
+        if not sample.image_png:
+            raise UsageError(f"the server sent no image for sample {args.id}")
+        args.image_out.write_bytes(sample.image_png)
+    if args.json:
+        return _print_json({"sample": sample, "image_out": args.image_out})
+    _print_sample(sample)
+    if args.image_out is not None:
+        print(f"image written to {args.image_out}")
+    return EXIT_OK
+
+
+def cmd_profile(args) -> int:
+    full = args.full or args.vector_out is not None
+    with _client(args) as client:
+        profile = client.profile(**_query_kwargs(args), full=full, top_k=args.top_k, bundle=args.bundle)
+    if args.vector_out is not None and profile.vector is not None:
+        np.save(args.vector_out, profile.vector)
+    if args.json:
+        return _print_json({"profile": profile})
+    who = f"sample {profile.sample_id}" if profile.sample_id is not None else f"image {args.image}"
+    print(f"{who}: label {profile.label}, predicted {profile.predicted} ({'correct' if profile.correct else 'wrong'})")
+    print(f"  true confidence {profile.true_confidence:.4f}, predicted confidence "
+          f"{profile.predicted_confidence:.4f}, loss {profile.loss:.4f}")
+    if profile.vector is not None:
+        v = profile.vector
+        print(f"  vector: {v.size} filters, z from {v.min():.3f} to {v.max():.3f}, mean {v.mean():.3f}")
+    if args.vector_out is not None:
+        print(f"  vector written to {args.vector_out}")
+    print("top filters:")
+    print(_filters_table(profile.top_filters))
+    return EXIT_OK
+
+
+def cmd_similar(args) -> int:
+    with _client(args) as client:
+        result = client.find_similar_failures(
+            **_query_kwargs(args), k=args.k, only_misclassified=args.only_misclassified,
+            exclude_self=not args.include_self, layers=args.layers, true_labels=args.true_labels,
+            predicted_labels=args.predicted_labels, bundle=args.bundle)
+    if args.json:
+        return _print_json({"neighbors": result.neighbors, "confusions": result.confusions})
+    rows = [[i + 1, n.id, n.similarity, _class(n.sample.label, n.sample.label_name),
+             _class(n.sample.predicted, n.sample.predicted_name), n.sample.correct, n.sample.uri]
+            for i, n in enumerate(result)]
+    print(_format_table(["rank", "id", "similarity", "label", "predicted", "correct", "uri"], rows)
+          if rows else "no neighbours matched")
+    if result.confusions:
+        print("\nconfusions among the neighbours:")
+        print(_format_table(["label", "predicted", "count"],
+                            [[c.label, c.predicted, c.count] for c in result.confusions]))
+    return EXIT_OK
+
+
+def cmd_explain(args) -> int:
+    with _client(args) as client:
+        explanation = client.explain_input(**_query_kwargs(args), top_k=args.top_k, filters=args.filters,
+                                           boost=args.boost, bundle=args.bundle)
+    args.out.write_bytes(explanation.overlay_png)
+    if args.heatmap_out is not None:
+        np.save(args.heatmap_out, explanation.heatmap)
+    if args.json:
+        return _print_json({"out": args.out, "heatmap_out": args.heatmap_out,
+                            "heatmap_shape": list(explanation.heatmap.shape), "label": explanation.label,
+                            "predicted": explanation.predicted, "filters": explanation.filters})
+    h, w = explanation.heatmap.shape
+    print(f"overlay written to {args.out} ({h}x{w} heatmap; label {explanation.label}, "
+          f"predicted {explanation.predicted})")
+    print("boosted filters:")
+    print(_filters_table(explanation.filters))
+    return EXIT_OK
+
+
+def cmd_eval(args) -> int:
+    with _client(args) as client:
+        common = dict(**_query_kwargs(args), counts=args.counts, selections=args.selections,
+                      num_neighbors=args.neighbors, seed=args.seed, bundle=args.bundle)
+        if args.kind == "finetune":
+            handle = client.start_finetune_evaluation(**common, step_size=args.step_size,
+                                                      neighbor_bundle=args.neighbor_bundle)
+        else:
+            handle = client.start_pruning_evaluation(**common)
+        if args.no_wait:
+            if args.json:
+                return _print_json({"operation": handle.operation})
+            print(f"started {args.kind} evaluation {handle.id} (parasal ops watch {handle.id})")
+            return EXIT_OK
+        return _wait_and_print(handle, args)
+
+
+def cmd_ops_list(args) -> int:
+    with _client(args) as client:
+        ops = client.operations(state=args.state, page_size=args.limit, bundle=args.bundle)
+    if args.json:
+        return _print_json({"operations": ops})
+    if not ops:
+        print("no operations")
+        return EXIT_OK
+    rows = [[op.id, op.kind, op.state, f"{op.progress:.0%}", op.bundle, _time(op.created_at), op.message]
+            for op in ops]
+    print(_format_table(["id", "kind", "state", "progress", "bundle", "created", "message"], rows))
+    return EXIT_OK
+
+
+def cmd_ops_get(args) -> int:
+    with _client(args) as client:
+        op = client.operation(args.id, bundle=args.bundle)
+    if args.json:
+        return _print_json({"operation": op})
+    _print_operation(op)
+    return EXIT_OK
+
+
+def cmd_ops_cancel(args) -> int:
+    with _client(args) as client:
+        op = client.cancel(args.id, bundle=args.bundle)
+    if args.json:
+        return _print_json({"operation": op})
+    print(f"operation {op.id}: {op.state}")
+    return EXIT_OK
+
+
+def cmd_ops_watch(args) -> int:
+    with _client(args) as client:
+        return _wait_and_print(client.operation_handle(args.id), args)
+
+
+def _wait_and_print(handle: OperationHandle, args) -> int:
+    """Follows the operation with a progress bar on stderr, then prints it (or raises its error)."""
+    from tqdm import tqdm
+
+    op = handle.operation
+    try:
+        with tqdm(total=100, desc=f"{op.kind if op else 'operation'} {handle.id}", file=sys.stderr,
+                  disable=None, bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} {postfix}") as bar:
+            for op in handle:
+                bar.n = round(100 * op.progress, 1)
+                bar.set_postfix_str(op.message or op.state)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; operation {handle.id} keeps running "
+              f"(parasal ops watch {handle.id} / parasal ops cancel {handle.id})", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if args.json:
+        _print_json({"operation": op})
+    else:
+        _print_operation(op)
+    handle.result()  # raises the operation's typed error when it did not succeed
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------
+# Output
+
+
+def _class(index: int, name: str) -> str:
+    return f"{index} ({name})" if name else str(index)
+
+
+def _time(value: datetime | None) -> str:
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"
+
+
+def _filters_table(filters) -> str:
+    if not filters:
+        return "  (none)"
+    return _format_table(["index", "layer", "filter", "z"], [[f.index, f.layer, f.filter, f.z] for f in filters])
+
+
+def _print_bundle(b: BundleInfo, default: bool) -> None:
+    print(f"bundle {b.name}{' (default)' if default else ''}")
+    fields = [
+        ("model", f"{b.model}  {b.model_fingerprint[:16]}"),
+        ("dataset", b.dataset),
+        ("samples", f"{b.num_samples} ({b.num_misclassified} misclassified)"),
+        ("filters", f"{b.num_filters} in {len(b.layers)} layers"),
+        ("index", b.index_type),
+        ("input", "x".join(str(s) for s in b.input_shape) or "-"),
+        ("classes", ", ".join(f"{i}:{n}" for i, n in enumerate(b.class_names)) or "-"),
+        ("created", _time(b.created_at)),
+    ]
+    for key, value in fields:
+        print(f"  {key:<8} {value}")
+    if b.layers:
+        print(_format_table(["layer", "kind", "filters", "offset"],
+                            [[layer.name, layer.kind, layer.filters, layer.offset] for layer in b.layers]))
+
+
+def _print_sample(s: Sample) -> None:
+    print(f"sample {s.id}  {s.uri}")
+    print(f"  label      {_class(s.label, s.label_name)}")
+    print(f"  predicted  {_class(s.predicted, s.predicted_name)}  ({'correct' if s.correct else 'wrong'})")
+    print(f"  confidence true {s.true_confidence:.4f}, predicted {s.predicted_confidence:.4f}; loss {s.loss:.4f}")
+    print("top filters:")
+    print(_filters_table(s.top_filters))
+
+
+def _print_operation(op: Operation) -> None:
+    print(f"operation {op.id} ({op.kind}, bundle {op.bundle or '-'}): {op.state}, {op.progress:.0%}")
+    print(f"  created {_time(op.created_at)}, updated {_time(op.updated_at)}")
+    if op.message:
+        print(f"  {op.message}")
+    if op.error is not None:
+        print(f"  error: {op.error.message} ({op.error.code.name})")
+    if op.result is not None:
+        ref = op.result.reference
+        who = f"sample {ref.sample_id}" if ref.sample_id is not None else "uploaded image"
+        print(f"reference {who}: label {ref.label}, predicted {ref.predicted}, true confidence "
+              f"{ref.true_confidence:.4f}; {len(op.result.neighbor_ids)} neighbours")
+        print(op.result.table())
+
+
+def _jsonable(value):
+    """SDK values as JSON-ready data: arrays as lists, times as ISO 8601, bytes left out."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if not isinstance(getattr(value, f.name), (bytes, bytearray))}
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, grpc.StatusCode):
+        return value.name
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _print_json(document) -> int:
+    json.dump(_jsonable(document), sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
