@@ -1,9 +1,39 @@
 """parasal.core: parameter-space saliency (Levin et al., NeurIPS 2022) on PyTorch models.
 
-Public surface; everything else in this package is private.
+Public surface; every other module in this package is private. Depends on torch and numpy
+only (Pillow/matplotlib are imported lazily for the heatmap PNG); knows nothing of files,
+FAISS or gRPC.
 """
 
+from .evaluation import (
+    SELECTIONS,
+    WHOLE_NETWORK,
+    Cancelled,
+    EvaluationRow,
+    FinetuneReport,
+    PruningReport,
+    PruningRow,
+    finetune_evaluation,
+    pruning_evaluation,
+    select_filters,
+)
+from .input_saliency import HEATMAP_BLUR_SIGMA, InputSaliency, heatmap_overlay_png, input_saliency, saliency_heatmap
+from .interventions import batchnorm_consumers, finetune_step, perturb_filters, prune_filters, smoothgrad_saliency
 from .layout import FilterLayout, LayerSpan, filter_layout
+from .reference import per_sample_filter_saliency
+from .saliency import filter_saliency
 from .stats import SIGMA_FLOOR, RunningStats, standardize
 
-__all__ = ["FilterLayout", "LayerSpan", "filter_layout", "RunningStats", "standardize", "SIGMA_FLOOR"]
+__all__ = [
+    # layouts and profiles
+    "FilterLayout", "LayerSpan", "filter_layout",
+    "filter_saliency", "per_sample_filter_saliency",
+    "RunningStats", "standardize", "SIGMA_FLOOR",
+    # input space
+    "input_saliency", "InputSaliency", "saliency_heatmap", "heatmap_overlay_png", "HEATMAP_BLUR_SIGMA",
+    # interventions
+    "prune_filters", "finetune_step", "perturb_filters", "smoothgrad_saliency", "batchnorm_consumers",
+    # evaluations
+    "select_filters", "finetune_evaluation", "pruning_evaluation", "FinetuneReport", "PruningReport",
+    "EvaluationRow", "PruningRow", "Cancelled", "SELECTIONS", "WHOLE_NETWORK",
+]
