@@ -1,0 +1,134 @@
+"""Server settings: one dataclass with documented, safe defaults.
+
+Everything the server can be told lives here; nothing reads the environment or argv
+elsewhere. ``parasal serve`` builds a :class:`ServerConfig` from flags (server/cli.py);
+tests build one directly.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["ServerConfig", "ConfigError", "STATE_DIR_ENV", "default_state_dir", "parse_bundle_arg"]
+
+#: Environment variable that overrides the default operation-store directory.
+STATE_DIR_ENV = "PARASAL_STATE_DIR"
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work (reported as one line, exit status 2, by the CLI)."""
+
+
+def default_state_dir() -> Path:
+    """``$PARASAL_STATE_DIR``, else ``~/.cache/parasal/state``."""
+    env = os.environ.get(STATE_DIR_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "parasal" / "state"
+
+
+def parse_bundle_arg(arg: str) -> tuple[str, Path]:
+    """``DIR`` -> (basename of DIR, DIR); ``NAME=DIR`` -> (NAME, DIR)."""
+    name, sep, path = arg.partition("=")
+    if not sep:
+        path = arg
+        name = Path(arg.rstrip("/")).name
+    if not name or not path:
+        raise ConfigError(f"--bundle {arg!r}: expected DIR or NAME=DIR")
+    return name, Path(path).expanduser()
+
+
+@dataclass
+class ServerConfig:
+    #: (name, directory) of each bundle to serve; requests naming no bundle get the first.
+    bundles: list[tuple[str, Path]] = field(default_factory=list)
+    #: Loopback by default: exposing the server is an explicit choice (use TLS and a token then).
+    host: str = "127.0.0.1"
+    #: 0 picks a free port; the chosen one is printed as ``parasal: serving on HOST:PORT``.
+    port: int = 50051
+    #: Operation store (LMDB). Never inside a bundle: no request can change a bundle.
+    state_dir: Path = field(default_factory=default_state_dir)
+    #: File holding the bearer token clients must send; None = no authentication.
+    token_file: Path | None = None
+    #: PEM certificate chain and private key; both or neither (None = plaintext).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: Operations pending or running at once; one more is refused with RESOURCE_EXHAUSTED.
+    max_operations: int = 4
+    #: Threads running operations (each evaluation uses the model on one thread).
+    operation_workers: int = 1
+    #: Finished operation records kept in the store (oldest pruned at start-up).
+    max_stored_operations: int = 10_000
+    #: Largest k for FindSimilarFailures (the proto promises 1..1000).
+    max_k: int = 1000
+    #: Largest num_neighbors for evaluations.
+    max_neighbors: int = 1000
+    #: Decoded images larger than this (width x height) are refused before any work.
+    max_image_pixels: int = 4096 * 4096
+    #: gRPC message limit both ways (uploads and full profile vectors need more than 4 MiB).
+    max_message_bytes: int = 64 * 1024 * 1024
+    #: Calls in progress at once; more are refused by gRPC with RESOURCE_EXHAUSTED.
+    max_concurrent_rpcs: int = 64
+    #: Threads serving rpcs. Each open WatchOperation stream holds one while it lasts.
+    threads: int = 16
+    #: Copies of each model for concurrent queries (saliency hooks make one copy single-threaded).
+    model_replicas: int = 2
+    #: torch intra-op threads (0 = leave torch's default).
+    torch_threads: int = 0
+    #: FAISS OpenMP threads per rpc thread (0 = OpenMP's default, all cores). Each rpc
+    #: searches one query; more threads mostly spin and oversubscribe the cores (faiss #2731).
+    faiss_threads: int = 1
+    #: "cpu", "cuda" or "auto" (cuda when available).
+    device: str = "auto"
+    #: Minimum seconds between two recorded progress updates of one operation.
+    progress_interval_s: float = 0.2
+    #: Seconds in-flight calls get to finish after SIGTERM/SIGINT.
+    grace_s: float = 10.0
+
+    def validate(self) -> "ServerConfig":
+        """Raise ConfigError for settings that cannot work; returns self."""
+        if not self.bundles:
+            raise ConfigError("no bundle given (use --bundle DIR)")
+        names = [name for name, _ in self.bundles]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ConfigError(f"bundle name(s) given twice: {', '.join(dupes)} (use --bundle NAME=DIR)")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port {self.port} outside 0..65535")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("--tls-cert and --tls-key go together")
+        if self.device not in ("cpu", "cuda", "auto"):
+            raise ConfigError(f"device must be cpu, cuda or auto, not {self.device!r}")
+        for name, value in [("max_operations", self.max_operations), ("operation_workers", self.operation_workers),
+                            ("max_k", self.max_k), ("threads", self.threads), ("model_replicas", self.model_replicas),
+                            ("max_concurrent_rpcs", self.max_concurrent_rpcs), ("max_image_pixels", self.max_image_pixels),
+                            ("max_message_bytes", self.max_message_bytes)]:
+            if value < 1:
+                raise ConfigError(f"{name} must be at least 1, got {value}")
+        state = Path(self.state_dir).expanduser().resolve()
+        for name, path in self.bundles:
+            bundle = Path(path).expanduser().resolve()
+            if state == bundle or bundle in state.parents:
+                raise ConfigError(f"state dir {state} is inside bundle {name!r} ({bundle}); bundles stay read-only")
+        return self
+
+    def read_token(self) -> str | None:
+        """The bearer token from token_file (surrounding whitespace stripped), or None."""
+        if self.token_file is None:
+            return None
+        try:
+            token = Path(self.token_file).expanduser().read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read token file {self.token_file}: {exc.strerror}") from None
+        if not token:
+            raise ConfigError(f"token file {self.token_file} is empty")
+        return token
+
+    def read_tls(self) -> tuple[bytes, bytes] | None:
+        """(key PEM, certificate chain PEM), or None for plaintext."""
+        if self.tls_cert is None or self.tls_key is None:
+            return None
+        try:
+            return Path(self.tls_key).expanduser().read_bytes(), Path(self.tls_cert).expanduser().read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read TLS file {exc.filename}: {exc.strerror}") from None

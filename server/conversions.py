@@ -1,0 +1,277 @@
+"""Every conversion between parasal.v1 messages and the server's domain values, in one place.
+
+``*_to_proto`` writes a domain value into a message; ``*_from_proto`` reads one back
+(requests, and the round-trip tests). Enum names are mapped here and nowhere else. A
+request that cannot be read (no query set, an unrequestable selection) raises the domain
+:class:`InvalidArgument`, like any other bad input.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+from google.protobuf import timestamp_pb2
+
+from parasal.core.evaluation import WHOLE_NETWORK, EvaluationRow, PruningRow
+from parasal.indexer.metadata import SampleMeta
+from parasal.v1 import saliency_pb2 as pb
+
+from .errors import InvalidArgument
+from .queries import (Confusion, Explanation, FilterScore, ImageQuery, Neighbor, ProfileResult, Query, SampleRecord,
+                      SimilarResult)
+
+#: Profile index -> (layer name, filter within the layer), e.g. registry.FilterNames.
+Locate = Callable[[int], "tuple[str, int]"]
+
+# ---------------------------------------------------------------------------------------
+# Enums and scalars
+
+SELECTION_TO_PROTO = {
+    "most": pb.SELECTION_MOST_SALIENT,
+    "random": pb.SELECTION_RANDOM,
+    "least": pb.SELECTION_LEAST_SALIENT,
+    WHOLE_NETWORK: pb.SELECTION_WHOLE_NETWORK,
+}
+SELECTION_FROM_PROTO = {v: k for k, v in SELECTION_TO_PROTO.items()}
+#: What a request may ask for; the whole-network row is always reported by fine-tuning.
+REQUESTABLE = (pb.SELECTION_MOST_SALIENT, pb.SELECTION_RANDOM, pb.SELECTION_LEAST_SALIENT)
+
+
+def selection_to_proto(name: str) -> int:
+    return SELECTION_TO_PROTO[name]
+
+
+def selection_from_proto(value: int) -> str:
+    """A requested selection; InvalidArgument for UNSPECIFIED, WHOLE_NETWORK or unknown values."""
+    if value not in REQUESTABLE:
+        name = pb.Selection.Name(value) if value in pb.Selection.values() else str(value)
+        raise InvalidArgument(f"selection {name} cannot be requested; use MOST_SALIENT, RANDOM or LEAST_SALIENT")
+    return SELECTION_FROM_PROTO[value]
+
+
+def selections_from_proto(values: Iterable[int]) -> tuple[str, ...]:
+    """Requested selections in request order, duplicates dropped; empty stays empty (= default)."""
+    return tuple(dict.fromkeys(selection_from_proto(v) for v in values))
+
+
+def timestamp(ns: int | None = None) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromNanoseconds(time.time_ns() if ns is None else int(ns))
+    return ts
+
+
+# ---------------------------------------------------------------------------------------
+# Queries (requests -> domain)
+
+
+def image_query_from_proto(message: pb.ImageInput) -> ImageQuery:
+    return ImageQuery(bytes(message.data), int(message.label))
+
+
+def image_query_to_proto(query: ImageQuery) -> pb.ImageInput:
+    return pb.ImageInput(data=query.data, label=query.label)
+
+
+def query_from_proto(request, field: str = "query") -> Query:
+    """The oneof ``field`` of a request: sample id (int), ImageQuery or vector (float32 array)."""
+    which = request.WhichOneof(field)
+    if which is None:
+        raise InvalidArgument(f"the request sets no {field} (a sample id or an image)")
+    if which == "image":
+        return image_query_from_proto(request.image)
+    if which == "vector":
+        return np.asarray(request.vector.values, np.float32)
+    return int(getattr(request, which))
+
+
+def query_to_proto(query: Query, request, field: str = "query") -> None:
+    """Writes a query into ``request``'s oneof (whose id field is sample_id)."""
+    if isinstance(query, ImageQuery):
+        request.image.CopyFrom(image_query_to_proto(query))
+    elif isinstance(query, np.ndarray):
+        request.vector.values[:] = query.tolist()
+    else:
+        request.sample_id = int(query)
+
+
+# ---------------------------------------------------------------------------------------
+# Samples, filters, profiles
+
+
+def filter_score_to_proto(score: FilterScore) -> pb.FilterScore:
+    return pb.FilterScore(index=score.index, layer=score.layer, filter=score.filter, z=score.z)
+
+
+def filter_score_from_proto(message: pb.FilterScore) -> FilterScore:
+    return FilterScore(int(message.index), message.layer, int(message.filter), float(message.z))
+
+
+def sample_to_proto(meta: SampleMeta, locate: Locate, class_names: Sequence[str] = ()) -> pb.Sample:
+    """``locate`` names each top filter's layer; ``class_names`` (may be empty) the labels."""
+    def name(label: int) -> str:
+        return class_names[label] if 0 <= label < len(class_names) else ""
+
+    message = pb.Sample(id=meta.id, uri=meta.uri, label=meta.label, predicted=meta.predicted,
+                        true_confidence=meta.true_confidence, predicted_confidence=meta.predicted_confidence,
+                        loss=meta.loss, correct=meta.correct, label_name=name(meta.label),
+                        predicted_name=name(meta.predicted))
+    add = message.top_filters.add  # half the cost of building FilterScore messages and a list
+    for index, z in meta.top_filters:
+        layer, j = locate(int(index))
+        add(index=int(index), layer=layer, filter=j, z=float(z))
+    return message
+
+
+def sample_from_proto(message: pb.Sample) -> SampleMeta:
+    return SampleMeta(id=int(message.id), uri=message.uri, label=int(message.label), predicted=int(message.predicted),
+                      true_confidence=float(message.true_confidence),
+                      predicted_confidence=float(message.predicted_confidence), loss=float(message.loss),
+                      correct=bool(message.correct),
+                      top_filters=[(int(f.index), float(f.z)) for f in message.top_filters])
+
+
+def sample_response(record: SampleRecord, locate: Locate, class_names) -> pb.GetSampleResponse:
+    return pb.GetSampleResponse(sample=sample_to_proto(record.sample, locate, class_names), image_png=record.image_png)
+
+
+def profile_to_proto(result: ProfileResult, include_vector: bool) -> pb.GetProfileResponse:
+    response = pb.GetProfileResponse(label=result.label, predicted=result.predicted,
+                                     true_confidence=result.true_confidence,
+                                     predicted_confidence=result.predicted_confidence, loss=result.loss,
+                                     top_filters=[filter_score_to_proto(f) for f in result.top_filters])
+    if result.sample_id is not None:
+        response.sample_id = result.sample_id
+    if include_vector:
+        response.vector[:] = result.vector.tolist()
+    return response
+
+
+def profile_from_proto(message: pb.GetProfileResponse) -> ProfileResult:
+    return ProfileResult(sample_id=message.sample_id if message.HasField("sample_id") else None,
+                         label=int(message.label), predicted=int(message.predicted),
+                         true_confidence=float(message.true_confidence),
+                         predicted_confidence=float(message.predicted_confidence), loss=float(message.loss),
+                         top_filters=[filter_score_from_proto(f) for f in message.top_filters],
+                         vector=np.asarray(message.vector, np.float32))
+
+
+def similar_to_proto(result: SimilarResult, locate: Locate, class_names) -> pb.FindSimilarFailuresResponse:
+    return pb.FindSimilarFailuresResponse(
+        neighbors=[pb.Neighbor(id=n.id, similarity=n.similarity, sample=sample_to_proto(n.sample, locate, class_names))
+                   for n in result.neighbors],
+        confusions=[pb.ConfusionCount(label=c.label, predicted=c.predicted, count=c.count) for c in result.confusions])
+
+
+def similar_from_proto(message: pb.FindSimilarFailuresResponse) -> SimilarResult:
+    return SimilarResult(
+        neighbors=[Neighbor(int(n.id), float(n.similarity), sample_from_proto(n.sample)) for n in message.neighbors],
+        confusions=[Confusion(int(c.label), int(c.predicted), int(c.count)) for c in message.confusions])
+
+
+def explanation_to_proto(result: Explanation) -> pb.ExplainInputResponse:
+    height, width = result.heatmap.shape
+    return pb.ExplainInputResponse(height=height, width=width, heatmap=result.heatmap.reshape(-1).tolist(),
+                                   overlay_png=result.overlay_png,
+                                   filters=[filter_score_to_proto(f) for f in result.filters],
+                                   label=result.label, predicted=result.predicted)
+
+
+def explanation_from_proto(message: pb.ExplainInputResponse) -> Explanation:
+    heatmap = np.asarray(message.heatmap, np.float32).reshape(message.height, message.width)
+    return Explanation(heatmap, bytes(message.overlay_png), [filter_score_from_proto(f) for f in message.filters],
+                       int(message.label), int(message.predicted))
+
+
+def bundle_info_to_proto(served) -> pb.BundleInfo:
+    """A registry.ServedBundle as BundleInfo."""
+    bundle = served.bundle
+    manifest = bundle.manifest
+    info = pb.BundleInfo(
+        name=served.name, model=served.spec, model_fingerprint=served.fingerprint,
+        dataset=", ".join(_dataset_specs(manifest)), num_samples=int(bundle.num_samples),
+        num_misclassified=int(bundle.num_misclassified), num_filters=int(served.layout.num_filters),
+        layers=[pb.Layer(name=s.name, kind=s.kind, filters=s.filters, offset=s.offset) for s in served.layout],
+        index_type=str(bundle.index_type), class_names=list(served.class_names),
+        input_shape=list(served.preprocessing.input_shape or ()))
+    created = manifest.get("created")
+    if created:
+        try:
+            info.created_at.FromJsonString(str(created))
+        except ValueError:
+            pass  # informative only; a manifest with an odd date still serves
+    return info
+
+
+def _dataset_specs(manifest: dict) -> list[str]:
+    return [str(d.get("spec", "")) for d in manifest.get("datasets", ())]
+
+
+# ---------------------------------------------------------------------------------------
+# Evaluation results
+
+
+def finetune_row_to_proto(row: EvaluationRow) -> pb.FinetuneRow:
+    return pb.FinetuneRow(selection=selection_to_proto(row.selection), count=row.count,
+                          reference_corrected=row.reference_corrected,
+                          reference_true_confidence_delta=row.reference_true_conf_delta,
+                          neighbors_corrected_fraction=row.neighbours_corrected_fraction,
+                          neighbors_true_confidence_delta=row.neighbours_true_conf_delta,
+                          neighbors_evaluated=row.neighbours_evaluated)
+
+
+def finetune_row_from_proto(message: pb.FinetuneRow) -> EvaluationRow:
+    """The fields the proto carries (requested_count and the norms are not sent)."""
+    return EvaluationRow(selection=SELECTION_FROM_PROTO[message.selection], count=int(message.count),
+                         reference_corrected=bool(message.reference_corrected),
+                         reference_true_conf_delta=float(message.reference_true_confidence_delta),
+                         neighbours_corrected_fraction=float(message.neighbors_corrected_fraction),
+                         neighbours_true_conf_delta=float(message.neighbors_true_confidence_delta),
+                         neighbours_evaluated=int(message.neighbors_evaluated))
+
+
+def pruning_row_to_proto(row: PruningRow) -> pb.PruningRow:
+    return pb.PruningRow(selection=selection_to_proto(row.selection), count=row.count, corrected=row.corrected,
+                         incorrect_confidence_delta=row.incorrect_conf_delta,
+                         true_confidence_delta=row.true_conf_delta,
+                         neighbors_corrected_fraction=row.neighbours_corrected_fraction,
+                         neighbors_incorrect_confidence_delta=row.neighbours_incorrect_conf_delta,
+                         neighbors_true_confidence_delta=row.neighbours_true_conf_delta,
+                         neighbors_evaluated=row.neighbours_evaluated)
+
+
+def pruning_row_from_proto(message: pb.PruningRow) -> PruningRow:
+    return PruningRow(selection=SELECTION_FROM_PROTO[message.selection], count=int(message.count),
+                      requested_count=int(message.count), corrected=bool(message.corrected),
+                      incorrect_conf_delta=float(message.incorrect_confidence_delta),
+                      true_conf_delta=float(message.true_confidence_delta),
+                      neighbours_corrected_fraction=float(message.neighbors_corrected_fraction),
+                      neighbours_incorrect_conf_delta=float(message.neighbors_incorrect_confidence_delta),
+                      neighbours_true_conf_delta=float(message.neighbors_true_confidence_delta),
+                      neighbours_evaluated=int(message.neighbors_evaluated))
+
+
+def reference_state(sample_id: int | None, label: int, predicted: int, true_confidence: float,
+                    predicted_confidence: float) -> pb.ReferenceState:
+    state = pb.ReferenceState(label=label, predicted=predicted, true_confidence=true_confidence,
+                              predicted_confidence=predicted_confidence)
+    if sample_id is not None:
+        state.sample_id = int(sample_id)
+    return state
+
+
+def finetune_result_to_proto(report, sample_id: int | None, neighbor_ids: Sequence[int]) -> pb.FinetuneEvaluationResult:
+    """A core FinetuneReport (plus the reference's id and the neighbour ids) as a result message."""
+    return pb.FinetuneEvaluationResult(
+        reference=reference_state(sample_id, report.reference_label, report.reference_predicted,
+                                  report.reference_true_confidence, report.reference_predicted_confidence),
+        neighbor_ids=[int(i) for i in neighbor_ids], rows=[finetune_row_to_proto(r) for r in report.rows],
+        step_size=report.step_size)
+
+
+def pruning_result_to_proto(report, sample_id: int | None, neighbor_ids: Sequence[int]) -> pb.PruningEvaluationResult:
+    return pb.PruningEvaluationResult(
+        reference=reference_state(sample_id, report.label, report.predicted, report.true_confidence,
+                                  report.predicted_confidence),
+        neighbor_ids=[int(i) for i in neighbor_ids], rows=[pruning_row_to_proto(r) for r in report.rows])

@@ -1,0 +1,119 @@
+"""Domain errors and the one table that maps them to gRPC status codes.
+
+Domain code (queries, operations, registry) raises the exceptions defined here, or lets
+parasal.indexer's SampleNotFound/BundleError through; nothing below the servicers knows
+about gRPC. :class:`ErrorInterceptor` applies :data:`ERROR_TABLE` to every call: a known
+exception becomes its status code with its message; anything else is a bug and becomes
+INTERNAL with a generic message and a reference, while the traceback goes to the server
+log only (never to clients).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import grpc
+
+from parasal.indexer.datasets import CorruptSample
+from parasal.indexer.errors import BundleError, SampleNotFound
+
+from .interceptors import WrappingInterceptor
+
+__all__ = [
+    "ServerError",
+    "NotFound",
+    "InvalidArgument",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "DeadlineExceeded",
+    "Unauthenticated",
+    "ERROR_TABLE",
+    "status_for",
+    "ErrorInterceptor",
+]
+
+log = logging.getLogger("parasal.server")
+
+
+class ServerError(Exception):
+    """Base of the server's domain errors; the message is shown to clients as is."""
+
+
+class NotFound(ServerError, LookupError):
+    """An unknown bundle, sample id, operation id."""
+
+
+class InvalidArgument(ServerError, ValueError):
+    """Input that is wrong whatever the server's state (bad image, k out of range, NaN...)."""
+
+
+class ResourceExhausted(ServerError):
+    """A limit was hit (the operation pool is full)."""
+
+
+class FailedPrecondition(ServerError):
+    """The request is valid but the server's state does not allow it."""
+
+
+class DeadlineExceeded(ServerError):
+    """The client's deadline passed while the call was still working."""
+
+
+class Unauthenticated(ServerError):
+    """A bearer token is required and was missing or wrong."""
+
+
+#: Checked in order; the first class the exception is an instance of gives the code.
+ERROR_TABLE: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
+    (NotFound, grpc.StatusCode.NOT_FOUND),
+    (SampleNotFound, grpc.StatusCode.NOT_FOUND),
+    (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    # A bundle that fails its own checks while serving, or a sample image that can no
+    # longer be read (a file changed or vanished under us), is data loss, not a client mistake.
+    (BundleError, grpc.StatusCode.DATA_LOSS),
+    (CorruptSample, grpc.StatusCode.DATA_LOSS),
+)
+
+INTERNAL_MESSAGE = "internal error (reference {ref}; details are in the server log)"
+
+
+def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """(status code, client-safe message) for an exception; logs unknown ones with traceback."""
+    for cls, code in ERROR_TABLE:
+        if isinstance(exc, cls):
+            return code, str(exc)  # SampleNotFound defines __str__ without KeyError's quotes
+    ref = uuid.uuid4().hex[:12]
+    log.error("internal error %s: %s", ref, exc, exc_info=exc)
+    return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE.format(ref=ref)
+
+
+def _abort(context: grpc.ServicerContext, exc: Exception):
+    if context.code() not in (None, grpc.StatusCode.OK):
+        raise exc  # already aborted further in (context.abort raises a bare Exception)
+    code, message = status_for(exc)
+    context.abort(code, message)
+
+
+class ErrorInterceptor(WrappingInterceptor):
+    """Applies :data:`ERROR_TABLE` to every exception a handler raises."""
+
+    def unary(self, behavior, method):
+        def wrapped(request, context):
+            try:
+                return behavior(request, context)
+            except Exception as exc:  # noqa: BLE001 - mapped, never swallowed
+                _abort(context, exc)
+        return wrapped
+
+    def stream(self, behavior, method):
+        def wrapped(request, context):
+            try:
+                yield from behavior(request, context)
+            except Exception as exc:  # noqa: BLE001 - mapped, never swallowed
+                _abort(context, exc)
+        return wrapped

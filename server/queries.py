@@ -1,0 +1,328 @@
+"""The quick questions (no protobuf here): samples, profiles, neighbours, explanations.
+
+Every answer comes from a served bundle (registry.py): stored profiles and metadata for
+indexed samples; for an uploaded image the same core functions and the bundle's recorded
+preprocessing that built the index. Input is checked here and refused with
+:class:`InvalidArgument` naming the problem before any model work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from parasal.core.input_saliency import heatmap_overlay_png, input_saliency
+
+from .config import ServerConfig
+from .errors import InvalidArgument
+from .registry import Registry, ServedBundle
+
+__all__ = [
+    "ImageQuery", "Query", "FilterScore", "ProfileResult", "Neighbor", "Confusion", "SimilarResult",
+    "Explanation", "SampleRecord", "PreparedImage", "Queries", "DEFAULT_TOP_K", "DEFAULT_K", "DEFAULT_BOOST",
+]
+
+DEFAULT_TOP_K = 10
+DEFAULT_K = 10
+DEFAULT_BOOST = 100.0
+#: Formats accepted for uploads (the proto promises PNG or JPEG; fewer decoders, less attack surface).
+UPLOAD_FORMATS = ("PNG", "JPEG")
+
+
+@dataclass(frozen=True)
+class ImageQuery:
+    """An uploaded image (encoded bytes) with its true label."""
+
+    data: bytes
+    label: int
+
+
+#: What a question is about: an indexed sample id, an upload, or (similarity only) a raw vector.
+Query = Union[int, ImageQuery, np.ndarray]
+
+
+@dataclass(frozen=True)
+class FilterScore:
+    index: int  # profile index
+    layer: str
+    filter: int  # index within the layer
+    z: float
+
+
+@dataclass(frozen=True)
+class ProfileResult:
+    sample_id: int | None
+    label: int
+    predicted: int
+    true_confidence: float
+    predicted_confidence: float
+    loss: float
+    top_filters: list[FilterScore]
+    vector: np.ndarray  # (F,) float32 standardized
+
+
+@dataclass(frozen=True)
+class Neighbor:
+    id: int
+    similarity: float
+    sample: object  # parasal.indexer SampleMeta
+
+
+@dataclass(frozen=True)
+class Confusion:
+    label: int
+    predicted: int
+    count: int
+
+
+@dataclass(frozen=True)
+class SimilarResult:
+    neighbors: list[Neighbor]
+    confusions: list[Confusion]
+
+
+@dataclass(frozen=True)
+class Explanation:
+    heatmap: np.ndarray  # (H, W) float32 in [0, 1]
+    overlay_png: bytes
+    filters: list[FilterScore]
+    label: int
+    predicted: int
+
+
+@dataclass(frozen=True)
+class SampleRecord:
+    sample: object  # SampleMeta
+    image_png: bytes
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """A decoded, checked image: the PIL image, the model input and its true label."""
+
+    image: Image.Image
+    tensor: torch.Tensor  # (C, H, W) float32 after the bundle's preprocessing
+    label: int
+
+
+class Queries:
+    def __init__(self, registry: Registry, config: ServerConfig):
+        self.registry = registry
+        self.config = config
+
+    # -- samples -----------------------------------------------------------------------
+
+    def sample(self, bundle: str, sample_id: int, include_image: bool) -> SampleRecord:
+        served = self.registry.get(bundle)
+        meta = served.meta(sample_id)
+        png = encode_png(served.bundle.load_image(sample_id)) if include_image else b""
+        return SampleRecord(meta, png)
+
+    # -- profiles ----------------------------------------------------------------------
+
+    def profile(self, bundle: str, query: int | ImageQuery, top_k: int = 0) -> ProfileResult:
+        served = self.registry.get(bundle)
+        top_k = check_top_k(top_k, served.layout.num_filters)
+        if isinstance(query, ImageQuery):
+            return self.upload_profile(served, self.prepare(served, query), top_k)
+        meta = served.meta(query)
+        vector = served.profile(query)
+        return ProfileResult(int(meta.id), int(meta.label), int(meta.predicted), float(meta.true_confidence),
+                             float(meta.predicted_confidence), float(meta.loss),
+                             top_filters(served, vector, top_k), vector)
+
+    def upload_profile(self, served: ServedBundle, image: PreparedImage, top_k: int = DEFAULT_TOP_K) -> ProfileResult:
+        """Profile of an uploaded image: raw filter saliency standardized with the bundle's
+        statistics, and the model's prediction, confidences and loss (computed in a batch
+        with other concurrent uploads, see batching.py)."""
+        result = served.batcher.profile(image.tensor, image.label)
+        predicted = int(result.probs.argmax())
+        vector = np.asarray(served.stats.standardize(result.raw), np.float32)
+        return ProfileResult(None, image.label, predicted, float(result.probs[image.label]),
+                             float(result.probs[predicted]), result.loss, top_filters(served, vector, top_k), vector)
+
+    def prepare(self, served: ServedBundle, query: ImageQuery) -> PreparedImage:
+        """Decode and check an upload for this bundle's model; InvalidArgument names the problem."""
+        check_label(query.label, served.num_classes)
+        image = decode_image(query.data, self.config.max_image_pixels)
+        preprocessing = served.preprocessing
+        channels = image_channels(image)
+        if channels != preprocessing.num_channels:
+            raise InvalidArgument(f"image has {channels} channel(s) (mode {image.mode}); the model takes "
+                                  f"{preprocessing.num_channels} ({preprocessing.channels})")
+        tensor = preprocessing(image)
+        shape = tuple(preprocessing.input_shape or ())
+        if shape and tuple(tensor.shape) != shape:
+            raise InvalidArgument(f"image is {image.width}x{image.height}, {tuple(tensor.shape)} after preprocessing; "
+                                  f"the model takes {shape} (channels, height, width)")
+        return PreparedImage(image, tensor, int(query.label))
+
+    # -- neighbours --------------------------------------------------------------------
+
+    def find_similar(self, bundle: str, query: Query, *, k: int = 0, only_misclassified: bool = False,
+                     true_labels: Sequence[int] = (), predicted_labels: Sequence[int] = (),
+                     include_query: bool = False, layers: Sequence[str] = ()) -> SimilarResult:
+        served = self.registry.get(bundle)
+        k = check_range("k", k or DEFAULT_K, 1, self.config.max_k)
+        layers = check_layers(served, layers)
+        for label in [*true_labels, *predicted_labels]:
+            check_label(label, served.num_classes)
+        exclude = None
+        if isinstance(query, ImageQuery):
+            vector = self.upload_profile(served, self.prepare(served, query)).vector
+        elif isinstance(query, np.ndarray):
+            vector = check_vector(query, served.layout.num_filters)
+        else:
+            vector = served.profile(query)
+            if not include_query:
+                exclude = int(query)
+        allowed = None
+        if only_misclassified or true_labels or predicted_labels:
+            allowed = served.bundle.rows_where(misclassified=True if only_misclassified else None,
+                                               labels=list(true_labels) or None,
+                                               predicted=list(predicted_labels) or None)
+        # Excluding the query: ask for one more and drop it. The k best of the others are
+        # among the k + 1 best of all, and an unfiltered search is the index's fast path.
+        hits = served.bundle.search(vector[None], k + (exclude is not None), allowed=allowed, layers=layers or None)[0]
+        hits = [(i, s) for i, s in hits if i != exclude][:k]
+        metas = served.metas([int(i) for i, _ in hits])
+        neighbors = [Neighbor(int(i), float(s), meta) for (i, s), meta in zip(hits, metas)]
+        pairs = Counter((int(n.sample.label), int(n.sample.predicted)) for n in neighbors)
+        confusions = [Confusion(label, predicted, count)
+                      for (label, predicted), count in sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))]
+        return SimilarResult(neighbors, confusions)
+
+    # -- explanations ------------------------------------------------------------------
+
+    def explain(self, bundle: str, query: int | ImageQuery, *, top_k: int = 0, filters: Sequence[int] = (),
+                boost: float = 0.0) -> Explanation:
+        served = self.registry.get(bundle)
+        num_filters = served.layout.num_filters
+        top_k = check_top_k(top_k, num_filters)
+        for index in filters:
+            check_range("filter index", index, 0, num_filters - 1)
+        boost = boost or DEFAULT_BOOST
+        if not math.isfinite(boost) or boost <= 0:
+            raise InvalidArgument(f"boost must be a positive finite number, got {boost}")
+        if isinstance(query, ImageQuery):
+            prepared = self.prepare(served, query)
+        else:
+            meta = served.meta(query)
+            image = served.bundle.load_image(query)
+            prepared = PreparedImage(image, served.preprocessing(image), int(meta.label))
+        with served.replica() as model:
+            result = input_saliency(model, prepared.tensor, prepared.label, served.stats, layout=served.layout,
+                                    filters=list(filters) or None, top_k=top_k, boost=boost)
+        profile = result.profile.detach().cpu().numpy()
+        overlay = heatmap_overlay_png(display_pixels(served.preprocessing, prepared.image), result.heatmap)
+        scores = [filter_score(served, i, float(profile[i])) for i in result.filters]
+        return Explanation(result.heatmap, overlay, scores, prepared.label, result.predicted)
+
+
+# ---------------------------------------------------------------------------------------
+# Checks and helpers (also used by evaluations.py)
+
+
+def check_range(name: str, value: int, low: int, high: int) -> int:
+    if not low <= value <= high:
+        raise InvalidArgument(f"{name} {value} outside {low}..{high}")
+    return int(value)
+
+
+def check_top_k(top_k: int, num_filters: int) -> int:
+    """0 means the default (10, or every filter of a smaller model)."""
+    return check_range("top_k", top_k or min(DEFAULT_TOP_K, num_filters), 1, num_filters)
+
+
+def check_label(label: int, num_classes: int) -> int:
+    if not 0 <= label < num_classes:
+        raise InvalidArgument(f"label {label} outside 0..{num_classes - 1}")
+    return int(label)
+
+
+def check_layers(served: ServedBundle, layers: Sequence[str]) -> list[str]:
+    known = {span.name for span in served.layout}
+    unknown = [name for name in layers if name not in known]
+    if unknown:
+        raise InvalidArgument(f"unknown layer(s) {unknown[:5]}; this model's layers are "
+                              f"{[span.name for span in served.layout][:12]}{'...' if len(known) > 12 else ''}")
+    return list(dict.fromkeys(layers))
+
+
+def check_vector(values: np.ndarray, num_filters: int) -> np.ndarray:
+    vector = np.asarray(values, np.float32).reshape(-1)
+    if vector.shape[0] != num_filters:
+        raise InvalidArgument(f"vector has {vector.shape[0]} values; this bundle's profiles have {num_filters}")
+    if not np.isfinite(vector).all():
+        raise InvalidArgument("vector contains NaN or infinite values")
+    if not np.any(vector):
+        raise InvalidArgument("vector is all zeros (cosine similarity is undefined)")
+    return vector
+
+
+def filter_score(served: ServedBundle, index: int, z: float) -> FilterScore:
+    layer, j = served.locate(int(index))
+    return FilterScore(int(index), layer, int(j), float(z))
+
+
+def top_filters(served: ServedBundle, vector: np.ndarray, k: int) -> list[FilterScore]:
+    """The k highest z-scores, highest first (ties: lower index first)."""
+    order = np.argsort(-vector.astype(np.float64), kind="stable")[:k]
+    return [filter_score(served, int(i), float(vector[i])) for i in order]
+
+
+def decode_image(data: bytes, max_pixels: int) -> Image.Image:
+    """PNG/JPEG bytes -> loaded PIL image; InvalidArgument if empty, undecodable or too large."""
+    if not data:
+        raise InvalidArgument("image data is empty")
+    formats = " or ".join(UPLOAD_FORMATS)
+    try:
+        image = Image.open(io.BytesIO(data), formats=UPLOAD_FORMATS)
+    except UnidentifiedImageError:
+        raise InvalidArgument(f"image data is not a {formats} image") from None
+    except (OSError, SyntaxError, ValueError) as exc:  # Pillow's ways of saying "broken header"
+        raise InvalidArgument(f"cannot read the image header: {exc}") from None
+    # The header gives the size: refuse huge images before decoding a single pixel.
+    if image.width * image.height > max_pixels:
+        raise InvalidArgument(f"image is {image.width}x{image.height} = {image.width * image.height} pixels; "
+                              f"the limit is {max_pixels}")
+    try:
+        image.load()
+    except Image.DecompressionBombError as exc:
+        raise InvalidArgument(f"image too large: {exc}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InvalidArgument(f"cannot decode the {image.format} image: {exc}") from None
+    return image
+
+
+def image_channels(image: Image.Image) -> int:
+    """Colour channels of a decoded image: 1 for grey modes, 3 for colour ones (alpha not
+    counted; palette and CMYK images count as the RGB they convert to)."""
+    return 3 if image.mode == "P" else len(Image.getmodebase(image.mode))
+
+
+def display_pixels(preprocessing, image: Image.Image) -> np.ndarray:
+    """uint8 (H, W) or (H, W, 3): the image after the preprocessing's resize and crop, not normalised.
+
+    Replays the recorded preprocessing itself with mean 0 and std 1/255, so the geometry is
+    exactly the model's and the values are the pixel values.
+    """
+    n = preprocessing.num_channels
+    plain = dataclasses.replace(preprocessing, mean=(0.0,) * n, std=(1 / 255,) * n)
+    pixels = plain(image).permute(1, 2, 0).numpy()  # (H, W, C)
+    pixels = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+    return pixels[..., 0] if n == 1 else pixels
+
+
+def encode_png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -1,0 +1,208 @@
+"""The served bundles, opened read-only with their models once at start-up.
+
+Models: the bundle loads its model and checks the weights' fingerprint against the one it
+was indexed with (``Bundle.load_model``). The loaded model is kept pristine as the
+*master*: no call runs on it. Queries borrow one of a few deep copies (*replicas*) for
+the duration of a call, because the saliency engine temporarily changes a model's state
+(forward hooks, ``requires_grad`` flags), so one copy serves one call at a time.
+Evaluations receive the master and work on their own deep copy (parasal.core's
+evaluations never modify the model they are given), which is safe because nothing ever
+hooks the master.
+
+Index: the bundle clones its FAISS index to a GPU when FAISS sees one (unless the server
+runs with ``--device cpu``) and serializes searches on that clone itself, since FAISS GPU
+indexes are not thread-safe even for search; CPU searches run concurrently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import queue
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+import numpy as np
+import torch
+
+from parasal.indexer.errors import SampleNotFound
+
+from .batching import ProfileBatcher
+from .config import ConfigError, ServerConfig
+from .errors import NotFound
+
+if TYPE_CHECKING:
+    from parasal.indexer.bundle import Bundle
+
+__all__ = ["ServedBundle", "Registry", "FilterNames", "resolve_device"]
+
+log = logging.getLogger("parasal.server")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available")
+    return torch.device(name)
+
+
+class FilterNames:
+    """Profile index -> (layer name, filter index within the layer), in O(1).
+
+    ``FilterLayout.locate`` walks the layers; answers name ten filters per neighbour, so
+    the server looks them up in a table built once per bundle."""
+
+    def __init__(self, layout):
+        self._names = [span.name for span in layout for _ in range(span.filters)]
+        self._offsets = [span.offset for span in layout for _ in range(span.filters)]
+
+    def __call__(self, index: int) -> tuple[str, int]:
+        if not 0 <= index < len(self._names):
+            raise IndexError(f"filter index {index} outside [0, {len(self._names)})")
+        return self._names[index], index - self._offsets[index]
+
+
+@dataclass
+class ServedBundle:
+    name: str
+    bundle: "Bundle"
+    master: torch.nn.Module  # no call runs on it; evaluations work on their own copy
+    spec: str
+    fingerprint: str
+    device: torch.device
+    num_classes: int
+    class_names: list[str]
+    locate: FilterNames = field(repr=False)
+    _replicas: "queue.Queue[torch.nn.Module]" = field(repr=False)
+    batcher: ProfileBatcher | None = field(default=None, repr=False)  # upload profiles, batched
+
+    @property
+    def layout(self):
+        return self.bundle.layout
+
+    @property
+    def stats(self):
+        return self.bundle.stats
+
+    @property
+    def preprocessing(self):
+        return self.bundle.preprocessing
+
+    def meta(self, sample_id: int):
+        """The sample's metadata; NotFound naming the bundle (not its path on the server)."""
+        try:
+            return self.bundle.meta(sample_id)
+        except SampleNotFound:
+            raise NotFound(f"no sample with id {sample_id} in bundle {self.name!r}") from None
+
+    def metas(self, ids):
+        return self.bundle.metas(ids)
+
+    def profile(self, sample_id: int) -> np.ndarray:
+        """(F,) float32 standardized profile as stored; NotFound for an unknown id."""
+        try:
+            return np.asarray(self.bundle.profile(sample_id), np.float32)
+        except SampleNotFound:
+            raise NotFound(f"no sample with id {sample_id} in bundle {self.name!r}") from None
+
+    def close(self) -> None:
+        if self.batcher is not None:
+            self.batcher.close()
+        self.bundle.close()
+
+    @contextlib.contextmanager
+    def replica(self) -> Iterator[torch.nn.Module]:
+        """A model copy for this thread alone until the block ends (waits for a free one)."""
+        model = self._replicas.get()
+        try:
+            yield model
+        finally:
+            self._replicas.put(model)
+
+
+class Registry:
+    """Name -> ServedBundle; the first bundle answers requests that name none."""
+
+    def __init__(self, bundles: list[ServedBundle]):
+        if not bundles:
+            raise ValueError("a registry needs at least one bundle")
+        self._bundles = {b.name: b for b in bundles}
+        self.default = bundles[0].name
+
+    @classmethod
+    def load(cls, config: ServerConfig) -> "Registry":
+        device = resolve_device(config.device)
+        served: list[ServedBundle] = []
+        try:
+            for name, path in config.bundles:
+                served.append(_load(name, Path(path), device, config.model_replicas))
+        except BaseException:
+            for b in served:
+                b.close()
+            raise
+        return cls(served)
+
+    def get(self, name: str = "") -> ServedBundle:
+        try:
+            return self._bundles[name or self.default]
+        except KeyError:
+            raise NotFound(f"unknown bundle {name!r}; this server has {sorted(self._bundles)}") from None
+
+    def __iter__(self) -> Iterator[ServedBundle]:
+        return iter(self._bundles.values())
+
+    def __len__(self) -> int:
+        return len(self._bundles)
+
+    def close(self) -> None:
+        for b in self._bundles.values():
+            b.close()
+
+
+def _load(name: str, path: Path, device: torch.device, replicas: int) -> ServedBundle:
+    from parasal.indexer.bundle import open_bundle
+
+    bundle = open_bundle(path, gpu=False if device.type == "cpu" else None)
+    try:
+        loaded = bundle.load_model()  # ModelMismatch unless the weights match the recorded fingerprint
+        bundle.check_model(loaded)  # and the filter layout
+        master = loaded.model.to(device).eval()
+        classes = [str(c) for c in bundle.classes or ()]
+        num_classes = int(bundle.manifest["model"].get("num_classes") or len(classes)
+                          or _output_size(master, bundle.preprocessing, device))
+        pool: queue.Queue = queue.Queue()
+        for _ in range(replicas):
+            pool.put(copy.deepcopy(master))
+        spec = model_name(loaded.spec)
+        log.info("bundle %r: %s, %d samples, %d filters, model %s on %s, index %s", name, path,
+                 bundle.num_samples, bundle.layout.num_filters, spec, device, bundle.index_type)
+        served = ServedBundle(name=name, bundle=bundle, master=master, spec=spec,
+                              fingerprint=str(loaded.fingerprint), device=device, num_classes=num_classes,
+                              class_names=classes, locate=FilterNames(bundle.layout), _replicas=pool)
+        served.batcher = ProfileBatcher(served, workers=replicas)
+        return served
+    except BaseException:
+        bundle.close()
+        raise
+
+
+def model_name(spec: dict) -> str:
+    """A model spec dict as the string users wrote ("demo-fashion", "torchvision:resnet50", ...)."""
+    kind = spec.get("kind")
+    if kind == "torchvision":
+        return f"torchvision:{spec.get('arch')}"
+    if kind == "torchscript":
+        return f"torchscript:{spec.get('path')}"
+    if kind == "factory":
+        return str(spec.get("factory"))
+    return str(kind)
+
+
+def _output_size(model: torch.nn.Module, preprocessing, device: torch.device) -> int:
+    """Number of classes from one forward pass on zeros of the model's input shape."""
+    shape = tuple(preprocessing.input_shape or (preprocessing.num_channels, 224, 224))
+    with torch.no_grad():
+        return int(model(torch.zeros((1, *shape), device=device)).shape[1])

@@ -1,0 +1,101 @@
+"""The three parasal.v1 services. Each method only translates: request -> domain call ->
+response (conversions.py). Errors are raised as domain exceptions and mapped to status
+codes by errors.ErrorInterceptor; nothing here catches them."""
+
+from __future__ import annotations
+
+import grpc
+
+from parasal.v1 import saliency_pb2 as pb
+from parasal.v1 import saliency_pb2_grpc as pb_grpc
+
+from . import conversions as cv
+from .errors import DeadlineExceeded, InvalidArgument
+from .evaluations import Evaluations, FinetuneParams, PruningParams
+from .operations import Operations
+from .queries import Queries
+from .registry import Registry
+
+__all__ = ["SaliencyServicer", "EvaluationServicer", "OperationsServicer", "MAX_PAGE_SIZE"]
+
+MAX_PAGE_SIZE = 1000
+
+
+def _alive(context: grpc.ServicerContext) -> None:
+    """Refuse work whose deadline passed while the call waited for a thread."""
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        raise DeadlineExceeded("the deadline passed before the call started")
+
+
+class SaliencyServicer(pb_grpc.SaliencyServiceServicer):
+    def __init__(self, registry: Registry, queries: Queries):
+        self.registry, self.queries = registry, queries
+
+    def ListBundles(self, request, context):
+        return pb.ListBundlesResponse(bundles=[cv.bundle_info_to_proto(b) for b in self.registry])
+
+    def GetSample(self, request, context):
+        served = self.registry.get(request.bundle)
+        record = self.queries.sample(request.bundle, request.id, request.include_image)
+        return cv.sample_response(record, served.locate, served.class_names)
+
+    def GetProfile(self, request, context):
+        _alive(context)
+        result = self.queries.profile(request.bundle, cv.query_from_proto(request), request.top_k)
+        return cv.profile_to_proto(result, request.include_vector)
+
+    def FindSimilarFailures(self, request, context):
+        _alive(context)
+        served = self.registry.get(request.bundle)
+        result = self.queries.find_similar(
+            request.bundle, cv.query_from_proto(request), k=request.k, only_misclassified=request.only_misclassified,
+            true_labels=list(request.true_labels), predicted_labels=list(request.predicted_labels),
+            include_query=request.include_query, layers=list(request.layers))
+        return cv.similar_to_proto(result, served.locate, served.class_names)
+
+    def ExplainInput(self, request, context):
+        _alive(context)
+        result = self.queries.explain(request.bundle, cv.query_from_proto(request), top_k=request.top_k,
+                                      filters=list(request.filters), boost=request.boost)
+        return cv.explanation_to_proto(result)
+
+
+class EvaluationServicer(pb_grpc.EvaluationServiceServicer):
+    def __init__(self, evaluations: Evaluations):
+        self.evaluations = evaluations
+
+    def StartFinetuneEvaluation(self, request, context):
+        params = FinetuneParams(
+            bundle=request.bundle, reference=cv.query_from_proto(request, "reference"), counts=list(request.counts),
+            selections=cv.selections_from_proto(request.selections), step_size=request.step_size,
+            num_neighbors=request.num_neighbors, neighbor_bundle=request.neighbor_bundle, seed=request.seed)
+        return pb.StartFinetuneEvaluationResponse(operation=self.evaluations.start_finetune(params))
+
+    def StartPruningEvaluation(self, request, context):
+        params = PruningParams(
+            bundle=request.bundle, reference=cv.query_from_proto(request, "reference"), counts=list(request.counts),
+            selections=cv.selections_from_proto(request.selections), num_neighbors=request.num_neighbors,
+            seed=request.seed)
+        return pb.StartPruningEvaluationResponse(operation=self.evaluations.start_pruning(params))
+
+
+class OperationsServicer(pb_grpc.OperationsServiceServicer):
+    def __init__(self, operations: Operations):
+        self.operations = operations
+
+    def GetOperation(self, request, context):
+        return pb.GetOperationResponse(operation=self.operations.get(request.id))
+
+    def ListOperations(self, request, context):
+        if not 0 <= request.page_size <= MAX_PAGE_SIZE:
+            raise InvalidArgument(f"page_size {request.page_size} outside 0..{MAX_PAGE_SIZE}")
+        return pb.ListOperationsResponse(operations=self.operations.list(request.page_size or 100, request.state))
+
+    def CancelOperation(self, request, context):
+        return pb.CancelOperationResponse(operation=self.operations.cancel(request.id))
+
+    def WatchOperation(self, request, context):
+        context.add_callback(self.operations.wake)
+        for op in self.operations.watch(request.id, context.is_active):
+            yield pb.WatchOperationResponse(operation=op)

@@ -1,0 +1,64 @@
+"""`parasal serve` flags: bad ones give one readable line on stderr and exit status 2."""
+
+from pathlib import Path
+
+import pytest
+
+from parasal.server.cli import main
+from parasal.server.config import ConfigError, ServerConfig, parse_bundle_arg
+
+
+def run(capsys, *argv) -> tuple[int, str]:
+    try:
+        code = main(list(argv))
+    except SystemExit as exit:  # argparse
+        code = exit.code
+    return code, capsys.readouterr().err
+
+
+def test_bundle_names():
+    assert parse_bundle_arg("/data/fashion-test/") == ("fashion-test", Path("/data/fashion-test/"))
+    assert parse_bundle_arg("fm=/data/x") == ("fm", Path("/data/x"))
+    with pytest.raises(ConfigError):
+        parse_bundle_arg("=/data/x")
+
+
+@pytest.mark.parametrize("argv, words", [
+    ([], "--bundle"),
+    (["--bundle", "B", "--port", "http"], "--port"),
+    (["--bundle", "B", "--device", "tpu"], "--device"),
+])
+def test_flag_errors_are_one_line(capsys, argv, words):
+    code, err = run(capsys, *argv)
+    assert code == 2 and err.count("\n") == 1 and words in err and err.startswith("parasal serve: error:")
+
+
+def test_unusable_settings_are_one_line(capsys, tmp_path):
+    empty = tmp_path / "not-a-bundle"
+    empty.mkdir()
+    state = ["--state-dir", str(tmp_path / "state")]
+    cases = [
+        (["--bundle", str(tmp_path / "missing"), *state], "not a directory"),
+        (["--bundle", str(empty), *state], "not-a-bundle"),
+        (["--bundle", str(empty), "--state-dir", str(empty / "state")], "inside bundle"),
+        (["--bundle", f"a={empty}", "--bundle", f"a={empty}", *state], "twice"),
+        (["--bundle", str(empty), "--tls-cert", "c.pem", *state], "--tls-key"),
+        (["--bundle", str(empty), "--max-operations", "0", *state], "max_operations"),
+    ]
+    for argv, words in cases:
+        code, err = run(capsys, *argv)
+        assert code == 2, (argv, err)
+        lines = [line for line in err.splitlines() if line.startswith("parasal serve: error:")]
+        assert len(lines) == 1 and words in lines[0], (argv, err)
+        assert "Traceback" not in err
+
+
+def test_token_file_must_be_readable_and_non_empty(tmp_path):
+    config = ServerConfig(token_file=tmp_path / "missing")
+    with pytest.raises(ConfigError, match="cannot read token file"):
+        config.read_token()
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ConfigError, match="empty"):
+        ServerConfig(token_file=tmp_path / "empty").read_token()
+    (tmp_path / "t").write_text("  abc \n")
+    assert ServerConfig(token_file=tmp_path / "t").read_token() == "abc"

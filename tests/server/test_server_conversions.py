@@ -1,0 +1,109 @@
+"""Domain <-> proto conversions survive a round trip; bad requests become InvalidArgument."""
+
+import math
+
+import numpy as np
+import pytest
+
+from parasal.core import FilterLayout, LayerSpan
+from parasal.core.evaluation import EvaluationRow, PruningRow
+from parasal.indexer.metadata import SampleMeta
+from parasal.server import conversions as cv
+from parasal.server.errors import InvalidArgument
+from parasal.server.registry import FilterNames
+from parasal.server.queries import (Confusion, Explanation, FilterScore, ImageQuery, Neighbor, ProfileResult,
+                                    SimilarResult)
+from parasal.v1 import saliency_pb2 as pb
+
+LAYOUT = FilterLayout((LayerSpan("stem.0", "conv2d", 4, 0), LayerSpan("layer1.0.conv1", "conv2d", 6, 4)))
+LOCATE = FilterNames(LAYOUT)
+
+
+def meta(i=7, label=3, predicted=6):
+    return SampleMeta(id=i, uri=f"fashion-mnist:test/{i}", label=label, predicted=predicted, true_confidence=0.125,
+                      predicted_confidence=0.75, loss=2.5, correct=label == predicted,
+                      top_filters=[(5, 9.5), (0, 3.25)])
+
+
+def test_sample_round_trip_with_layer_names_and_class_names():
+    names = [f"class{i}" for i in range(10)]
+    message = cv.sample_to_proto(meta(), LOCATE, names)
+    assert [(f.layer, f.filter) for f in message.top_filters] == [("layer1.0.conv1", 1), ("stem.0", 0)]
+    assert (message.label_name, message.predicted_name) == ("class3", "class6")
+    assert cv.sample_from_proto(pb.Sample.FromString(message.SerializeToString())) == meta()
+    assert cv.sample_to_proto(meta(), LOCATE, []).label_name == ""
+
+
+def test_filter_names_agree_with_the_layout():
+    assert [LOCATE(i) for i in range(10)] == [(LAYOUT.locate(i)[0].name, LAYOUT.locate(i)[1]) for i in range(10)]
+    for bad in (-1, 10):
+        with pytest.raises(IndexError):
+            LOCATE(bad)
+
+
+def test_filter_score_and_profile_round_trip():
+    score = FilterScore(5, "layer1.0.conv1", 1, 2.5)
+    assert cv.filter_score_from_proto(cv.filter_score_to_proto(score)) == score
+    vector = np.arange(10, dtype=np.float32) - 3.5
+    for sample_id in (None, 0, 12):
+        result = ProfileResult(sample_id, 2, 4, 0.25, 0.5, 1.5, [score], vector)
+        back = cv.profile_from_proto(cv.profile_to_proto(result, include_vector=True))
+        assert back.sample_id == sample_id
+        np.testing.assert_array_equal(back.vector, vector)
+        assert (back.label, back.predicted, back.top_filters, back.loss) == (2, 4, [score], 1.5)
+    assert len(cv.profile_to_proto(result, include_vector=False).vector) == 0
+
+
+def test_similar_and_explanation_round_trip():
+    result = SimilarResult([Neighbor(7, 0.5, meta()), Neighbor(9, 0.25, meta(9, 1, 1))],
+                           [Confusion(3, 6, 1), Confusion(1, 1, 1)])
+    assert cv.similar_from_proto(cv.similar_to_proto(result, LOCATE, [])) == result
+    heatmap = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
+    explanation = Explanation(heatmap, b"\x89PNG", [FilterScore(0, "stem.0", 0, 1.0)], 3, 6)
+    back = cv.explanation_from_proto(cv.explanation_to_proto(explanation))
+    np.testing.assert_array_equal(back.heatmap, heatmap)
+    assert (back.overlay_png, back.filters, back.label, back.predicted) == (b"\x89PNG", explanation.filters, 3, 6)
+
+
+def test_queries_round_trip_through_the_oneof():
+    for query in (0, 41, ImageQuery(b"png", 3)):
+        request = pb.FindSimilarFailuresRequest()
+        cv.query_to_proto(query, request)
+        assert cv.query_from_proto(request) == query
+    request = pb.FindSimilarFailuresRequest()
+    cv.query_to_proto(np.array([1.0, -2.0], np.float32), request)
+    np.testing.assert_array_equal(cv.query_from_proto(request), [1.0, -2.0])
+    with pytest.raises(InvalidArgument, match="sets no query"):
+        cv.query_from_proto(pb.GetProfileRequest())
+    with pytest.raises(InvalidArgument, match="reference"):
+        cv.query_from_proto(pb.StartFinetuneEvaluationRequest(), "reference")
+
+
+def test_selections():
+    for name in ("most", "random", "least"):
+        assert cv.selection_from_proto(cv.selection_to_proto(name)) == name
+    assert cv.selections_from_proto([1, 3, 1]) == ("most", "least")
+    for bad in (pb.SELECTION_UNSPECIFIED, pb.SELECTION_WHOLE_NETWORK, 99):
+        with pytest.raises(InvalidArgument):
+            cv.selection_from_proto(bad)
+
+
+def test_evaluation_rows_round_trip():
+    rows = [EvaluationRow("most", 5, True, 0.25, 0.5, 0.125, 8), EvaluationRow("all", 10, False, -0.5, 0.0, 0.0, 8),
+            EvaluationRow("least", 1, False, 0.0, float("nan"), float("nan"), 0)]
+    for row in rows:
+        back = cv.finetune_row_from_proto(pb.FinetuneRow.FromString(cv.finetune_row_to_proto(row).SerializeToString()))
+        assert back.selection == row.selection and back.count == row.count
+        assert back.reference_corrected == row.reference_corrected
+        for a, b in [(back.neighbours_corrected_fraction, row.neighbours_corrected_fraction),
+                     (back.reference_true_conf_delta, row.reference_true_conf_delta)]:
+            assert a == b or (math.isnan(a) and math.isnan(b))
+    assert cv.finetune_row_to_proto(rows[1]).selection == pb.SELECTION_WHOLE_NETWORK
+    prune = PruningRow("random", 25, 25, -0.25, 0.125, True, -0.5, 0.25, 0.75, 3)
+    assert cv.pruning_row_from_proto(cv.pruning_row_to_proto(prune)) == prune
+
+
+def test_reference_state_sets_sample_id_only_when_known():
+    assert not cv.reference_state(None, 1, 2, 0.1, 0.9).HasField("sample_id")
+    assert cv.reference_state(0, 1, 2, 0.1, 0.9).sample_id == 0
+    assert cv.reference_state(0, 1, 2, 0.1, 0.9).HasField("sample_id")
