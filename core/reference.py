@@ -26,7 +26,7 @@ def per_sample_filter_saliency(
     layout = layout or filter_layout(model)
     modules = dict(model.named_modules())
     weights = [modules[span.name].weight for span in layout]
-    was_training = model.training
+    modes = [(module, module.training) for module in model.modules()]  # restored one by one
     model.eval()
     try:
         rows = []
@@ -36,4 +36,5 @@ def per_sample_filter_saliency(
             rows.append(torch.cat([g.abs().flatten(1).mean(1) for g in grads]).detach())
         return torch.stack(rows).float()
     finally:
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training

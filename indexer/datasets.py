@@ -74,6 +74,9 @@ class CorruptSample(Exception):
         self.uri = uri
         self.reason = reason
 
+    def __reduce__(self):  # picklable, so it crosses process boundaries (worker pools)
+        return (type(self), (self.uri, self.reason))
+
 
 @dataclass(frozen=True)
 class Sample:

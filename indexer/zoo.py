@@ -18,6 +18,8 @@ from .preprocessing import Preprocessing
 
 __all__ = [
     "ARCHITECTURE",
+    "DEMO_WIDTHS",
+    "DEMO_BLOCKS",
     "BasicBlock",
     "FashionResNet",
     "DEMO_PREPROCESSING",
@@ -30,6 +32,9 @@ __all__ = [
 ]
 
 ARCHITECTURE = "demo-fashion"
+# demo-fashion = FashionResNet(DEMO_WIDTHS, DEMO_BLOCKS): 8 convs, 672 filters, 0.31 M parameters.
+DEMO_WIDTHS = (32, 64, 128)
+DEMO_BLOCKS = (1, 1, 1)
 DEMO_WEIGHTS_PATH = Path(__file__).resolve().parent / "weights" / "demo-fashion.pt"
 DEMO_METADATA_PATH = DEMO_WEIGHTS_PATH.with_suffix(".json")
 
@@ -74,8 +79,8 @@ class FashionResNet(nn.Module):
 
     def __init__(
         self,
-        widths: Sequence[int] = (32, 64, 128),
-        blocks: Sequence[int] = (1, 1, 1),
+        widths: Sequence[int] = DEMO_WIDTHS,
+        blocks: Sequence[int] = DEMO_BLOCKS,
         num_classes: int = 10,
         in_channels: int = 1,
     ):
@@ -118,10 +123,6 @@ class FashionResNet(nn.Module):
 def build_demo_model() -> FashionResNet:
     """The demo architecture, randomly initialised (what ``train_demo`` trains)."""
     return FashionResNet(widths=DEMO_WIDTHS, blocks=DEMO_BLOCKS)
-
-
-DEMO_WIDTHS = (32, 64, 128)
-DEMO_BLOCKS = (1, 1, 1)
 
 
 def load_demo_model(path: str | Path | None = None, map_location: str | torch.device = "cpu") -> FashionResNet:

@@ -1,0 +1,208 @@
+"""Finished shards (+ the previous generation, for appends) -> one complete generation directory.
+
+Rank 0 only, streaming, one shard in memory at a time:
+
+1. Statistics: the shards' RunningStats merged in shard order (Chan), or, for an append,
+   the base generation's statistics unchanged (frozen: new data never moves µ/σ, so old
+   vectors stay valid and comparable).
+2. Each profile is standardized ((raw − µ)/σ), clipped to the float16 range and stored as
+   a float16 row of ``profiles.npy`` (rows in id order; appends copy the old rows first,
+   byte for byte). Metadata records go to LMDB and the label/prediction table to
+   ``table.npz``; ``top_filters`` come from the stored (float16) z-scores.
+3. The FAISS index is built from the stored rows (L2-normalised), or, for an append, the
+   base generation's index is extended with the new rows without retraining.
+4. The manifest lists every file with its size and sha256.
+
+Everything is deterministic given the shards, so a resumed or multi-rank job produces the
+same bytes as a clean single-process one (the manifest's timestamp and job info aside).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from parasal.core import RunningStats
+
+from . import faiss_index
+from .durable import fsync_dir, fsync_file, write_npz
+from .errors import DataSpecError
+from .manifest import (FORMAT, FORMAT_VERSION, INDEX_FILE, META_FILE, PROFILES_FILE, STATS_FILE, TABLE_FILE,
+                       file_entries, tool_versions, utc_now, write_manifest)  # fmt: skip
+from .metadata import TOP_FILTERS, MetadataWriter, SampleMeta, encode_meta, iter_records
+from .shards import ShardPlan, WorkDir
+
+__all__ = ["GenerationInputs", "assemble_generation", "top_filters", "FLOAT16_MAX"]
+
+log = logging.getLogger(__name__)
+
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+TABLE_COLUMNS = ("ids", "label", "predicted", "correct", "true_confidence", "predicted_confidence", "loss")
+
+
+@dataclass
+class GenerationInputs:
+    """Everything a generation is made of besides the shards themselves."""
+
+    generation: int
+    plan: ShardPlan
+    work: WorkDir
+    ds: Any  # the Dataset the shards were computed from (for uris)
+    dataset_entry: dict  # description, spec, limit, id range: appended to manifest["datasets"]
+    model: dict  # {"spec", "fingerprint", "num_classes"}
+    preprocessing: dict
+    layout: list[dict]
+    num_filters: int
+    index_type: str
+    nprobe: int | None = None
+    train_size: int = 32768
+    seed: int = 0
+    job: dict = field(default_factory=dict)  # how it was run (batch size, world size, device): informational
+    base: Any = None  # Bundle of the previous generation, for appends
+
+
+def top_filters(z: np.ndarray, k: int = TOP_FILTERS) -> tuple[np.ndarray, np.ndarray]:
+    """(n, F) z-scores -> (indices, values), each (n, min(k, F)): largest first, ties by index."""
+    n, f = z.shape
+    k = min(k, f)
+    if k == 0:
+        return np.zeros((n, 0), np.int64), np.zeros((n, 0), z.dtype)
+    cand = np.argpartition(-z, k - 1, axis=1)[:, :k] if k < f else np.tile(np.arange(f), (n, 1))
+    vals = np.take_along_axis(z, cand, axis=1)
+    order = np.lexsort((cand, -vals), axis=1)  # by value desc, then index asc
+    idx = np.take_along_axis(cand, order, axis=1)
+    return idx, np.take_along_axis(vals, order, axis=1)
+
+
+def assemble_generation(gen_dir: str | os.PathLike, inp: GenerationInputs) -> dict:
+    """Write a complete generation into the (new, empty) ``gen_dir``; returns its manifest."""
+    gen_dir = Path(gen_dir)
+    gen_dir.mkdir(parents=True)
+    plan, work, base, F_ = inp.plan, inp.work, inp.base, inp.num_filters
+
+    # 1. statistics and counts, without loading profiles
+    shard_stats, n_new, skipped = [], 0, []
+    for shard in plan.shards:
+        summary = work.load_summary(shard)
+        summary.check(plan, 0)
+        shard_stats.append(summary.stats)
+        n_new += len(summary.ids)
+        skipped += [(int(i), r) for i, r in zip(summary.skipped_ids, summary.skipped_reasons)]
+    if base is None:
+        stats = RunningStats.empty(F_)
+        for s in shard_stats:
+            stats = stats.merge(s)
+    else:
+        stats = base.stats
+    n_old = 0 if base is None else base.num_samples
+    n = n_old + n_new
+    if n == 0:
+        raise DataSpecError(f"no sample could be indexed: all {len(skipped)} were skipped "
+                            f"(first reason: {skipped[0][1] if skipped else 'none'})")  # fmt: skip
+    if base is None and stats.count < 2:
+        log.warning("statistics from %d sample(s): σ is undefined and treated as 1", stats.count)
+
+    # 2. profiles, table, metadata
+    profiles = np.lib.format.open_memmap(gen_dir / PROFILES_FILE, mode="w+", dtype=np.float16, shape=(n, F_))
+    table = {c: np.zeros(n, np.bool_ if c == "correct" else (np.int64 if c in ("ids", "label", "predicted") else np.float64))
+             for c in TABLE_COLUMNS}  # fmt: skip
+    meta = MetadataWriter(gen_dir / META_FILE, n)
+    if base is not None:
+        for a in range(0, n_old, 4096):
+            b = min(n_old, a + 4096)
+            profiles[a:b] = base._profiles[a:b]
+        for c in TABLE_COLUMNS:
+            table[c][:n_old] = base._table[c]
+        for sample_id, value in iter_records(base._env):
+            meta.put(sample_id, value)
+    row = n_old
+    for shard in plan.shards:
+        res = work.load(shard)
+        res.check(plan, F_)
+        m = len(res.ids)
+        if m == 0:
+            continue
+        z = stats.standardize(res.raw.astype(np.float32))  # (m, F) float32
+        z16 = np.clip(z, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
+        profiles[row : row + m] = z16
+        idx, vals = top_filters(z16.astype(np.float32))
+        correct = res.predicted == res.label
+        block = {"ids": res.ids, "label": res.label, "predicted": res.predicted, "correct": correct,
+                 "true_confidence": res.true_confidence, "predicted_confidence": res.predicted_confidence,
+                 "loss": res.loss}  # fmt: skip
+        for c in TABLE_COLUMNS:
+            table[c][row : row + m] = block[c]
+        for j in range(m):
+            sample_id = int(res.ids[j])
+            meta.put(sample_id, encode_meta(SampleMeta(
+                id=sample_id, uri=inp.ds.uri(sample_id - plan.id_offset), label=int(res.label[j]),
+                predicted=int(res.predicted[j]), true_confidence=float(res.true_confidence[j]),
+                predicted_confidence=float(res.predicted_confidence[j]), loss=float(res.loss[j]),
+                correct=bool(correct[j]), top_filters=list(zip(idx[j].tolist(), vals[j].tolist())))))  # fmt: skip
+        row += m
+    meta.close()
+    profiles.flush()
+    del profiles
+    fsync_file(gen_dir / PROFILES_FILE)
+    if not np.all(np.diff(table["ids"]) > 0):
+        raise AssertionError("sample ids are not strictly increasing across rows")  # a bug, not a user error
+    write_npz(gen_dir / TABLE_FILE, table)
+    write_npz(gen_dir / STATS_FILE, stats.to_arrays())
+
+    # 3. FAISS
+    stored = np.load(gen_dir / PROFILES_FILE, mmap_mode="r")
+    base_index = None
+    if base is not None:
+        base_index = faiss.read_index(str(base.generation_path / INDEX_FILE))
+    index, index_info = faiss_index.build_index(inp.index_type, stored, table["ids"], train_size=inp.train_size,
+                                                seed=inp.seed, nprobe=inp.nprobe, base=base_index)  # fmt: skip
+    if base is not None:
+        index_info = {**base.manifest["index"], "ntotal": int(index.ntotal)}
+    del stored
+    faiss_index.write_index(index, gen_dir / INDEX_FILE)
+    del index
+    fsync_dir(gen_dir)
+
+    # 4. manifest
+    skipped_rows = [{"id": i, "uri": inp.ds.uri(i - plan.id_offset), "reason": r} for i, r in sorted(skipped)]
+    datasets = ([] if base is None else list(base.manifest["datasets"])) + [
+        {**inp.dataset_entry, "generation": inp.generation, "indexed": n_new, "skipped": len(skipped)}
+    ]
+    old_skipped = [] if base is None else list(base.manifest["skipped"])
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "generation": inp.generation,
+        "parent_generation": None if base is None else base.generation,
+        "created": utc_now(),
+        "model": inp.model,
+        "preprocessing": inp.preprocessing,
+        "layout": inp.layout,
+        "num_filters": F_,
+        "datasets": datasets,
+        "statistics": (
+            {"count": int(stats.count), "from_generation": inp.generation, "frozen_since": None}
+            if base is None
+            else {**base.manifest["statistics"], "frozen_since": base.manifest["statistics"].get("frozen_since") or inp.generation}
+        ),  # fmt: skip
+        "counts": {
+            "samples": n,
+            "misclassified": int((~table["correct"]).sum()),
+            "skipped": len(old_skipped) + len(skipped),
+        },
+        "next_id": int(plan.id_offset + plan.num_samples),
+        "index": index_info,
+        "skipped": old_skipped + skipped_rows,
+        "versions": tool_versions(),
+        "job": inp.job,
+        "files": file_entries(gen_dir),
+    }
+    write_manifest(gen_dir, manifest)
+    fsync_dir(gen_dir)
+    return manifest

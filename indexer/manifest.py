@@ -1,0 +1,217 @@
+"""The bundle format: directory layout, ``manifest.json``, generations, verification.
+
+On disk a bundle is a directory of immutable *generations* and a pointer::
+
+    BUNDLE/
+      CURRENT              "gen-00002\\n": the generation readers open (replaced with os.replace)
+      gen-00001/           the first build, kept so readers that opened it keep working
+      gen-00002/           written by `parasal index --append-to BUNDLE`
+        manifest.json      format version, model, preprocessing, layout, datasets, counts,
+                           index type, versions, skipped samples, sha256+size of every file
+        index.faiss        FAISS IndexIDMap2 (CPU) over L2-normalised standardized profiles
+        meta.lmdb          LMDB (single file): id -> JSON record (see metadata.py)
+        profiles.npy       (N, F) float16 standardized profiles, rows in id order
+        table.npz          ids (N,) int64 ascending + label, predicted, correct, confidences, loss
+        stats.npz          RunningStats: count, mean (F,), m2 (F,) float64
+
+Publishing is atomic at two levels. A new bundle is assembled under a hidden sibling
+name (``gen-00001`` and ``CURRENT`` inside it) and renamed to its final path, so the path
+either does not exist or holds a complete bundle. An append assembles ``.gen-0000N.*``
+inside the bundle, renames it to ``gen-0000N`` (complete, fsynced, but not yet current),
+then replaces ``CURRENT``. A reader resolves ``CURRENT`` once, when it opens, and from
+then on only reads that generation's directory, which is never modified or deleted: it
+sees the old or the new generation, whole, never a mixture. Old generations stay on disk
+until removed by hand (after no reader uses them).
+
+``open_bundle`` also accepts a generation directory itself (one holding ``manifest.json``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from .durable import atomic_write_bytes, sha256_file
+from .errors import BundleCorrupt, BundleVersionMismatch
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "MANIFEST",
+    "CURRENT",
+    "INDEX_FILE",
+    "META_FILE",
+    "PROFILES_FILE",
+    "TABLE_FILE",
+    "STATS_FILE",
+    "DATA_FILES",
+    "generation_name",
+    "parse_generation",
+    "resolve_generation",
+    "read_manifest",
+    "write_manifest",
+    "file_entries",
+    "verify_files",
+    "tool_versions",
+    "utc_now",
+    "is_bundle_dir",
+]
+
+FORMAT = "parasal-bundle"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+CURRENT = "CURRENT"
+INDEX_FILE = "index.faiss"
+META_FILE = "meta.lmdb"
+PROFILES_FILE = "profiles.npy"
+TABLE_FILE = "table.npz"
+STATS_FILE = "stats.npz"
+DATA_FILES = (INDEX_FILE, META_FILE, PROFILES_FILE, TABLE_FILE, STATS_FILE)
+_GEN_RE = re.compile(r"^gen-(\d{5,})$")
+
+
+def generation_name(number: int) -> str:
+    return f"gen-{number:05d}"
+
+
+def parse_generation(name: str) -> int:
+    m = _GEN_RE.match(name)
+    if not m:
+        raise BundleCorrupt(f"{CURRENT} names {name!r}, which is not a generation (gen-NNNNN)")
+    return int(m.group(1))
+
+
+def is_bundle_dir(path: str | os.PathLike) -> bool:
+    p = Path(path)
+    return (p / CURRENT).is_file() or (p / MANIFEST).is_file()
+
+
+def resolve_generation(path: str | os.PathLike) -> Path:
+    """The generation directory a reader of ``path`` should open (see module docstring)."""
+    root = Path(path)
+    if not root.exists():
+        raise BundleCorrupt(f"bundle {root} does not exist")
+    if not root.is_dir():
+        raise BundleCorrupt(f"bundle {root} is not a directory")
+    pointer = root / CURRENT
+    if pointer.is_file():
+        name = pointer.read_text(encoding="utf-8").strip()
+        parse_generation(name)
+        gen = root / name
+        if not gen.is_dir():
+            raise BundleCorrupt(f"bundle {root} is truncated: {CURRENT} points to {name}, which is missing")
+        return gen
+    if (root / MANIFEST).is_file():
+        return root
+    raise BundleCorrupt(f"{root} is not a parasal bundle (no {CURRENT} or {MANIFEST}); truncated or not a bundle")
+
+
+def _manifest_checksum(manifest: dict) -> str:
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def write_manifest(gen_dir: str | os.PathLike, manifest: dict) -> None:
+    """Seal ``manifest`` (checksum over its canonical JSON) and write it atomically."""
+    manifest = dict(manifest)
+    manifest["manifest_sha256"] = _manifest_checksum(manifest)
+    text = json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    atomic_write_bytes(Path(gen_dir) / MANIFEST, text.encode())
+
+
+def read_manifest(gen_dir: str | os.PathLike, *, check: bool = True) -> dict:
+    """Parse and check a generation's manifest: format, version, self-checksum."""
+    path = Path(gen_dir) / MANIFEST
+    if not path.is_file():
+        raise BundleCorrupt(f"bundle generation {gen_dir} has no {MANIFEST} (truncated?)")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BundleCorrupt(f"{path} is not valid JSON ({e}); the bundle is truncated or damaged") from e
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BundleCorrupt(f"{path} is not a parasal bundle manifest (format {manifest.get('format')!r})"
+                            if isinstance(manifest, dict) else f"{path} is not a parasal bundle manifest")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BundleVersionMismatch(
+            f"bundle {gen_dir} has format version {version}, but this parasal reads version {FORMAT_VERSION}; "
+            "rebuild it with `parasal index` from this version"
+        )
+    if check and manifest.get("manifest_sha256") != _manifest_checksum(manifest):
+        raise BundleCorrupt(f"{path} was modified after the bundle was written (manifest checksum mismatch)")
+    return manifest
+
+
+def file_entries(gen_dir: str | os.PathLike, names=DATA_FILES) -> dict[str, dict]:
+    out = {}
+    for name in names:
+        p = Path(gen_dir) / name
+        out[name] = {"size": p.stat().st_size, "sha256": sha256_file(p)}
+    return out
+
+
+def verify_files(gen_dir: str | os.PathLike, manifest: dict, mode: bool | str = True) -> None:
+    """Check every file the manifest lists: presence and size always (unless ``mode`` is
+    False), sha256 too when ``mode`` is True or "sha256". ``mode="size"`` is for large
+    bundles where hashing gigabytes at every open is too slow."""
+    if mode is False or mode is None:
+        return
+    if mode not in (True, "sha256", "size"):
+        raise ValueError(f"verify must be True, False, 'sha256' or 'size', not {mode!r}")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or set(files) != set(DATA_FILES):
+        raise BundleCorrupt(f"manifest of {gen_dir} does not list the bundle's files {list(DATA_FILES)}")
+    for name, entry in files.items():
+        p = Path(gen_dir) / name
+        if not p.is_file():
+            raise BundleCorrupt(f"bundle {gen_dir} is truncated: {name} is missing")
+        size = p.stat().st_size
+        if size != entry["size"]:
+            raise BundleCorrupt(
+                f"bundle {gen_dir} is truncated or modified: {name} is {size} bytes, the manifest says {entry['size']}"
+            )
+    if mode in (True, "sha256"):
+        for name, entry in files.items():
+            if sha256_file(Path(gen_dir) / name) != entry["sha256"]:
+                raise BundleCorrupt(f"bundle {gen_dir} was modified: sha256 of {name} does not match the manifest")
+
+
+def tool_versions() -> dict[str, str]:
+    import faiss
+    import lmdb
+    import numpy
+    import torch
+
+    try:
+        from importlib.metadata import version
+
+        parasal_version = version("parasal")
+    except Exception:  # noqa: BLE001 - not installed as a distribution
+        parasal_version = "unknown"
+    return {
+        "parasal": parasal_version,
+        "torch": torch.__version__,
+        "faiss": faiss.__version__,
+        "numpy": numpy.__version__,
+        "lmdb": lmdb.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def write_current(root: str | os.PathLike, generation: int) -> None:
+    atomic_write_bytes(Path(root) / CURRENT, (generation_name(generation) + "\n").encode())
+
+
+def manifest_summary(manifest: dict[str, Any]) -> str:
+    c = manifest["counts"]
+    return f"{c['samples']} samples ({c['misclassified']} misclassified, {c['skipped']} skipped)"

@@ -1,0 +1,338 @@
+"""`parasal index` as a function: an :class:`IndexJob` in, a published bundle out.
+
+Order of work (every rank runs the same code; see distributed.py):
+
+1. cheap checks first: output path, model spec, data spec, FAISS factory string, and a
+   preflight decode + forward (profiling.py) — all user errors surface before any work;
+2. rank 0 prepares the work directory ``<out>.partial/`` (reusing finished shards of the
+   same job, see shards.py); barrier;
+3. each rank computes its shards (``j % world_size == rank``), writing each atomically;
+   rerunning the same command after a crash (or kill -9) skips finished shards; barrier;
+4. rank 0 assembles the generation (assemble.py) under a hidden name and publishes it
+   with a rename (manifest.py describes the layout), then removes the work directory.
+
+Appends (``append_to``) take the model, preprocessing and frozen statistics from the
+bundle's current generation, give new samples ids from the bundle's ``next_id`` on, and
+publish generation N+1 by replacing ``CURRENT``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from . import faiss_index
+from .assemble import GenerationInputs, assemble_generation
+from .distributed import DEFAULT_TIMEOUT_S, World, init_world
+from .durable import fsync_dir
+from .errors import DataSpecError, IndexerError, ModelSpecError, OutputExists
+from .manifest import (CURRENT, FORMAT_VERSION, generation_name, is_bundle_dir, parse_generation, read_manifest,
+                       resolve_generation, verify_files, write_current)  # fmt: skip
+from .models import LoadedModel, load_model, load_model_from_manifest
+from .profiling import ProfileEngine, compute_shard, preflight
+from .shards import SHARD_FORMAT, ShardPlan, WorkDir
+
+__all__ = ["IndexJob", "IndexResult", "run_index", "work_dir_for"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IndexJob:
+    """One `parasal index` invocation. Exactly one of ``out`` (new bundle) or ``append_to``."""
+
+    data: str
+    out: str | os.PathLike | None = None
+    append_to: str | os.PathLike | None = None
+    model: str | None = None  # required with out; taken from the bundle with append_to
+    weights: str | os.PathLike | None = None
+    preprocessing: dict = field(default_factory=dict)  # overrides: channels, resize, crop, mean, std
+    limit: int | None = None  # index only the first `limit` samples of the dataset
+    batch_size: int = 64
+    shard_size: int = 1024
+    device: str = "cpu"  # "cpu" or "cuda" (each rank uses cuda:LOCAL_RANK)
+    index_type: str = faiss_index.DEFAULT_INDEX_TYPE  # FAISS factory string
+    nprobe: int | None = None  # IVF probes at search time (default min(nlist, 16))
+    train_size: int = 32768  # rows sampled (seeded) to train indexes that need training
+    seed: int = 0
+    overwrite: bool = False
+    workers: int = 0  # DataLoader processes decoding images (0: decode in the main process)
+    progress: bool = True
+    keep_work_dir: bool = False
+    dist_timeout_s: float = DEFAULT_TIMEOUT_S
+    #: called with the shard index after each shard file is durably written (tests inject crashes here)
+    on_shard_written: Callable[[int], None] | None = None
+
+
+@dataclass
+class IndexResult:
+    bundle: Path
+    generation: int
+    samples: int  # rows in the published generation (all generations' samples)
+    misclassified: int
+    skipped: int
+    new_samples: int  # rows this job added
+    computed_samples: int  # samples this rank computed in this run (not resumed)
+    resumed_shards: int
+    seconds: float
+    rank: int = 0
+    manifest: dict | None = None  # None on ranks other than 0
+
+    def summary(self) -> str:
+        if self.manifest is None:
+            return f"rank {self.rank}: computed {self.computed_samples} samples in {self.seconds:.1f} s"
+        return (f"indexed {self.samples} samples ({self.misclassified} misclassified, {self.skipped} skipped) "
+                f"in {self.seconds:.1f} s -> {self.bundle} ({generation_name(self.generation)})")  # fmt: skip
+
+
+def work_dir_for(bundle_path: str | os.PathLike) -> Path:
+    p = Path(os.path.abspath(bundle_path))
+    return p.with_name(p.name + ".partial")
+
+
+def run_index(job: IndexJob) -> IndexResult:
+    t0 = time.perf_counter()
+    _check_job(job)
+    append = job.append_to is not None
+    base_gen, base_manifest = None, None
+    if append:
+        base_gen = resolve_generation(job.append_to)
+        base_manifest = read_manifest(base_gen)
+        verify_files(base_gen, base_manifest, "size")
+    else:
+        _check_out(Path(job.out), job.overwrite)
+    device = _device(job.device)
+    world = init_world(device, job.dist_timeout_s)
+    try:
+        if device == "cuda":
+            device = f"cuda:{world.local_rank}"
+        loaded = load_model_from_manifest(base_manifest) if append else load_model(job.model, job.weights, job.preprocessing)
+        ds = _open_data(job.data)
+        n = len(ds) if job.limit is None else min(len(ds), int(job.limit))
+        if n <= 0:
+            raise DataSpecError(f"{job.data!r} has no samples to index" + (" (--limit 0)" if job.limit == 0 else ""))
+        F_ = loaded.layout.num_filters
+        index_type = base_manifest["index"]["type"] if append else faiss_index.canonical_index_type(job.index_type)
+        if not append:
+            faiss_index.check_index_type(index_type, F_, n)
+        engine = ProfileEngine(loaded, device)
+        check = preflight(engine, ds, n)
+        id_offset = int(base_manifest["next_id"]) if append else 0
+        plan = ShardPlan(n, job.shard_size, id_offset)
+        work_path = work_dir_for(job.append_to if append else job.out)
+        work = WorkDir(work_path, _job_params(job, loaded, ds, n, id_offset, device, check, base_manifest))
+        if world.is_main:
+            work.prepare()
+        world.barrier()
+        work.check()
+        computed, resumed = _compute(job, world, engine, ds, plan, work, check)
+        world.barrier()
+        if not world.is_main:
+            target = Path(os.path.abspath(job.append_to if append else job.out))
+            return IndexResult(target, 0, 0, 0, 0, 0, computed, resumed, time.perf_counter() - t0, world.rank)
+        inputs = GenerationInputs(
+            generation=0, plan=plan, work=work, ds=ds,
+            dataset_entry={"spec": job.data, "description": ds.describe(), "limit": job.limit,
+                           "id_offset": id_offset, "num_ids": n},
+            model={"spec": loaded.spec, "fingerprint": loaded.fingerprint, "num_classes": check.num_classes},
+            preprocessing=_recorded_preprocessing(loaded, check),
+            layout=loaded.layout.to_dict(), num_filters=F_, index_type=index_type, nprobe=job.nprobe,
+            train_size=job.train_size, seed=job.seed,
+            job={"batch_size": job.batch_size, "shard_size": job.shard_size, "world_size": world.world_size,
+                 "device": str(torch.device(device).type), "saliency": "reference" if engine.use_reference else "filter_saliency"},
+        )  # fmt: skip
+        if append:
+            bundle_path, generation, manifest = _publish_append(Path(job.append_to), base_gen, inputs)
+        else:
+            bundle_path, generation, manifest = _publish_new(Path(job.out), inputs, job.overwrite)
+        if not job.keep_work_dir:
+            work.remove()
+        c = manifest["counts"]
+        return IndexResult(bundle_path, generation, c["samples"], c["misclassified"], c["skipped"],
+                           manifest["datasets"][-1]["indexed"], computed, resumed, time.perf_counter() - t0, 0,
+                           manifest)  # fmt: skip
+    finally:
+        world.close()
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def _check_job(job: IndexJob) -> None:
+    if (job.out is None) == (job.append_to is None):
+        raise IndexerError("give exactly one of --out DIR (new bundle) or --append-to BUNDLE")
+    if job.append_to is not None:
+        given = [name for name, v in (("--model", job.model), ("--weights", job.weights)) if v]
+        given += [f"--{k}" for k, v in job.preprocessing.items() if v is not None]
+        if given:
+            raise IndexerError(f"--append-to uses the bundle's own model and preprocessing; drop {', '.join(given)}")
+        if job.overwrite:
+            raise IndexerError("--overwrite does not apply to --append-to (appends publish a new generation)")
+    elif not job.model:
+        raise ModelSpecError("--model is required to build a new bundle (e.g. --model demo-fashion)")
+    for name, value in (("--batch-size", job.batch_size), ("--shard-size", job.shard_size)):
+        if int(value) < 1:
+            raise IndexerError(f"{name} must be at least 1, got {value}")
+    if job.limit is not None and int(job.limit) < 0:
+        raise IndexerError(f"--limit must be non-negative, got {job.limit}")
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    out = Path(os.path.abspath(out))
+    if not out.parent.is_dir():
+        raise OutputExists(f"cannot create {out}: its parent directory {out.parent} does not exist")
+    if not os.access(out.parent, os.W_OK | os.X_OK):
+        raise OutputExists(f"cannot create {out}: no write permission in {out.parent}")
+    if not out.exists():
+        return
+    if not overwrite:
+        raise OutputExists(f"output {out} already exists; pass --overwrite to replace it "
+                           "(or --append-to to add data to a bundle)")  # fmt: skip
+    if not (is_bundle_dir(out) or (out.is_dir() and not any(out.iterdir()))):
+        raise OutputExists(f"refusing to overwrite {out}: it is not a parasal bundle")
+
+
+def _device(device: str) -> str:
+    device = (device or "cpu").lower()
+    if device not in ("cpu", "cuda"):
+        raise IndexerError(f"--device must be cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise IndexerError("--device cuda, but torch sees no CUDA device")
+    return device
+
+
+def _open_data(spec: str):
+    from .datasets import open_dataset
+
+    try:
+        return open_dataset(spec)
+    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+        raise DataSpecError(str(e)) from e
+
+
+def _recorded_preprocessing(loaded: LoadedModel, check) -> dict:
+    """The preprocessing as the server must replay it, with ``input_shape`` pinned to the
+    shape every indexed sample had (others were skipped), so uploads can be checked the same way."""
+    pre = loaded.preprocessing.to_dict()
+    pre["input_shape"] = list(check.input_shape)
+    return pre
+
+
+def _job_params(job, loaded, ds, n, id_offset, device, check, base_manifest) -> dict:
+    """Everything that changes shard contents (see shards.py)."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "shard_format": SHARD_FORMAT,
+        "model_fingerprint": loaded.fingerprint,
+        "layout": loaded.layout.to_dict(),
+        "preprocessing": loaded.preprocessing.to_dict(),
+        "input_shape": list(check.input_shape),
+        "data": ds.describe(),
+        "num_samples": n,
+        "id_offset": id_offset,
+        "batch_size": int(job.batch_size),
+        "shard_size": int(job.shard_size),
+        "device": torch.device(device).type,
+        "base": None if base_manifest is None else {"generation": base_manifest["generation"],
+                                                    "manifest_sha256": base_manifest["manifest_sha256"]},
+    }  # fmt: skip
+
+
+def _compute(job: IndexJob, world: World, engine, ds, plan: ShardPlan, work: WorkDir, check) -> tuple[int, int]:
+    mine = plan.for_rank(world.rank, world.world_size)
+    done = [s for s in mine if work.is_done(s)]
+    todo = [s for s in mine if s not in done]
+    if done and world.is_main:
+        log.info("resuming: %d of %d shard(s) of this rank already done in %s", len(done), len(mine), work.path)
+    bar = None
+    if job.progress and world.is_main:
+        from tqdm import tqdm
+
+        bar = tqdm(total=sum(len(s) for s in mine), initial=sum(len(s) for s in done), unit="img",
+                   desc="indexing" if world.world_size == 1 else f"indexing (rank 0 of {world.world_size})",
+                   dynamic_ncols=True, smoothing=0.05)  # fmt: skip
+    computed = 0
+    try:
+        for shard in todo:
+            result = compute_shard(engine, ds, shard, plan, check, batch_size=job.batch_size, workers=job.workers,
+                                   on_samples=bar.update if bar is not None else None)  # fmt: skip
+            work.write(result)
+            computed += len(shard)
+            if job.on_shard_written is not None:
+                job.on_shard_written(shard.index)
+    finally:
+        if bar is not None:
+            bar.close()
+    return computed, len(done)
+
+
+def _remove_stale(parent: Path, prefix: str) -> None:
+    """Remove ``<prefix><pid>-*`` directories left by a killed job whose process is gone."""
+    for path in parent.glob(f"{prefix}*"):
+        try:
+            pid = int(path.name[len(prefix) :].split("-")[0])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            log.info("removing %s, left by a job that was killed", path)
+            shutil.rmtree(path, ignore_errors=True)
+        except (ValueError, PermissionError):
+            continue
+
+
+def _publish_new(out: Path, inputs: GenerationInputs, overwrite: bool) -> tuple[Path, int, dict]:
+    out = Path(os.path.abspath(out))
+    _remove_stale(out.parent, f".{out.name}.staging-")
+    _remove_stale(out.parent, f".{out.name}.old-")
+    staging = out.with_name(f".{out.name}.staging-{os.getpid()}-{os.urandom(3).hex()}")
+    try:
+        inputs.generation = 1
+        manifest = assemble_generation(staging / generation_name(1), inputs)
+        write_current(staging, 1)
+        fsync_dir(staging)
+        if out.exists():
+            _check_out(out, overwrite)  # it may have appeared while we worked
+            trash = out.with_name(f".{out.name}.old-{os.getpid()}-{os.urandom(3).hex()}")
+            os.rename(out, trash)
+            os.rename(staging, out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.rename(staging, out)
+        fsync_dir(out.parent)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return out, 1, manifest
+
+
+def _publish_append(root: Path, base_gen: Path, inputs: GenerationInputs) -> tuple[Path, int, dict]:
+    from .bundle import open_bundle
+
+    root = Path(os.path.abspath(root))
+    existing = [parse_generation(p.name) for p in root.glob("gen-*") if p.is_dir()]
+    number = max(existing + [int(read_manifest(base_gen)["generation"])]) + 1
+    name = generation_name(number)
+    for stale in root.glob(".gen-*.staging-*"):
+        _remove_stale(root, stale.name[: stale.name.index(".staging-") + len(".staging-")])
+    staging = root / f".{name}.staging-{os.getpid()}-{os.urandom(3).hex()}"
+    try:
+        with open_bundle(base_gen, verify=True, gpu=False) as base:
+            inputs.generation, inputs.base = number, base
+            manifest = assemble_generation(staging, inputs)
+            inputs.base = None
+        if resolve_generation(root).resolve() != base_gen.resolve():
+            raise IndexerError(f"{root} changed while appending (its {CURRENT} no longer points to {base_gen.name}); "
+                               "rerun the command to append to the new generation")  # fmt: skip
+        os.rename(staging, root / name)
+        fsync_dir(root)
+        write_current(root, number)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return root, number, manifest

@@ -1,0 +1,124 @@
+"""Tiny models and image folders for the indexer tests (importable as a factory spec:
+``indexer_helpers:tiny_net``; subprocesses get this directory on PYTHONPATH via ``env_with_helpers``)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+HERE = Path(__file__).resolve().parent
+FACTORY = "indexer_helpers:tiny_net"
+NUM_CLASSES = 3
+
+
+class TinyNet(nn.Module):
+    """(B, 1, 28, 28) -> (B, 3): three convs (4 + 6 + 8 = 18 filters), pooling, a linear head."""
+
+    def __init__(self, in_channels: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 6, 3, stride=2, padding=1)
+        self.conv3 = nn.Conv2d(6, 8, 3, stride=2, padding=1)
+        self.fc = nn.Linear(8, NUM_CLASSES)
+
+    def forward(self, x):
+        x = torch.relu(self.conv1(x))
+        x = torch.relu(self.conv2(x))  # (B, 6, 14, 14)
+        x = torch.relu(self.conv3(x))  # (B, 8, 7, 7)
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+class FixedSizeNet(nn.Module):
+    """Needs exactly 28x28 inputs (a linear layer over the flattened feature map)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 4, stride=4)  # (B, 4, 7, 7) for 28x28
+        self.fc = nn.Linear(4 * 7 * 7, NUM_CLASSES)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+
+def fixed_size_net() -> FixedSizeNet:
+    torch.manual_seed(0)
+    return FixedSizeNet()
+
+
+def tiny_net() -> TinyNet:
+    torch.manual_seed(0)
+    return TinyNet()
+
+
+def tiny_net_rgb() -> TinyNet:
+    torch.manual_seed(0)
+    return TinyNet(in_channels=3)
+
+
+def save_weights(path: Path, seed: int) -> Path:
+    torch.manual_seed(seed)
+    torch.save(TinyNet().state_dict(), path)
+    return path
+
+
+def make_image_folder(root: Path, per_class: int = 10, mode: str = "L", size: int = 28, seed: int = 0,
+                      classes=("a", "b", "c")) -> Path:  # fmt: skip
+    """``root/<class>/<k>.png`` random images with a class-dependent bright stripe (so the
+    tiny net's profiles differ by class and ties between samples are vanishingly rare)."""
+    rng = np.random.default_rng(seed)
+    for c, name in enumerate(classes):
+        d = root / name
+        d.mkdir(parents=True, exist_ok=True)
+        for k in range(per_class):
+            img = rng.integers(0, 160, size=(size, size), dtype=np.uint8)
+            img[:, (c * 7) % size : (c * 7) % size + 5] = 255
+            if mode == "RGB":
+                img = np.stack([img, np.roll(img, 3, axis=0), img[::-1]], axis=-1)
+            Image.fromarray(img, mode=None).convert(mode).save(d / f"{k:03d}.png")
+    return root
+
+
+def corrupt_file(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:40])  # a PNG header and nothing else
+
+
+def env_with_helpers(extra: dict | None = None) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env.update(extra or {})
+    return env
+
+
+def ensure_importable() -> None:
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def data_hashes(bundle_root: Path) -> dict[str, str]:
+    """sha256 of every file of the current generation except the manifest (timestamps)."""
+    gen = bundle_root / (bundle_root / "CURRENT").read_text().strip()
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(gen.iterdir()) if p.name != "manifest.json"}
+
+
+def tree_snapshot(root: Path) -> dict[str, tuple[int, int, str]]:
+    """(size, mtime_ns, sha256) of every file under root, by relative path."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            st = p.stat()
+            out[str(p.relative_to(root))] = (st.st_size, st.st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+    return out
