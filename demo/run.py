@@ -59,7 +59,8 @@ def run_demo(opts: DemoOptions) -> dict:
     bundle_dir = _ensure_bundle(opts)
     from parasal.indexer.bundle import open_bundle
 
-    with open_bundle(bundle_dir) as bundle, _server(bundle_dir) as target:
+    opts.report_dir.mkdir(parents=True, exist_ok=True)
+    with open_bundle(bundle_dir) as bundle, _server(bundle_dir, opts.report_dir / "server.log") as target:
         with Client(target, timeout=opts.timeout) as client:
             info = client.index_info()[0]
             queries = _investigate(client, bundle, info, opts)
@@ -116,15 +117,19 @@ def _expected_samples(opts: DemoOptions) -> int:
 # -- 2. the server ------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def _server(bundle_dir: Path):
-    """`parasal serve` on a free port; yields its address; SIGTERM and wait on the way out."""
-    with tempfile.TemporaryDirectory(prefix="parasal-demo-state-") as state:
+def _server(bundle_dir: Path, log_path: Path):
+    """`parasal serve` on a free port; yields its address; SIGTERM and wait on the way out.
+
+    Its request log goes to ``log_path`` so the terminal shows the demo, not every call.
+    """
+    with tempfile.TemporaryDirectory(prefix="parasal-demo-state-") as state, open(log_path, "w") as log_file:
         cmd = [sys.executable, "-m", "parasal.server", "--bundle", str(bundle_dir), "--port", "0",
                "--state-dir", state]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log_file, text=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
         try:
             target = _wait_for_address(proc)
-            print(f"Server started on {target} (pid {proc.pid}).")
+            print(f"Server started on {target} (pid {proc.pid}; log: {log_path}).")
             yield target
         finally:
             _stop(proc)

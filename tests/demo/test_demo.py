@@ -1,0 +1,76 @@
+"""`parasal demo` end to end on a 1,000-image subset: real indexer, real server process, SDK, report."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from parasal.demo.metrics import neighbour_agreement
+from parasal.demo.run import DemoOptions, run_demo
+from parasal.indexer.bundle import open_bundle
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    opts = DemoOptions(limit=1000, bundle_dir=root / "bundle", report_dir=root / "report", queries=2)
+    summary = run_demo(opts)
+    return opts, summary
+
+
+def test_report_has_every_section(demo):
+    opts, summary = demo
+    page = (opts.report_dir / "index.html").read_text()
+    assert summary["samples indexed"] == 1000
+    for heading in ("Dataset", "Most frequent confusions", "Neighbour agreement", "Top salient filters",
+                    "10 nearest failures", "Fine-tuning evaluation", "Pruning evaluation"):
+        assert heading in page, heading
+    queried = re.findall(r"<h2>Sample (\d+):", page)
+    assert len(queried) == 2
+    for sid in queried:
+        for suffix in ("", "-heat", "-profile"):
+            png = opts.report_dir / f"sample-{sid}{suffix}.png"
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+        neighbours = list(opts.report_dir.glob(f"sample-{sid}-nn-*.png"))
+        assert len(neighbours) == 10
+    # every <img> on the page points at a file that exists
+    for src in re.findall(r"src='([^']+)'", page):
+        assert (opts.report_dir / src).exists(), src
+    # the evaluation tables have one row per selection x count plus the whole network
+    assert page.count("whole_network") >= 1
+
+
+def test_metrics_are_shares_computed_from_the_bundle(demo):
+    opts, _ = demo
+    metrics = json.loads((opts.report_dir / "metrics.json").read_text())
+    for space in ("saliency", "penultimate"):
+        m = metrics[space]
+        values = [m["misclassified"]["neighbours_misclassified"], m["misclassified"]["neighbours_same_confusion_pair"],
+                  m["correct"]["neighbours_correct"]]
+        assert all(0.0 <= v <= 1.0 for v in values), values
+        assert m["misclassified"]["count"] + m["correct"]["count"] == 1000
+    with open_bundle(opts.bundle_dir) as bundle:
+        ids = [int(i) for i in bundle.ids]
+        profiles = bundle.profiles(ids).astype(np.float32)
+        labels, predicted = np.asarray(bundle.labels), np.asarray(bundle.predicted)
+    assert neighbour_agreement(profiles, labels, predicted, 10) == metrics["saliency"]
+    # the numbers come from the data: other profiles give other numbers
+    shuffled = profiles[np.random.default_rng(0).permutation(len(profiles))]
+    assert neighbour_agreement(shuffled, labels, predicted, 10) != metrics["saliency"]
+    # samples close in saliency space fail alike far more often than the base rate
+    base_rate = float((labels != predicted).mean())
+    assert metrics["saliency"]["misclassified"]["neighbours_misclassified"] > 2 * base_rate
+
+
+def test_second_run_reuses_the_bundle_and_a_changed_bundle_changes_the_metrics(demo, capsys):
+    opts, _ = demo
+    before = json.loads((opts.report_dir / "metrics.json").read_text())
+    manifest = (opts.bundle_dir / "CURRENT").read_text()
+    run_demo(DemoOptions(limit=1000, bundle_dir=opts.bundle_dir, report_dir=opts.report_dir, queries=1))
+    assert "Reusing bundle" in capsys.readouterr().out
+    assert (opts.bundle_dir / "CURRENT").read_text() == manifest
+    run_demo(DemoOptions(limit=600, bundle_dir=opts.bundle_dir, report_dir=opts.report_dir, queries=1))
+    after = json.loads((opts.report_dir / "metrics.json").read_text())
+    assert after["saliency"]["misclassified"]["count"] + after["saliency"]["correct"]["count"] == 600
+    assert after != before
