@@ -1,24 +1,25 @@
 """Per-sample filter saliency throughput: the paper code's way, the batched engine, a training step.
 
     python benchmarks/saliency_throughput.py                       # demo-fashion, Fashion-MNIST, CPU
-    python benchmarks/saliency_throughput.py --model resnet50 --size 224 --device cuda --json
+    python benchmarks/saliency_throughput.py --model resnet50 --size 224 --device cuda --reference-samples 128 --json
 
 Measured in one process on the same model, batch, device, dtype (float32) and threads:
 
 1. reference: the paper code's way, one sample at a time with ``autograd.grad(...,
    create_graph=True)`` (``parasal.core.reference.per_sample_filter_saliency``);
-2. engine: ``parasal.core.filter_saliency`` at ``--batch-size``;
+2. engine: ``parasal.core.saliency.filter_saliency`` at ``--batch-size``;
 3. train step: a normal training step at ``--batch-size`` on a copy of the model in
    train mode: forward, mean cross-entropy, backward, SGD (momentum 0.9) step. On CPU
-   the same step with channels-last inputs is also timed, for information, since the
-   engine runs the model channels-last there.
+   the same step run channels-last is also timed, for information, since the engine
+   runs the model channels-last there.
 
-Each is warmed up, then timed over ``--samples`` samples (whole batches); the three
+Each is warmed up, then timed over ``--samples`` samples (whole batches); the methods
 alternate for ``--repeats`` rounds and the best round of each counts, since other
 processes may share the CPU. The ratios engine/reference and engine/train step come from
 the same run. With ``--json`` the last line of stdout is one JSON object with every figure.
 The default model is the embedded ``demo-fashion`` network on real Fashion-MNIST test
 images; torchvision names give that architecture with random weights on random inputs.
+On CUDA, PyTorch's defaults apply to all three alike (cuDNN convolutions may use TF32).
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ def _parse(argv):
     p.add_argument("--samples", type=int, default=512, help="samples timed per method and round (whole batches)")
     p.add_argument("--reference-samples", type=int, default=None,
                    help="fewer samples for the slow reference (default: as --samples)")
-    p.add_argument("--repeats", type=int, default=3, help="alternating rounds; the best of each counts")
+    p.add_argument("--repeats", type=int, default=5, help="alternating rounds; the best of each counts")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = p.parse_args(argv)

@@ -116,6 +116,7 @@ def _run(model, inputs, targets, layers, num_filters: int, budget: int, channels
             x = x.contiguous(memory_format=torch.channels_last)
         if x.is_inference():  # inference tensors cannot be saved for backward
             x = x.clone()
+        targets = targets.long()
         if targets.is_inference():
             targets = targets.clone()
         try:
@@ -147,6 +148,8 @@ def _check_batch(inputs: torch.Tensor, targets: torch.Tensor) -> None:
         raise TypeError(f"targets must be integer class indices, got {targets.dtype}")
     if targets.shape != (inputs.shape[0],):
         raise ValueError(f"targets must have shape ({inputs.shape[0]},) to match inputs, got {tuple(targets.shape)}")
+    if targets.device != inputs.device:
+        raise ValueError(f"targets are on {targets.device}, inputs on {inputs.device}")
 
 
 def _check_logits(logits, targets: torch.Tensor) -> None:

@@ -5,8 +5,8 @@ Both sides are float32 with different summation orders. Against a float64 oracle
 them is off by up to ~7e-7 of the layer's largest entry (measured on the three torchvision
 models below), and by up to ~1e-3 *relative* on entries that are tiny because of cancellation,
 hence a scale term rather than a pure rtol. Per-layer scale keeps small-valued deep
-layers from hiding behind the large shallow ones. A float64 run checks the maths to float32 rounding
-(1 ulp) of the returned profile.
+layers from hiding behind the large shallow ones. A float64 run checks the maths down to
+the float32 rounding (1 ulp) of the returned profile.
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ class OddConvs(nn.Module):
             nn.Conv2d(16, 16, 1, groups=2, bias=False),
             nn.BatchNorm2d(16),
             nn.Conv2d(16, 32, 3, padding=1, groups=16, bias=False),  # depthwise, channel multiplier 2
+            nn.Conv2d(32, 32, 3, padding=2, dilation=2, bias=False),  # dilated, stride 1
         )
         self.head = nn.Linear(32, classes)
 
@@ -105,11 +106,16 @@ def _torchvision(name):
     return randomize(getattr(torchvision.models, name)(num_classes=10))
 
 
+def _odd_convs():
+    torch.manual_seed(0)
+    return randomize(OddConvs())
+
+
 CASES = {
     "resnet18": (lambda: _torchvision("resnet18"), 3, 32, 10),
     "vgg11": (lambda: _torchvision("vgg11"), 3, 32, 10),
     "mobilenet_v3_small": (lambda: _torchvision("mobilenet_v3_small"), 3, 32, 10),
-    "odd_convs": (lambda: randomize(OddConvs()), 3, 21, 7),
+    "odd_convs": (_odd_convs, 3, 21, 7),
 }
 
 
@@ -126,7 +132,7 @@ def test_matches_oracle(name):
 
 
 def test_float64_matches_oracle_exactly():
-    model = randomize(OddConvs()).double()
+    model = _odd_convs().double()
     x, y = _batch(3, 3, 21, 7)
     layout = filter_layout(model, include_linear=True)
     fast = filter_saliency(model, x.double(), y, layout=layout)
@@ -231,7 +237,7 @@ def test_plan_respects_the_budget():
 
 
 def test_model_state_is_untouched():
-    model = randomize(OddConvs())
+    model = _odd_convs()
     model.train()  # a training model, with one BatchNorm frozen in eval mode
     model.features[5].eval()
     frozen = model.features[3].weight
@@ -252,8 +258,9 @@ def test_model_state_is_untouched():
     assert all(p.grad is None for p in model.parameters() if p is not existing)
     for key, value in model.state_dict().items():  # weights and BN running stats (eval mode: no update)
         assert torch.equal(value, state[key]), key
-    per_sample_filter_saliency(model, x, y)  # the oracle restores mixed modes too
-    assert {name: m.training for name, m in model.named_modules()} == modes
+    trainable = copy.deepcopy(model).requires_grad_(True)
+    per_sample_filter_saliency(trainable, x, y)  # the oracle restores mixed modes too
+    assert {name: m.training for name, m in trainable.named_modules()} == modes
     # and the profile is the eval-mode one, frozen layer included
     eval_model = copy.deepcopy(model).eval().requires_grad_(True)
     assert_matches(fast, per_sample_filter_saliency(eval_model, x, y), filter_layout(model))
@@ -288,7 +295,7 @@ def _released(model, before, flags, modes):
 
 
 def test_hooks_are_released_after_success_and_after_errors(monkeypatch):
-    model = randomize(OddConvs()).train()
+    model = _odd_convs().train()
     x, y = _batch(3, 3, 21, 7)
     before = _hook_counts(model)
     flags = [p.requires_grad for p in model.parameters()]
@@ -344,7 +351,7 @@ def test_hook_owner_releases_on_exit_and_does_not_swallow():
 
 
 def test_input_errors():
-    model = randomize(OddConvs())
+    model = _odd_convs()
     x, y = _batch(3, 3, 21, 7)
     with pytest.raises(ValueError, match="empty batch"):
         filter_saliency(model, x[:0], y[:0])
@@ -352,6 +359,11 @@ def test_input_errors():
         filter_saliency(model, x, y[:, None])
     with pytest.raises(TypeError, match="integer class indices"):
         filter_saliency(model, x, y.float())
+    with pytest.raises(TypeError, match="integer class indices"):
+        filter_saliency(model, x, y > 2)
+    with pytest.raises(ValueError, match="targets are on meta"):
+        filter_saliency(model, x, y.to("meta"))
+    torch.testing.assert_close(filter_saliency(model, x, y.int()), filter_saliency(model, x, y))  # any int dtype
     with pytest.raises(TypeError, match="floating-point"):
         filter_saliency(model, x.long(), y)
     with pytest.raises(ValueError, match=r"targets must lie in \[0, 7\)"):
