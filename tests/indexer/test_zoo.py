@@ -113,19 +113,16 @@ def test_load_demo_model_missing_path(tmp_path):
 
 
 @needs_fmnist
-def test_demo_accuracy_on_fixed_test_slice(demo_model, metadata):
-    # Why a slice: one forward pass of demo-fashion over all 10,000 test images takes
-    # 20-45 s on the shared 2-core CPU, over this suite's budget; 2,000 images take 4-11 s.
-    # The 92% claim itself is the full-set figure train-demo recorded with this same
-    # `evaluate`, tied to these exact weights by the sha256 test above. On the slice (the
-    # first 2,000 images; the test file is in shuffled order) a model at exactly 92% has a
-    # binomial sd of sqrt(.92 * .08 / 2000) = 0.61 points, so the bar is 3 sd below, 90.2%:
-    # the committed model passes (93.2% when committed), broken weights or preprocessing
-    # (well under 90%) fail.
+def test_demo_accuracy_full_test_set(demo_model, metadata):
+    # All 10,000 test images, not a noisy subset: one forward pass of this model over them
+    # takes ~8 s on the shared 2-core CPU (measured when committed). The figure train-demo
+    # recorded must be reproduced; 0.001 (10 images) allows for argmax ties that can flip
+    # between thread counts.
     images, labels = fashion_mnist_arrays("test")
-    accuracy, _ = train_demo.evaluate(demo_model, images[:2000], labels[:2000])
-    assert accuracy >= 0.902
-    assert metadata["test_accuracy"] >= 0.92 and metadata["test_set"]["size"] == 10_000
+    accuracy, _ = train_demo.evaluate(demo_model, images, labels)
+    assert accuracy >= 0.92
+    assert metadata["test_set"]["size"] == len(images) == 10_000
+    assert accuracy == pytest.approx(metadata["test_accuracy"], abs=0.001)
 
 
 @needs_fmnist
