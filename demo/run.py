@@ -38,6 +38,10 @@ log = logging.getLogger("parasal.demo")
 MODEL = "demo-fashion"
 
 
+class DemoError(Exception):
+    """A step of the demo failed in a way the message explains; no traceback needed."""
+
+
 @dataclass
 class DemoOptions:
     """Settings of one demo run; the defaults are what `make demo` does."""
@@ -103,7 +107,9 @@ def _ensure_bundle(opts: DemoOptions) -> Path:
     if opts.limit:
         cmd += ["--limit", str(opts.limit)]
     print("Indexing:", " ".join(cmd[2:]))
-    subprocess.run(cmd, check=True)
+    opts.bundle_dir.parent.mkdir(parents=True, exist_ok=True)
+    if subprocess.run(cmd).returncode != 0:
+        raise DemoError(f"indexing failed (see the message above); command: {' '.join(cmd)}")
     return opts.bundle_dir
 
 
@@ -142,7 +148,7 @@ def _wait_for_address(proc: subprocess.Popen, timeout: float = 120.0) -> str:
             return line.split("serving on ", 1)[1].strip()
         if time.monotonic() > deadline:
             break
-    raise RuntimeError(f"the server did not start (exit code {proc.poll()})")
+    raise DemoError(f"the server did not start (exit code {proc.poll()}); see its log")
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -269,6 +275,9 @@ def main(argv=None) -> int:
     try:
         run_demo(DemoOptions(limit=args.limit, bundle_dir=args.bundle_dir, report_dir=args.report_dir,
                              queries=args.queries))
+    except DemoError as exc:
+        print(f"parasal demo: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\nInterrupted: the server was stopped and no partial bundle was published.", file=sys.stderr)
         return 130
