@@ -33,8 +33,6 @@ from parasal.client import Client
 from .metrics import confusion_pairs, neighbour_agreement
 from .report import NeighbourView, QueryView, write_report
 
-log = logging.getLogger("parasal.demo")
-
 MODEL = "demo-fashion"
 
 

@@ -22,13 +22,7 @@ PATTERNS[1, :, ::4] = 1.0  # vertical stripes
 PATTERNS[2, 4:12, 4:12] = 1.0  # a square
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors: on a shared 2-core machine intra-op threads only spin against each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,13 +15,7 @@ from parasal.core.layout import filter_layout
 from parasal.core.reference import per_sample_filter_saliency
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors: on a shared 2-core machine intra-op threads only spin against each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_net(dtype=torch.float32) -> nn.Module:
