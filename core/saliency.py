@@ -71,7 +71,8 @@ def filter_saliency(
     *,
     layout: FilterLayout | None = None,
     max_memory_bytes: int | None = None,
-) -> torch.Tensor:
+    return_logits: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Per-sample filter saliency ``(B, F)`` float32, on the inputs' device.
 
     ``inputs``: ``(B, ...)`` float tensor on the model's device; ``targets``: ``(B,)``
@@ -82,6 +83,10 @@ def filter_saliency(
     ``requires_grad`` flags are left exactly as they were, and every hook is removed,
     even when the forward or backward pass raises. Not thread-safe for one model: the
     parameters are frozen for the duration of the call.
+
+    ``return_logits=True`` returns ``(saliency, logits)``: the ``(B, K)`` eval-mode logits
+    of the engine's own forward pass (detached), so callers that also need predictions or
+    losses skip a second forward pass.
     """
     _check_batch(inputs, targets)
     layout = filter_layout(model) if layout is None else layout
@@ -96,15 +101,17 @@ def filter_saliency(
     # plain run.
     channels_last = inputs.device.type == "cpu" and inputs.dim() == 4
     try:
-        return _run(model, inputs, targets, layers, layout.num_filters, budget, channels_last)
+        saliency, logits = _run(model, inputs, targets, layers, layout.num_filters, budget, channels_last)
     except RuntimeError as exc:
         if not channels_last or not any(word in str(exc) for word in ("stride", "contiguous")):
             raise
         logger.debug("channels-last run failed (%s); running in the model's own memory format", exc)
-        return _run(model, inputs, targets, layers, layout.num_filters, budget, False)
+        saliency, logits = _run(model, inputs, targets, layers, layout.num_filters, budget, False)
+    return (saliency, logits) if return_logits else saliency
 
 
-def _run(model, inputs, targets, layers, num_filters: int, budget: int, channels_last: bool) -> torch.Tensor:
+def _run(model, inputs, targets, layers, num_filters: int, budget: int,
+         channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     # Gradients are needed even when the caller runs under no_grad or inference_mode.
     with frozen_eval(model), HookOwner() as hooks, torch.inference_mode(False), torch.enable_grad():
         out = torch.zeros(inputs.shape[0], num_filters, dtype=torch.float32, device=inputs.device)
@@ -131,7 +138,7 @@ def _run(model, inputs, targets, layers, num_filters: int, budget: int, channels
             engine.finish()
         finally:
             engine.clear()
-    return out
+    return out, logits.detach()
 
 
 # ---------------------------------------------------------------------------- checks

@@ -13,9 +13,12 @@ can), ``profiles.npy`` as a read-only memmap. A Bundle is safe to share between 
 
 Search semantics (cosine similarity; queries are *standardized* profiles, normalised here):
 
-- no filter: the FAISS index (exact for the default ``Flat``). Approximate index types
-  fetch max(4k, 64) candidates and re-score them exactly against the stored float16
-  profiles (``rerank=``), so their similarities are true cosines;
+- no filter: the FAISS index (exact for the default ``Flat``). On CPU the exact ``Flat``
+  index is scanned as one matrix product over its stored vectors for all queries at once
+  (``faiss_index.flat_scan``; FAISS scans once per query below 20 queries), row filters
+  included. Approximate index types fetch max(4k, 64) candidates and re-score them
+  exactly against the stored float16 profiles (``rerank=``), so their similarities are
+  true cosines;
 - ``allowed`` (bool per row) and/or ``exclude_ids``: the index restricted to those rows
   with a FAISS ID selector; any query that gets fewer than ``min(k, #allowed)`` results
   that way (approximate indexes, GPU) is answered by exact search over the allowed rows;
@@ -112,6 +115,8 @@ class Bundle:
             raise BundleCorrupt(f"bundle {self.generation_path} is inconsistent: index holds {self._index.ntotal} "
                                 f"vectors of dimension {self._index.d}, expected {n} of {f}")  # fmt: skip
         self._gpu = faiss_index.to_gpu(self._index) if gpu is not False else None
+        flat = faiss_index.flat_vectors(self._index)  # an exact Flat index's vectors: scanned as one product
+        self._flat = None if flat is None else faiss_index.as_tensor(flat)
         if gpu and self._gpu is None:
             log.warning("no usable GPU for FAISS; searching on CPU")
         self._meta_path = self.generation_path / META_FILE
@@ -291,6 +296,8 @@ class Bundle:
     def _candidates(self, qn: np.ndarray, fetch: int, mask: np.ndarray | None):
         """Up to ``fetch`` (rows, scores) per query from the FAISS index; None when this
         index cannot apply the row filter (the caller then searches exactly)."""
+        if self._gpu is None and self._flat is not None:
+            return faiss_index.flat_scan(self._flat, qn, fetch, mask)
         if mask is None:
             if self._gpu is not None and fetch <= faiss_index.GPU_MAX_K:
                 D, I = self._gpu.search(qn, fetch)  # sample ids
@@ -377,6 +384,7 @@ class Bundle:
         release_reader(self._meta_path)
         self._env = None
         self._gpu = None
+        self._flat = None
         self._index = None
         self._profiles = None
 

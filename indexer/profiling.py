@@ -55,32 +55,21 @@ class ProfileEngine:
         self.preprocessing = loaded.preprocessing
         self.use_reference = False  # set by preflight when the fast engine cannot handle this model
 
-    def saliency(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def saliency(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(saliency (B, F), logits (B, K)); the fast engine's own forward pass gives the
+        logits, the reference (one autograd pass per sample) needs another one."""
         if self.use_reference:
-            return per_sample_filter_saliency(self.model, x, y, layout=self.layout)
-        return filter_saliency(self.model, x, y, layout=self.layout)
+            sal = per_sample_filter_saliency(self.model, x, y, layout=self.layout)
+            with torch.no_grad():
+                return sal, self.model(x)
+        return filter_saliency(self.model, x, y, layout=self.layout, return_logits=True)
 
     def run(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, np.ndarray]:
         """``x`` (B, C, H, W) float32, ``y`` (B,) int64 -> per-sample arrays (numpy, CPU)."""
         x = x.to(self.device, non_blocking=True)
         y = y.to(self.device, non_blocking=True)
-        # The engine runs the model forward itself; catching its output saves a second
-        # forward pass (~10% of the time). Scripted modules take no hooks: forward again.
-        captured: list[torch.Tensor] = []
-        handle = None
-        if not self.loaded.is_torchscript:
-            handle = self.model.register_forward_hook(lambda module, args, out: captured.append(
-                out.detach() if isinstance(out, torch.Tensor) else None))  # fmt: skip
-        try:
-            sal = self.saliency(x, y)  # (B, F)
-        finally:
-            if handle is not None:
-                handle.remove()
-        if captured and all(c is not None and c.ndim == 2 for c in captured) and sum(len(c) for c in captured) == len(x):
-            logits = torch.cat(captured).double()  # (B, K)
-        else:
-            with torch.no_grad():
-                logits = self.model(x).double()  # (B, K)
+        sal, logits = self.saliency(x, y)  # (B, F), (B, K)
+        logits = logits.double()
         logp = F.log_softmax(logits, dim=1)  # (B, K)
         pred = logits.argmax(dim=1)
         rows = torch.arange(len(y), device=logits.device)
@@ -149,7 +138,7 @@ def _check_saliency(engine: ProfileEngine, x: torch.Tensor, y: torch.Tensor) -> 
     F_ = engine.layout.num_filters
     x, y = x.to(engine.device), y.to(engine.device)
     try:
-        sal = engine.saliency(x, y)
+        sal, _ = engine.saliency(x, y)
     except Exception as e:  # noqa: BLE001
         if not engine.loaded.is_torchscript:
             raise

@@ -37,7 +37,7 @@ from .evaluations import Evaluations
 from .interceptors import LoggingInterceptor
 from .operations import Operations
 from .queries import Queries
-from .registry import Registry
+from .registry import Registry, limit_faiss_threads
 from .servicers import EvaluationServicer, OperationsServicer, SaliencyServicer
 from .store import OperationStore
 
@@ -92,6 +92,13 @@ def create_server(config: ServerConfig, registry: Registry | None = None) -> tup
                             progress_interval_s=config.progress_interval_s, max_stored=config.max_stored_operations)
     queries = Queries(registry, config)
     evaluations = Evaluations(registry, queries, operations, config)
+    saliency = SaliencyServicer(registry, queries)
+    try:
+        saliency.warm()  # before listening: the first answers are as quick as the later ones
+    except BaseException:
+        operations.close()
+        registry.close()
+        raise
 
     interceptors = [LoggingInterceptor()]
     if token is not None:
@@ -101,10 +108,10 @@ def create_server(config: ServerConfig, registry: Registry | None = None) -> tup
                ("grpc.max_send_message_length", config.max_message_bytes),
                ("grpc.so_reuseport", 0)]  # never share a port with another process by accident
     rpc_threads = futures.ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="parasal-rpc",
-                                             initializer=_limit_faiss_threads, initargs=(config.faiss_threads,))
+                                             initializer=limit_faiss_threads, initargs=(config.faiss_threads,))
     server = grpc.server(rpc_threads, interceptors=interceptors, options=options,
                          maximum_concurrent_rpcs=config.max_concurrent_rpcs)
-    pb_grpc.add_SaliencyServiceServicer_to_server(SaliencyServicer(registry, queries), server)
+    pb_grpc.add_SaliencyServiceServicer_to_server(saliency, server)
     pb_grpc.add_EvaluationServiceServicer_to_server(EvaluationServicer(evaluations), server)
     pb_grpc.add_OperationsServiceServicer_to_server(OperationsServicer(operations), server)
 
@@ -134,14 +141,6 @@ def create_server(config: ServerConfig, registry: Registry | None = None) -> tup
     log.info("serving %d bundle(s) on %s%s%s", len(registry), running.address, " with TLS" if tls else "",
              " with token authentication" if token else "")
     return server, port, running
-
-
-def _limit_faiss_threads(threads: int) -> None:
-    """OpenMP thread counts are per calling thread: set FAISS's in each rpc thread itself."""
-    if threads:
-        import faiss
-
-        faiss.omp_set_num_threads(threads)
 
 
 def serve(config: ServerConfig) -> int:

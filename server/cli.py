@@ -47,8 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"calls in progress at once; more get RESOURCE_EXHAUSTED (default {defaults.max_concurrent_rpcs})")
     p.add_argument("--model-replicas", type=int, default=defaults.model_replicas,
                    help=f"model copies for concurrent profile/explain calls (default {defaults.model_replicas})")
+    p.add_argument("--search-workers", type=int, default=defaults.search_workers,
+                   help=f"threads per bundle searching neighbours, concurrent queries batched "
+                        f"(default {defaults.search_workers})")
+    p.add_argument("--sample-cache", type=int, default=defaults.sample_cache,
+                   help=f"samples per bundle whose metadata is cached, filled at start-up "
+                        f"(default {defaults.sample_cache}; 0 = none)")
     p.add_argument("--torch-threads", type=int, default=defaults.torch_threads,
-                   help="torch intra-op threads (default: torch's own choice)")
+                   help=f"torch intra-op threads, 0 = one per core (default {defaults.torch_threads}: "
+                        f"the server already parallelises across calls)")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default=defaults.device,
                    help=f"where models run (default {defaults.device}: cuda when available)")
     p.add_argument("--grace", type=float, default=defaults.grace_s,
@@ -64,7 +71,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         token_file=args.token_file, tls_cert=args.tls_cert, tls_key=args.tls_key,
         max_operations=args.max_operations, operation_workers=args.operation_workers, threads=args.threads,
         max_concurrent_rpcs=args.max_concurrent_rpcs, model_replicas=args.model_replicas,
-        torch_threads=args.torch_threads, device=args.device, grace_s=args.grace)
+        search_workers=args.search_workers, sample_cache=args.sample_cache, torch_threads=args.torch_threads, device=args.device, grace_s=args.grace)
     if args.state_dir is not None:
         config.state_dir = args.state_dir.expanduser()
     for name, path in config.bundles:

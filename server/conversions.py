@@ -8,6 +8,7 @@ request that cannot be read (no query set, an unrequestable selection) raises th
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Callable, Iterable, Sequence
 
@@ -132,8 +133,34 @@ def sample_from_proto(message: pb.Sample) -> SampleMeta:
                       top_filters=[(int(f.index), float(f.z)) for f in message.top_filters])
 
 
-def sample_response(record: SampleRecord, locate: Locate, class_names) -> pb.GetSampleResponse:
-    return pb.GetSampleResponse(sample=sample_to_proto(record.sample, locate, class_names), image_png=record.image_png)
+class SampleMessages:
+    """``pb.Sample`` by sample id for one bundle, each built once.
+
+    Bundles never change while served, and a neighbour answer names ten samples with ten
+    named top filters each: building those messages was the largest part of its cost.
+    Cached messages are shared, so they are only ever copied into responses (protobuf
+    copies a message assigned to a field), never changed.
+    """
+
+    def __init__(self, meta: Callable[[int], SampleMeta], locate: Locate, class_names: Sequence[str] = (),
+                 maxsize: int = 100_000):  # fmt: skip
+        self._meta, self._locate, self._class_names = meta, locate, list(class_names)
+        self._cached = functools.lru_cache(maxsize=maxsize)(self._build)
+
+    def __call__(self, sample_id: int) -> pb.Sample:
+        return self._cached(int(sample_id))
+
+    def warm(self, ids: Iterable[int]) -> None:
+        """Build (and cache) the messages of ``ids`` now rather than on first use."""
+        for i in ids:
+            self._cached(int(i))
+
+    def _build(self, sample_id: int) -> pb.Sample:
+        return sample_to_proto(self._meta(sample_id), self._locate, self._class_names)
+
+
+def sample_response(record: SampleRecord, samples: Callable[[int], pb.Sample]) -> pb.GetSampleResponse:
+    return pb.GetSampleResponse(sample=samples(record.sample.id), image_png=record.image_png)
 
 
 def profile_to_proto(result: ProfileResult, include_vector: bool) -> pb.GetProfileResponse:
@@ -157,11 +184,14 @@ def profile_from_proto(message: pb.GetProfileResponse) -> ProfileResult:
                          vector=np.asarray(message.vector, np.float32))
 
 
-def similar_to_proto(result: SimilarResult, locate: Locate, class_names) -> pb.FindSimilarFailuresResponse:
-    return pb.FindSimilarFailuresResponse(
-        neighbors=[pb.Neighbor(id=n.id, similarity=n.similarity, sample=sample_to_proto(n.sample, locate, class_names))
-                   for n in result.neighbors],
+def similar_to_proto(result: SimilarResult, samples: Callable[[int], pb.Sample]) -> pb.FindSimilarFailuresResponse:
+    """``samples``: sample id -> its message (e.g. a :class:`SampleMessages`)."""
+    response = pb.FindSimilarFailuresResponse(
         confusions=[pb.ConfusionCount(label=c.label, predicted=c.predicted, count=c.count) for c in result.confusions])
+    add = response.neighbors.add
+    for n in result.neighbors:
+        add(id=n.id, similarity=n.similarity, sample=samples(n.id))
+    return response
 
 
 def similar_from_proto(message: pb.FindSimilarFailuresResponse) -> SimilarResult:

@@ -184,14 +184,17 @@ class Queries:
             vector = served.profile(query)
             if not include_query:
                 exclude = int(query)
-        allowed = None
+        allowed = filters = None
         if only_misclassified or true_labels or predicted_labels:
+            filters = (bool(only_misclassified), tuple(sorted(set(true_labels))), tuple(sorted(set(predicted_labels))))
             allowed = served.bundle.rows_where(misclassified=True if only_misclassified else None,
                                                labels=list(true_labels) or None,
                                                predicted=list(predicted_labels) or None)
         # Excluding the query: ask for one more and drop it. The k best of the others are
-        # among the k + 1 best of all, and an unfiltered search is the index's fast path.
-        hits = served.bundle.search(vector[None], k + (exclude is not None), allowed=allowed, layers=layers or None)[0]
+        # among the k + 1 best of all, and an unfiltered search is the index's fast path
+        # (and batches with other queries asking for the same k).
+        hits = served.searcher.search(vector, k + (exclude is not None), filters=filters, allowed=allowed,
+                                      layers=layers)
         hits = [(i, s) for i, s in hits if i != exclude][:k]
         metas = served.metas([int(i) for i, _ in hits])
         neighbors = [Neighbor(int(i), float(s), meta) for (i, s), meta in zip(hits, metas)]

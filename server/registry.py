@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import logging
 import queue
 from dataclasses import dataclass, field
@@ -29,14 +30,14 @@ import torch
 
 from parasal.indexer.errors import SampleNotFound
 
-from .batching import ProfileBatcher
+from .batching import ProfileBatcher, SearchBatcher
 from .config import ConfigError, ServerConfig
 from .errors import NotFound
 
 if TYPE_CHECKING:
     from parasal.indexer.bundle import Bundle
 
-__all__ = ["ServedBundle", "Registry", "FilterNames", "resolve_device"]
+__all__ = ["ServedBundle", "Registry", "FilterNames", "resolve_device", "limit_faiss_threads"]
 
 log = logging.getLogger("parasal.server")
 
@@ -78,6 +79,7 @@ class ServedBundle:
     locate: FilterNames = field(repr=False)
     _replicas: "queue.Queue[torch.nn.Module]" = field(repr=False)
     batcher: ProfileBatcher | None = field(default=None, repr=False)  # upload profiles, batched
+    searcher: SearchBatcher | None = field(default=None, repr=False)  # neighbour searches, batched
 
     @property
     def layout(self):
@@ -91,15 +93,31 @@ class ServedBundle:
     def preprocessing(self):
         return self.bundle.preprocessing
 
+    cache_size: int = 100_000  # sample metadata records kept decoded (about 1 KB each)
+
+    def __post_init__(self):
+        # Bundles never change while served, so a sample's metadata is read from LMDB and
+        # decoded once; neighbour answers name ten samples each.
+        self._cached_meta = functools.lru_cache(maxsize=self.cache_size)(self._read_meta)
+
+    def hot_ids(self) -> np.ndarray:
+        """The ids worth caching first, at most ``cache_size``: misclassified samples (what
+        similar-failure queries mostly return), then the others, each in id order."""
+        order = np.argsort(self.bundle.correct, kind="stable")  # False (misclassified) first
+        return self.bundle.ids[order[:self.cache_size]]
+
     def meta(self, sample_id: int):
         """The sample's metadata; NotFound naming the bundle (not its path on the server)."""
+        return self._cached_meta(int(sample_id))
+
+    def metas(self, ids):
+        return [self._cached_meta(int(i)) for i in ids]
+
+    def _read_meta(self, sample_id: int):
         try:
             return self.bundle.meta(sample_id)
         except SampleNotFound:
             raise NotFound(f"no sample with id {sample_id} in bundle {self.name!r}") from None
-
-    def metas(self, ids):
-        return self.bundle.metas(ids)
 
     def profile(self, sample_id: int) -> np.ndarray:
         """(F,) float32 standardized profile as stored; NotFound for an unknown id."""
@@ -109,8 +127,9 @@ class ServedBundle:
             raise NotFound(f"no sample with id {sample_id} in bundle {self.name!r}") from None
 
     def close(self) -> None:
-        if self.batcher is not None:
-            self.batcher.close()
+        for batcher in (self.batcher, self.searcher):
+            if batcher is not None:
+                batcher.close()
         self.bundle.close()
 
     @contextlib.contextmanager
@@ -138,7 +157,7 @@ class Registry:
         served: list[ServedBundle] = []
         try:
             for name, path in config.bundles:
-                served.append(_load(name, Path(path), device, config.model_replicas))
+                served.append(_load(name, Path(path), device, config))
         except BaseException:
             for b in served:
                 b.close()
@@ -162,7 +181,7 @@ class Registry:
             b.close()
 
 
-def _load(name: str, path: Path, device: torch.device, replicas: int) -> ServedBundle:
+def _load(name: str, path: Path, device: torch.device, config: ServerConfig) -> ServedBundle:
     from parasal.indexer.bundle import open_bundle
 
     bundle = open_bundle(path, gpu=False if device.type == "cpu" else None)
@@ -174,19 +193,32 @@ def _load(name: str, path: Path, device: torch.device, replicas: int) -> ServedB
         num_classes = int(bundle.manifest["model"].get("num_classes") or len(classes)
                           or _output_size(master, bundle.preprocessing, device))
         pool: queue.Queue = queue.Queue()
-        for _ in range(replicas):
+        for _ in range(config.model_replicas):
             pool.put(copy.deepcopy(master))
         spec = model_name(loaded.spec)
         log.info("bundle %r: %s, %d samples, %d filters, model %s on %s, index %s", name, path,
                  bundle.num_samples, bundle.layout.num_filters, spec, device, bundle.index_type)
         served = ServedBundle(name=name, bundle=bundle, master=master, spec=spec,
                               fingerprint=str(loaded.fingerprint), device=device, num_classes=num_classes,
-                              class_names=classes, locate=FilterNames(bundle.layout), _replicas=pool)
-        served.batcher = ProfileBatcher(served, workers=replicas)
+                              class_names=classes, locate=FilterNames(bundle.layout), _replicas=pool,
+                              cache_size=config.sample_cache)
+        # One batch at a time: batching is the parallelism; the other replicas serve explanations.
+        served.batcher = ProfileBatcher(served, workers=1)
+        served.searcher = SearchBatcher(bundle, name, workers=config.search_workers,
+                                        initializer=lambda: limit_faiss_threads(config.faiss_threads))
         return served
     except BaseException:
         bundle.close()
         raise
+
+
+def limit_faiss_threads(threads: int) -> None:
+    """OpenMP thread counts are per calling thread: set FAISS's in each searching thread
+    itself (0 leaves OpenMP's default)."""
+    if threads:
+        import faiss
+
+        faiss.omp_set_num_threads(threads)
 
 
 def model_name(spec: dict) -> str:

@@ -31,6 +31,13 @@ def _alive(context: grpc.ServicerContext) -> None:
 class SaliencyServicer(pb_grpc.SaliencyServiceServicer):
     def __init__(self, registry: Registry, queries: Queries):
         self.registry, self.queries = registry, queries
+        self._samples = {b.name: cv.SampleMessages(b.meta, b.locate, b.class_names, maxsize=b.cache_size)
+                         for b in registry}
+
+    def warm(self) -> None:
+        """Fill every bundle's sample caches (metadata and messages) with its hot ids."""
+        for served in self.registry:
+            self._samples[served.name].warm(served.hot_ids())
 
     def ListBundles(self, request, context):
         return pb.ListBundlesResponse(bundles=[cv.bundle_info_to_proto(b) for b in self.registry])
@@ -38,7 +45,7 @@ class SaliencyServicer(pb_grpc.SaliencyServiceServicer):
     def GetSample(self, request, context):
         served = self.registry.get(request.bundle)
         record = self.queries.sample(request.bundle, request.id, request.include_image)
-        return cv.sample_response(record, served.locate, served.class_names)
+        return cv.sample_response(record, self._samples[served.name])
 
     def GetProfile(self, request, context):
         _alive(context)
@@ -52,7 +59,7 @@ class SaliencyServicer(pb_grpc.SaliencyServiceServicer):
             request.bundle, cv.query_from_proto(request), k=request.k, only_misclassified=request.only_misclassified,
             true_labels=list(request.true_labels), predicted_labels=list(request.predicted_labels),
             include_query=request.include_query, layers=list(request.layers))
-        return cv.similar_to_proto(result, served.locate, served.class_names)
+        return cv.similar_to_proto(result, self._samples[served.name])
 
     def ExplainInput(self, request, context):
         _alive(context)

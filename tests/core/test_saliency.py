@@ -131,6 +131,19 @@ def test_matches_oracle(name):
     torch.testing.assert_close(filter_saliency(model, x[2:3], y[2:3]), fast[2:3], rtol=1e-5, atol=1e-6 * fast.max())
 
 
+def test_return_logits_gives_the_eval_forward_of_the_same_pass():
+    model = _odd_convs()
+    x, y = _batch(3, 3, 20, 7)
+    model.train()  # the engine runs in eval mode whatever the model's flag; its logits too
+    saliency, logits = filter_saliency(model, x, y, return_logits=True)
+    assert model.training
+    torch.testing.assert_close(saliency, filter_saliency(model, x, y))
+    with torch.no_grad():
+        expected = model.eval()(x)  # (B, K)
+    torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-6)
+    assert not logits.requires_grad and logits.shape == (3, 7)
+
+
 def test_float64_matches_oracle_exactly():
     model = _odd_convs().double()
     x, y = _batch(3, 3, 21, 7)

@@ -127,6 +127,28 @@ def test_find_similar_with_filters_and_layers(client, bundle):
     assert_same_neighbours(got, ids, sims)
 
 
+def test_concurrent_queries_each_get_their_own_exact_answer(server, bundle):
+    """Concurrent searches are batched on the server (several queries per matrix product,
+    grouped by k and filters): each caller must still get exactly its own neighbours."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from parasal.client import Client
+
+    wrong = ~bundle.correct
+    queries = [(int(i), k, only) for i, k, only in zip(bundle.ids[:48], [5, 10, 7] * 16, [False, False, True] * 16)]
+
+    def ask(chunk):
+        with Client(server.address, timeout=60) as c:
+            return [(q, c.find_similar_failures(sample_id=q[0], k=q[1], only_misclassified=q[2])) for q in chunk]
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = [a for part in pool.map(ask, [queries[j::8] for j in range(8)]) for a in part]
+    assert len(answers) == len(queries)
+    for (query, k, only), got in answers:
+        ids, sims = brute_force(bundle, bundle.profile(query), k, exclude=[query], mask=wrong if only else None)
+        assert_same_neighbours(got, ids, sims)
+
+
 def test_find_similar_by_image_and_by_vector(client, bundle):
     query = misclassified_id(bundle)
     image = client.sample(query, include_image=True).image_png

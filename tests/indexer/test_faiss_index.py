@@ -71,3 +71,72 @@ def test_row_selector_restricts_every_index_type(factory):
     assert params is not None
     _, rows = fi.inner_index(index).search(fi.normalize_rows(x[:5]), 10, params=params)
     assert (rows >= 0).any() and mask[rows[rows >= 0]].all()
+
+
+def _flat(x):
+    index = faiss.IndexIDMap2(faiss.IndexFlatIP(x.shape[1]))
+    index.add_with_ids(fi.normalize_rows(x), np.arange(len(x), dtype=np.int64) * 10)
+    return index
+
+
+def test_flat_vectors_is_a_view_of_an_exact_inner_product_index_only():
+    x = clustered(50, 16)
+    view = fi.flat_vectors(_flat(x))
+    np.testing.assert_array_equal(view, fi.normalize_rows(x))
+    assert fi.flat_vectors(faiss.IndexFlatL2(16)) is None  # L2 scores are not cosines
+    assert fi.flat_vectors(faiss.index_factory(16, "SQfp16", faiss.METRIC_INNER_PRODUCT)) is None
+    assert fi.flat_vectors(faiss.IndexFlatIP(16)) is None  # empty
+
+
+def best(rows, scores, k):
+    """The scan's candidates in (score desc, row asc) order, as the bundle sorts them."""
+    order = np.lexsort((rows, -scores))[:k]
+    return rows[order].tolist(), scores[order]
+
+
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_flat_scan_matches_a_float64_brute_force_with_ties_kept(with_mask):
+    x = clustered(400, 24).astype(np.float32)
+    x[200:210] = x[3]  # ten exact duplicates of row 3: tied scores straddle the k-th place
+    xb = fi.normalize_rows(x)
+    rng = np.random.default_rng(1)
+    q = fi.normalize_rows(np.concatenate([x[3:4], rng.standard_normal((6, 24)).astype(np.float32)]))
+    mask = rng.random(400) < 0.6 if with_mask else None
+    mask is not None and mask.__setitem__(slice(200, 210), True)
+    k = 5
+    found = fi.flat_scan(xb, q, k, mask)
+    sims = q.astype(np.float64) @ xb.astype(np.float64).T
+    if mask is not None:
+        sims[:, ~mask] = -np.inf
+    for j, (rows, scores) in enumerate(found):
+        assert mask is None or mask[rows].all()
+        got, got_scores = best(rows, scores, k)
+        want = np.lexsort((np.arange(400), -np.round(sims[j], 5)))[:k]
+        np.testing.assert_allclose(got_scores, sims[j][want], atol=1e-5)
+        assert set(got) == set(want.tolist()) or np.allclose(np.sort(sims[j][got]), np.sort(sims[j][want]), atol=1e-6)
+    # The duplicate query: row 3 and its ten copies all tie at 1.0, and every one comes back.
+    rows, scores = found[0]
+    assert {3, *range(200, 210)} <= set(rows.tolist())
+    assert best(rows, scores, k)[0] == [3, 200, 201, 202, 203]  # ties by row
+
+
+def test_flat_scan_edge_cases():
+    xb = fi.normalize_rows(clustered(30, 8).astype(np.float32))
+    q = xb[:2]
+    mask = np.zeros(30, bool)
+    mask[[4, 9]] = True
+    rows = [sorted(r.tolist()) for r, _ in fi.flat_scan(xb, q, 10, mask)]
+    assert rows == [[4, 9], [4, 9]]  # k beyond what the mask allows: all allowed rows
+    assert all(len(r) == 0 for r, _ in fi.flat_scan(xb, q, 10, np.zeros(30, bool)))
+    assert all(len(r) == 0 for r, _ in fi.flat_scan(xb, q, 0))
+
+
+def test_flat_vectors_keep_their_index_alive():
+    import gc
+
+    x = clustered(50, 16)
+    view = fi.flat_vectors(_flat(x))  # the index itself is not referenced anywhere else
+    gc.collect()
+    clustered(5000, 64)  # reuse freed memory, if it had been freed
+    np.testing.assert_array_equal(view, fi.normalize_rows(x))
+    assert not view.flags.writeable

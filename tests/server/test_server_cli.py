@@ -44,6 +44,8 @@ def test_unusable_settings_are_one_line(capsys, tmp_path):
         (["--bundle", f"a={empty}", "--bundle", f"a={empty}", *state], "twice"),
         (["--bundle", str(empty), "--tls-cert", "c.pem", *state], "--tls-key"),
         (["--bundle", str(empty), "--max-operations", "0", *state], "max_operations"),
+        (["--bundle", str(empty), "--search-workers", "0", *state], "search_workers"),
+        (["--bundle", str(empty), "--sample-cache", "-1", *state], "sample_cache"),
     ]
     for argv, words in cases:
         code, err = run(capsys, *argv)

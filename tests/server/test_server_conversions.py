@@ -34,6 +34,34 @@ def test_sample_round_trip_with_layer_names_and_class_names():
     assert cv.sample_to_proto(meta(), LOCATE, []).label_name == ""
 
 
+def test_sample_messages_are_built_once_and_never_shared_into_responses():
+    reads = []
+
+    def read(i):
+        reads.append(i)
+        return meta(i)
+
+    samples = cv.SampleMessages(read, LOCATE, [f"class{i}" for i in range(10)], maxsize=2)
+    samples.warm([7, 8])
+    assert samples(7) == cv.sample_to_proto(meta(7), LOCATE, [f"class{i}" for i in range(10)])
+    assert samples(8).id == 8 and reads == [7, 8]  # warmed: no second read
+    samples(9)  # over maxsize: the least recently used (7) goes
+    samples(7)
+    assert reads == [7, 8, 9, 7]
+    # A response gets a copy: changing it leaves the cached message as it was.
+    result = SimilarResult([Neighbor(7, 0.5, meta())], [Confusion(3, 6, 1)])
+    response = cv.similar_to_proto(result, samples)
+    response.neighbors[0].sample.label = 0
+    assert samples(7).label == 3
+    # Failed reads (unknown ids) are not cached.
+    def missing(i):
+        raise KeyError(i)
+    empty = cv.SampleMessages(missing, LOCATE)
+    for _ in range(2):
+        with pytest.raises(KeyError):
+            empty(5)
+
+
 def test_filter_names_agree_with_the_layout():
     assert [LOCATE(i) for i in range(10)] == [(LAYOUT.locate(i)[0].name, LAYOUT.locate(i)[1]) for i in range(10)]
     for bad in (-1, 10):
@@ -57,7 +85,9 @@ def test_filter_score_and_profile_round_trip():
 def test_similar_and_explanation_round_trip():
     result = SimilarResult([Neighbor(7, 0.5, meta()), Neighbor(9, 0.25, meta(9, 1, 1))],
                            [Confusion(3, 6, 1), Confusion(1, 1, 1)])
-    assert cv.similar_from_proto(cv.similar_to_proto(result, LOCATE, [])) == result
+    metas = {7: meta(), 9: meta(9, 1, 1)}
+    samples = cv.SampleMessages(metas.__getitem__, LOCATE, [])
+    assert cv.similar_from_proto(cv.similar_to_proto(result, samples)) == result
     heatmap = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
     explanation = Explanation(heatmap, b"\x89PNG", [FilterScore(0, "stem.0", 0, 1.0)], 3, 6)
     back = cv.explanation_from_proto(cv.explanation_to_proto(explanation))
