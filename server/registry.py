@@ -80,6 +80,7 @@ class ServedBundle:
     _replicas: "queue.Queue[torch.nn.Module]" = field(repr=False)
     batcher: ProfileBatcher | None = field(default=None, repr=False)  # upload profiles, batched
     searcher: SearchBatcher | None = field(default=None, repr=False)  # neighbour searches, batched
+    cache_size: int = 100_000  # sample metadata records kept decoded (about 1 KB each)
 
     @property
     def layout(self):
@@ -92,8 +93,6 @@ class ServedBundle:
     @property
     def preprocessing(self):
         return self.bundle.preprocessing
-
-    cache_size: int = 100_000  # sample metadata records kept decoded (about 1 KB each)
 
     def __post_init__(self):
         # Bundles never change while served, so a sample's metadata is read from LMDB and
