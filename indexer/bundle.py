@@ -294,8 +294,9 @@ class Bundle:
         return self.index_type == "Flat"
 
     def _candidates(self, qn: np.ndarray, fetch: int, mask: np.ndarray | None):
-        """Up to ``fetch`` (rows, scores) per query from the FAISS index; None when this
-        index cannot apply the row filter (the caller then searches exactly)."""
+        """Up to ``fetch`` (rows, scores) per query: one matrix product over an exact Flat
+        index on CPU, else the FAISS index; None when the index cannot apply the row filter
+        (the caller then searches exactly)."""
         if self._gpu is None and self._flat is not None:
             return faiss_index.flat_scan(self._flat, qn, fetch, mask)
         if mask is None:

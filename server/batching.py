@@ -20,7 +20,6 @@ filters) are split by :meth:`GreedyBatcher.key` within a batch.
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 import time
@@ -36,8 +35,6 @@ from parasal.core.saliency import filter_saliency
 
 __all__ = ["GreedyBatcher", "UploadProfile", "ProfileBatcher", "SearchBatcher", "DEFAULT_MAX_BATCH",
            "DEFAULT_MAX_SEARCH_BATCH", "DEFAULT_PROFILE_LINGER_S", "DEFAULT_SEARCH_LINGER_S"]
-
-log = logging.getLogger("parasal.server")
 
 DEFAULT_MAX_BATCH = 32
 #: Query vectors per search: past a few dozen the product stops getting cheaper per query.
