@@ -59,15 +59,20 @@ def start_server(bundle: Path, threads: int, extra: list[str]) -> tuple[subproce
 
 
 def cpu_seconds(pid: int | None = None) -> float:
-    """User + system CPU time of this process (or of ``pid``, from /proc on Linux)."""
+    """User + system CPU time of this process, or of ``pid`` and its child processes (the
+    server's saliency worker), from /proc on Linux."""
     if pid is None:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return usage.ru_utime + usage.ru_stime
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # fields[1]: parent pid
+        except OSError:
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK") if ticks else float("nan")
 
 
 def timed_calls(address: str, clients: int, calls: list) -> tuple[np.ndarray, float]:
@@ -97,8 +102,8 @@ def main(argv=None) -> int:
     where.add_argument("--bundle", type=Path, help="bundle directory to serve (a server is started for it)")
     where.add_argument("--address", help="HOST:PORT of a running server instead")
     p.add_argument("--clients", type=int, default=8)
-    p.add_argument("--requests", type=int, default=800, help="find-similar-by-id calls in all")
-    p.add_argument("--image-requests", type=int, default=160, help="find-similar-by-image calls in all")
+    p.add_argument("--requests", type=int, default=4000, help="find-similar-by-id calls in all")
+    p.add_argument("--image-requests", type=int, default=480, help="find-similar-by-image calls in all")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--server-threads", type=int, default=16)
     p.add_argument("--server-arg", action="append", default=[], help="extra flag for the started server")
@@ -130,8 +135,11 @@ def main(argv=None) -> int:
         client_ms = (cpu_seconds() - cpu[0]) / len(ids) * 1e3
         server_ms = (cpu_seconds(server_pid) - cpu[1]) / len(ids) * 1e3
         uploads = [images[j % len(images)] for j in range(args.image_requests)]
+        cpu = cpu_seconds(), cpu_seconds(server_pid)
         by_image, image_wall = timed_calls(address, args.clients, [lambda c, d=d, l=l: c.find_similar_failures(
             image=d, label=l, k=args.k) for d, l in uploads])
+        image_client_ms = (cpu_seconds() - cpu[0]) / len(uploads) * 1e3
+        image_server_ms = (cpu_seconds(server_pid) - cpu[1]) / len(uploads) * 1e3
 
         with Client(address, timeout=120) as client:
             start = time.perf_counter()
@@ -153,6 +161,8 @@ def main(argv=None) -> int:
         "find_similar_image_p50_ms": float(np.percentile(by_image, 50)),
         "find_similar_image_p99_ms": float(np.percentile(by_image, 99)),
         "find_similar_image_qps": len(by_image) / image_wall,
+        "find_similar_image_client_cpu_ms": image_client_ms,
+        "find_similar_image_server_cpu_ms": image_server_ms,
         "finetune_evaluation_s": evaluation_s,
         "finetune_rows": len(result.rows),
         "finetune_neighbors": len(result.neighbor_ids),

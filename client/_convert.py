@@ -145,8 +145,11 @@ def layer_to_proto(value: Layer) -> pb.Layer:
     return pb.Layer(name=value.name, kind=value.kind, filters=value.filters, offset=value.offset)
 
 
+# Neighbour answers carry ten samples with ten filter scores each, so these two run ~110
+# times per answer: positional arguments build a frozen dataclass in half the time of
+# keywords (order as declared in types.py; the round-trip tests check it).
 def filter_score_from_proto(msg: pb.FilterScore) -> FilterScore:
-    return FilterScore(index=msg.index, layer=msg.layer, filter=msg.filter, z=msg.z)
+    return FilterScore(msg.index, msg.layer, msg.filter, msg.z)
 
 
 def filter_score_to_proto(value: FilterScore) -> pb.FilterScore:
@@ -193,18 +196,18 @@ def bundle_info_to_proto(value: BundleInfo) -> pb.BundleInfo:
 
 def sample_from_proto(msg: pb.Sample, image_png: bytes | None = None) -> Sample:
     return Sample(
-        id=msg.id,
-        uri=msg.uri,
-        label=msg.label,
-        predicted=msg.predicted,
-        correct=msg.correct,
-        true_confidence=msg.true_confidence,
-        predicted_confidence=msg.predicted_confidence,
-        loss=msg.loss,
-        top_filters=[filter_score_from_proto(m) for m in msg.top_filters],
-        label_name=msg.label_name,
-        predicted_name=msg.predicted_name,
-        image_png=image_png or None,
+        msg.id,
+        msg.uri,
+        msg.label,
+        msg.predicted,
+        msg.correct,
+        msg.true_confidence,
+        msg.predicted_confidence,
+        msg.loss,
+        [FilterScore(m.index, m.layer, m.filter, m.z) for m in msg.top_filters],
+        msg.label_name,
+        msg.predicted_name,
+        image_png or None,
     )
 
 
@@ -263,7 +266,7 @@ def profile_to_proto(value: Profile) -> pb.GetProfileResponse:
 
 def similar_failures_from_proto(msg: pb.FindSimilarFailuresResponse) -> SimilarFailures:
     return SimilarFailures(
-        neighbors=[Neighbor(id=m.id, similarity=m.similarity, sample=sample_from_proto(m.sample)) for m in msg.neighbors],
+        neighbors=[Neighbor(m.id, m.similarity, sample_from_proto(m.sample)) for m in msg.neighbors],
         confusions=[ConfusionCount(label=m.label, predicted=m.predicted, count=m.count) for m in msg.confusions],
     )
 

@@ -104,6 +104,9 @@ class Bundle:
             problems.append("ids are not strictly increasing")
         if problems:
             raise BundleCorrupt(f"bundle {self.generation_path} is inconsistent: " + "; ".join(problems))
+        # Strictly increasing ids spanning n values are first_id, first_id + 1, ...
+        self._first_id = int(self.ids[0]) if n else 0
+        self._contiguous = bool(n) and int(self.ids[-1]) - self._first_id == n - 1
         if model is not None:
             self.check_model(model)
         try:
@@ -158,6 +161,12 @@ class Bundle:
         return self.manifest["datasets"][0]["description"].get("classes")
 
     @property
+    def exact_vectors(self):
+        """(N, F) float32 CPU tensor: the normalised rows an exact ``Flat`` index searches,
+        in row order, sharing FAISS's memory (read-only); None for every other index type."""
+        return self._flat
+
+    @property
     def labels(self) -> np.ndarray:
         return self._table["label"]
 
@@ -193,6 +202,21 @@ class Bundle:
             raise SampleNotFound(f"no sample with id {int(ids[np.argmax(bad)])} in bundle {self.path}")
         return rows
 
+    def row_of(self, sample_id: int) -> int:
+        """Row position of one sample id (``rows_of`` without arrays: ids of a dataset split
+        are usually 0..N-1, rows then equal ids); SampleNotFound for an unknown id."""
+        sample_id = int(sample_id)
+        n = len(self.ids)
+        if self._contiguous:
+            row = sample_id - self._first_id
+            if 0 <= row < n:
+                return row
+        else:
+            row = int(np.searchsorted(self.ids, sample_id))
+            if row < n and self.ids[row] == sample_id:
+                return row
+        raise SampleNotFound(f"no sample with id {sample_id} in bundle {self.path}")
+
     def meta(self, sample_id: int) -> SampleMeta:
         return self.metas([sample_id])[0]
 
@@ -209,7 +233,8 @@ class Bundle:
 
     def profile(self, sample_id: int) -> np.ndarray:
         """(F,) float32 standardized profile (as stored: float16 precision)."""
-        return self.profiles([sample_id])[0]
+        self._check_open()
+        return np.array(self._profiles[self.row_of(sample_id)], dtype=np.float32)
 
     def profiles(self, ids: Sequence[int]) -> np.ndarray:
         self._check_open()

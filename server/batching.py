@@ -163,8 +163,11 @@ class ProfileBatcher(GreedyBatcher[_ProfileRequest]):
     float rounding)."""
 
     def __init__(self, served, *, workers: int, max_batch: int = DEFAULT_MAX_BATCH,
-                 linger_s: float = DEFAULT_PROFILE_LINGER_S):  # fmt: skip
+                 linger_s: float = DEFAULT_PROFILE_LINGER_S, process=None):  # fmt: skip
+        """``process``: a :class:`~parasal.server.saliency_process.SaliencyProcess` to
+        compute in (closed with this batcher); None computes here on a model replica."""
         self._served = served
+        self._process = process
         super().__init__(f"profile-{served.name}", workers=workers, max_batch=max_batch, linger_s=linger_s)
 
     def profile(self, x: torch.Tensor, label: int) -> UploadProfile:
@@ -175,15 +178,26 @@ class ProfileBatcher(GreedyBatcher[_ProfileRequest]):
         return tuple(request.x.shape)
 
     def compute(self, group: list[_ProfileRequest]) -> list[UploadProfile]:
-        with self._served.replica() as model:
-            device = next(model.parameters()).device
-            x = torch.stack([r.x for r in group]).to(device)  # (B, C, H, W)
-            y = torch.tensor([r.label for r in group], device=device)  # (B,)
-            raw, logits = filter_saliency(model, x, y, layout=self._served.layout, return_logits=True)
-        raw, logits = raw.cpu().numpy(), logits.double()  # (B, F), (B, K)
-        probs = torch.softmax(logits, 1).cpu().numpy()
-        losses = F.cross_entropy(logits, y, reduction="none").cpu().numpy()
+        x = torch.stack([r.x for r in group])  # (B, C, H, W)
+        y = torch.tensor([r.label for r in group])  # (B,)
+        if self._process is not None:
+            raw, logits = self._process.compute(x.numpy(), y.numpy())
+            logits = torch.from_numpy(logits)
+        else:
+            with self._served.replica() as model:
+                device = next(model.parameters()).device
+                raw, logits = filter_saliency(model, x.to(device), y.to(device), layout=self._served.layout,
+                                              return_logits=True)
+            raw, logits = raw.cpu().numpy(), logits.cpu()  # (B, F), (B, K)
+        logits = logits.double()
+        probs = torch.softmax(logits, 1).numpy()
+        losses = F.cross_entropy(logits, y, reduction="none").numpy()
         return [UploadProfile(raw[i], probs[i], float(losses[i])) for i in range(len(group))]
+
+    def close(self) -> None:
+        super().close()
+        if self._process is not None:
+            self._process.close()
 
 
 # ---------------------------------------------------------------------------------------

@@ -53,6 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-cache", type=int, default=defaults.sample_cache,
                    help=f"samples per bundle whose metadata is cached, filled at start-up "
                         f"(default {defaults.sample_cache}; 0 = none)")
+    p.add_argument("--neighbor-lists", type=int, default=defaults.neighbor_lists,
+                   help=f"neighbours precomputed per indexed sample at start-up (exact index), so by-id "
+                        f"queries need no search (default {defaults.neighbor_lists}; 0 = none)")
+    p.add_argument("--neighbor-lists-max-samples", type=int, default=defaults.neighbor_lists_max_samples,
+                   help=f"no neighbour lists for bundles with more samples: N² work "
+                        f"(default {defaults.neighbor_lists_max_samples})")
+    p.add_argument("--no-saliency-process", dest="saliency_process", action="store_false",
+                   help="compute upload saliency in the server process instead of a child process per bundle")
     p.add_argument("--torch-threads", type=int, default=defaults.torch_threads,
                    help=f"torch intra-op threads, 0 = one per core (default {defaults.torch_threads}: "
                         f"the server already parallelises across calls)")
@@ -71,7 +79,10 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         token_file=args.token_file, tls_cert=args.tls_cert, tls_key=args.tls_key,
         max_operations=args.max_operations, operation_workers=args.operation_workers, threads=args.threads,
         max_concurrent_rpcs=args.max_concurrent_rpcs, model_replicas=args.model_replicas,
-        search_workers=args.search_workers, sample_cache=args.sample_cache, torch_threads=args.torch_threads, device=args.device, grace_s=args.grace)
+        search_workers=args.search_workers, sample_cache=args.sample_cache, neighbor_lists=args.neighbor_lists,
+        neighbor_lists_max_samples=args.neighbor_lists_max_samples, saliency_process=args.saliency_process,
+        torch_threads=args.torch_threads,
+        device=args.device, grace_s=args.grace)
     if args.state_dir is not None:
         config.state_dir = args.state_dir.expanduser()
     for name, path in config.bundles:

@@ -76,6 +76,15 @@ class ServerConfig:
     #: Samples per bundle whose metadata and response messages are cached, filled at
     #: start-up (misclassified samples first); about 2 KB each. 0 disables the cache.
     sample_cache: int = 100_000
+    #: Neighbours precomputed per indexed sample of an exact index, among all samples and
+    #: among misclassified ones (neighbor_lists.py): a by-id query then needs no search when
+    #: its answer lies within them. 0 disables. Built at start-up, N² work.
+    neighbor_lists: int = 64
+    #: Bundles with more samples get no neighbour lists (50k: ~25 s at start-up on 2 cores).
+    neighbor_lists_max_samples: int = 50_000
+    #: Compute upload saliency in a child process per bundle (saliency_process.py): away
+    #: from the server's GIL a batch runs ~1.7x faster. False computes in the server process.
+    saliency_process: bool = True
     #: torch intra-op threads (0 = torch's default, one per core). The server already runs
     #: work side by side (rpc threads, a saliency batch, searches, evaluations); intra-op
     #: threads on top of that oversubscribe the cores: on 2 cores, uploads answered in
@@ -110,8 +119,10 @@ class ServerConfig:
             raise ConfigError("--tls-cert and --tls-key go together")
         if self.device not in ("cpu", "cuda", "auto"):
             raise ConfigError(f"device must be cpu, cuda or auto, not {self.device!r}")
-        if self.sample_cache < 0:
-            raise ConfigError(f"sample_cache must be at least 0, got {self.sample_cache}")
+        for name, value in [("sample_cache", self.sample_cache), ("neighbor_lists", self.neighbor_lists),
+                            ("neighbor_lists_max_samples", self.neighbor_lists_max_samples)]:
+            if value < 0:
+                raise ConfigError(f"{name} must be at least 0, got {value}")
         for name, value in [("max_operations", self.max_operations), ("operation_workers", self.operation_workers),
                             ("max_k", self.max_k), ("threads", self.threads), ("model_replicas", self.model_replicas),
                             ("search_workers", self.search_workers),

@@ -190,7 +190,7 @@ def similar_to_proto(result: SimilarResult, samples: Callable[[int], pb.Sample])
         confusions=[pb.ConfusionCount(label=c.label, predicted=c.predicted, count=c.count) for c in result.confusions])
     add = response.neighbors.add
     for n in result.neighbors:
-        add(id=n.id, similarity=n.similarity, sample=samples(n.id))
+        add(id=n.id, similarity=n.similarity).sample.CopyFrom(samples(n.id))  # faster than add(sample=...)
     return response
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "FailedPrecondition",
     "DeadlineExceeded",
     "Unauthenticated",
+    "Unavailable",
     "ERROR_TABLE",
     "status_for",
     "ErrorInterceptor",
@@ -64,6 +65,10 @@ class Unauthenticated(ServerError):
     """A bearer token is required and was missing or wrong."""
 
 
+class Unavailable(ServerError):
+    """Transient: a worker the request needed went away; retrying is safe."""
+
+
 #: Checked in order; the first class the exception is an instance of gives the code.
 ERROR_TABLE: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (NotFound, grpc.StatusCode.NOT_FOUND),
@@ -73,6 +78,7 @@ ERROR_TABLE: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
     (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (Unavailable, grpc.StatusCode.UNAVAILABLE),
     # A bundle that fails its own checks while serving, or a sample image that can no
     # longer be read (a file changed or vanished under us), is data loss, not a client mistake.
     (BundleError, grpc.StatusCode.DATA_LOSS),

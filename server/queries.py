@@ -175,27 +175,29 @@ class Queries:
         layers = check_layers(served, layers)
         for label in [*true_labels, *predicted_labels]:
             check_label(label, served.num_classes)
-        exclude = None
-        if isinstance(query, ImageQuery):
-            vector = self.upload_profile(served, self.prepare(served, query)).vector
-        elif isinstance(query, np.ndarray):
-            vector = check_vector(query, served.layout.num_filters)
-        else:
-            vector = served.profile(query)
-            if not include_query:
-                exclude = int(query)
         allowed = filters = None
         if only_misclassified or true_labels or predicted_labels:
             filters = (bool(only_misclassified), tuple(sorted(set(true_labels))), tuple(sorted(set(predicted_labels))))
             allowed = served.bundle.rows_where(misclassified=True if only_misclassified else None,
                                                labels=list(true_labels) or None,
                                                predicted=list(predicted_labels) or None)
-        # Excluding the query: ask for one more and drop it. The k best of the others are
-        # among the k + 1 best of all, and an unfiltered search is the index's fast path
-        # (and batches with other queries asking for the same k).
-        hits = served.searcher.search(vector, k + (exclude is not None), filters=filters, allowed=allowed,
-                                      layers=layers)
-        hits = [(i, s) for i, s in hits if i != exclude][:k]
+        hits = exclude = None
+        if isinstance(query, ImageQuery):
+            vector = self.upload_profile(served, self.prepare(served, query)).vector
+        elif isinstance(query, np.ndarray):
+            vector = check_vector(query, served.layout.num_filters)
+        else:
+            exclude = None if include_query else int(query)
+            if not layers:  # the sample's precomputed list, when it proves the answer
+                hits = served.listed_neighbors(int(query), k, allowed, exclude_self=not include_query)
+            vector = served.profile(query) if hits is None else None
+        if hits is None:
+            # Excluding the query: ask for one more and drop it. The k best of the others are
+            # among the k + 1 best of all, and an unfiltered search is the index's fast path
+            # (and batches with other queries asking for the same k).
+            hits = served.searcher.search(vector, k + (exclude is not None), filters=filters, allowed=allowed,
+                                          layers=layers)
+            hits = [(i, s) for i, s in hits if i != exclude][:k]
         metas = served.metas([int(i) for i, _ in hits])
         neighbors = [Neighbor(int(i), float(s), meta) for (i, s), meta in zip(hits, metas)]
         pairs = Counter((int(n.sample.label), int(n.sample.predicted)) for n in neighbors)
@@ -252,6 +254,8 @@ def check_label(label: int, num_classes: int) -> int:
 
 
 def check_layers(served: ServedBundle, layers: Sequence[str]) -> list[str]:
+    if not layers:
+        return []
     known = {span.name for span in served.layout}
     unknown = [name for name in layers if name not in known]
     if unknown:

@@ -20,6 +20,7 @@ import contextlib
 import copy
 import functools
 import logging
+import os
 import queue
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,8 @@ from parasal.indexer.errors import SampleNotFound
 from .batching import ProfileBatcher, SearchBatcher
 from .config import ConfigError, ServerConfig
 from .errors import NotFound
+from .neighbor_lists import NeighborLists
+from .saliency_process import SaliencyProcess
 
 if TYPE_CHECKING:
     from parasal.indexer.bundle import Bundle
@@ -80,6 +83,7 @@ class ServedBundle:
     _replicas: "queue.Queue[torch.nn.Module]" = field(repr=False)
     batcher: ProfileBatcher | None = field(default=None, repr=False)  # upload profiles, batched
     searcher: SearchBatcher | None = field(default=None, repr=False)  # neighbour searches, batched
+    neighbor_lists: NeighborLists | None = field(default=None, repr=False)  # by-id answers, precomputed
     cache_size: int = 100_000  # sample metadata records kept decoded (about 1 KB each)
 
     @property
@@ -117,6 +121,23 @@ class ServedBundle:
             return self.bundle.meta(sample_id)
         except SampleNotFound:
             raise NotFound(f"no sample with id {sample_id} in bundle {self.name!r}") from None
+
+    def row(self, sample_id: int) -> int:
+        """The sample's row position in the bundle; NotFound for an unknown id."""
+        try:
+            return self.bundle.row_of(sample_id)
+        except SampleNotFound:
+            raise NotFound(f"no sample with id {sample_id} in bundle {self.name!r}") from None
+
+    def listed_neighbors(self, sample_id: int, k: int, allowed: np.ndarray | None,
+                         exclude_self: bool) -> list[tuple[int, float]] | None:  # fmt: skip
+        """The k nearest (id, cosine) of an indexed sample from its precomputed list, when
+        that list proves the exact answer (neighbor_lists.py); else None: search instead.
+        NotFound for an unknown id."""
+        if self.neighbor_lists is None:
+            return None
+        row = self.row(sample_id)
+        return self.neighbor_lists.nearest(row, k, allowed, row if exclude_self else None)
 
     def profile(self, sample_id: int) -> np.ndarray:
         """(F,) float32 standardized profile as stored; NotFound for an unknown id."""
@@ -184,6 +205,7 @@ def _load(name: str, path: Path, device: torch.device, config: ServerConfig) -> 
     from parasal.indexer.bundle import open_bundle
 
     bundle = open_bundle(path, gpu=False if device.type == "cpu" else None)
+    served = None
     try:
         loaded = bundle.load_model()  # ModelMismatch unless the weights match the recorded fingerprint
         bundle.check_model(loaded)  # and the filter layout
@@ -202,13 +224,40 @@ def _load(name: str, path: Path, device: torch.device, config: ServerConfig) -> 
                               class_names=classes, locate=FilterNames(bundle.layout), _replicas=pool,
                               cache_size=config.sample_cache)
         # One batch at a time: batching is the parallelism; the other replicas serve explanations.
-        served.batcher = ProfileBatcher(served, workers=1)
+        process = (SaliencyProcess(bundle.manifest, device=str(device), torch_threads=config.torch_threads)
+                   if config.saliency_process else None)
+        served.batcher = ProfileBatcher(served, workers=1, process=process)
         served.searcher = SearchBatcher(bundle, name, workers=config.search_workers,
                                         initializer=lambda: limit_faiss_threads(config.faiss_threads))
+        served.neighbor_lists = _neighbor_lists(name, bundle, config)  # while the saliency process starts
+        if process is not None:
+            process.wait_ready()
         return served
     except BaseException:
-        bundle.close()
+        if served is not None:
+            served.close()  # its batchers (and saliency process) too
+        else:
+            bundle.close()
         raise
+
+
+def _neighbor_lists(name: str, bundle: "Bundle", config: ServerConfig) -> NeighborLists | None:
+    """Precomputed neighbour lists for an exact index of at most neighbor_lists_max_samples
+    samples (their cost grows with the square of the sample count); else None."""
+    vectors = bundle.exact_vectors
+    if not config.neighbor_lists or vectors is None:
+        return None
+    if bundle.num_samples > config.neighbor_lists_max_samples:
+        log.info("bundle %r: %d samples, over --neighbor-lists-max-samples %d: every query is searched", name,
+                 bundle.num_samples, config.neighbor_lists_max_samples)
+        return None
+    # Nothing else runs yet: every core builds them.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or threads)
+    try:
+        return NeighborLists.build(vectors, bundle.ids, ~bundle.correct, size=config.neighbor_lists, name=name)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def limit_faiss_threads(threads: int) -> None:

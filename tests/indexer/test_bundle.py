@@ -251,3 +251,26 @@ def test_unverified_open_still_fails_cleanly_on_a_broken_index(built, tmp_path):
     (gen / "index.faiss").write_bytes(data[:100])
     with pytest.raises(BundleCorrupt, match="index.faiss"):
         open_bundle(root, verify=False)
+
+
+def test_row_of_one_id_agrees_with_rows_of(bundle):
+    ids = bundle.ids
+    assert [bundle.row_of(i) for i in ids] == bundle.rows_of(ids).tolist()
+    missing = sorted(set(range(int(ids[0]) - 2, int(ids[-1]) + 3)) - set(ids.tolist()))
+    assert missing  # before, after (and, with the corrupt image skipped, inside) the id range
+    for sample_id in missing:
+        with pytest.raises(SampleNotFound, match=f"no sample with id {sample_id} "):
+            bundle.row_of(sample_id)
+
+
+def test_row_of_with_contiguous_ids(built, tmp_path):
+    root = tmp_path / "contiguous"
+    data = H.make_image_folder(root / "imgs", per_class=3)
+    result = run_index(IndexJob(data=str(data), out=root / "b", model=H.FACTORY, preprocessing=GRAY,
+                                batch_size=5, shard_size=8, progress=False))  # fmt: skip
+    with open_bundle(result.bundle) as b:
+        assert b.ids.tolist() == list(range(len(b.ids)))
+        assert [b.row_of(i) for i in b.ids] == list(range(len(b.ids)))
+        for sample_id in (-1, len(b.ids)):
+            with pytest.raises(SampleNotFound):
+                b.row_of(sample_id)

@@ -46,6 +46,8 @@ def test_unusable_settings_are_one_line(capsys, tmp_path):
         (["--bundle", str(empty), "--max-operations", "0", *state], "max_operations"),
         (["--bundle", str(empty), "--search-workers", "0", *state], "search_workers"),
         (["--bundle", str(empty), "--sample-cache", "-1", *state], "sample_cache"),
+        (["--bundle", str(empty), "--neighbor-lists", "-1", *state], "neighbor_lists"),
+        (["--bundle", str(empty), "--neighbor-lists-max-samples", "-5", *state], "neighbor_lists_max_samples"),
     ]
     for argv, words in cases:
         code, err = run(capsys, *argv)
@@ -64,3 +66,17 @@ def test_token_file_must_be_readable_and_non_empty(tmp_path):
         ServerConfig(token_file=tmp_path / "empty").read_token()
     (tmp_path / "t").write_text("  abc \n")
     assert ServerConfig(token_file=tmp_path / "t").read_token() == "abc"
+
+
+def test_serving_fast_path_flags_reach_the_config(tmp_path):
+    from parasal.server.cli import build_parser, config_from_args
+
+    bundle = tmp_path / "b"
+    bundle.mkdir()
+    base = ["--bundle", str(bundle), "--state-dir", str(tmp_path / "state")]
+    defaults = config_from_args(build_parser().parse_args(base))
+    assert (defaults.neighbor_lists, defaults.neighbor_lists_max_samples, defaults.saliency_process) == (
+        ServerConfig.neighbor_lists, ServerConfig.neighbor_lists_max_samples, True)
+    config = config_from_args(build_parser().parse_args(
+        [*base, "--neighbor-lists", "0", "--neighbor-lists-max-samples", "7", "--no-saliency-process"]))
+    assert (config.neighbor_lists, config.neighbor_lists_max_samples, config.saliency_process) == (0, 7, False)
