@@ -253,7 +253,7 @@ def _neighbor_lists(name: str, bundle: "Bundle", config: ServerConfig) -> Neighb
         return None
     # Nothing else runs yet: every core builds them.
     threads = torch.get_num_threads()
-    torch.set_num_threads(os.cpu_count() or threads)
+    torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     try:
         return NeighborLists.build(vectors, bundle.ids, ~bundle.correct, size=config.neighbor_lists, name=name)
     finally:
