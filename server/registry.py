@@ -116,18 +116,22 @@ class ServedBundle:
     def metas(self, ids):
         return [self._cached_meta(int(i)) for i in ids]
 
-    def _read_meta(self, sample_id: int):
+    @contextlib.contextmanager
+    def _known(self, sample_id: int) -> Iterator[None]:
+        """The indexer's SampleNotFound as NotFound naming the bundle (not its path on the server)."""
         try:
-            return self.bundle.meta(sample_id)
+            yield
         except SampleNotFound:
             raise NotFound(f"no sample with id {sample_id} in bundle {self.name!r}") from None
 
+    def _read_meta(self, sample_id: int):
+        with self._known(sample_id):
+            return self.bundle.meta(sample_id)
+
     def row(self, sample_id: int) -> int:
         """The sample's row position in the bundle; NotFound for an unknown id."""
-        try:
+        with self._known(sample_id):
             return self.bundle.row_of(sample_id)
-        except SampleNotFound:
-            raise NotFound(f"no sample with id {sample_id} in bundle {self.name!r}") from None
 
     def listed_neighbors(self, sample_id: int, k: int, allowed: np.ndarray | None,
                          exclude_self: bool) -> list[tuple[int, float]] | None:  # fmt: skip
@@ -141,10 +145,8 @@ class ServedBundle:
 
     def profile(self, sample_id: int) -> np.ndarray:
         """(F,) float32 standardized profile as stored; NotFound for an unknown id."""
-        try:
-            return np.asarray(self.bundle.profile(sample_id), np.float32)
-        except SampleNotFound:
-            raise NotFound(f"no sample with id {sample_id} in bundle {self.name!r}") from None
+        with self._known(sample_id):
+            return self.bundle.profile(sample_id)
 
     def close(self) -> None:
         for batcher in (self.batcher, self.searcher):
