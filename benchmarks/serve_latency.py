@@ -6,11 +6,15 @@
 Starts ``python -m parasal.server`` on 127.0.0.1 (a free port, a temporary state dir)
 unless --address is given, then, through the SDK:
 
-1. warm-up calls of each kind;
+1. warm-up calls of each kind (by id: a tenth of the calls, concurrently, untimed);
 2. ``--clients`` threads (8), each with its own channel, together issue ``--requests``
-   FindSimilarFailures by sample id (k=10), then ``--image-requests`` by uploaded PNG;
+   FindSimilarFailures by sample id (k=10), the same again with ``include_top_filters``,
+   then ``--image-requests`` by uploaded PNG;
 3. one fine-tuning evaluation (4 counts x 3 selections x 10 neighbours), alone, timed
-   from StartFinetuneEvaluation to its result.
+   from StartFinetuneEvaluation to its result;
+4. the floor: the same by-id calls against ``canned_server.py``, a server doing no work
+   that answers each with one real response (same Python, gRPC and thread pool), so the
+   by-id figures can be read against what Python gRPC alone costs on this machine.
 
 Prints a table with the targets and, last, one JSON line with every figure. Sample ids are
 taken as 0..num_samples-1 (true of a Fashion-MNIST split bundle).
@@ -33,7 +37,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import grpc
 import numpy as np
+from parasal.v1 import saliency_pb2 as pb
+from parasal.v1 import saliency_pb2_grpc as pb_grpc
 
 from parasal.client import Client
 
@@ -46,21 +53,27 @@ TARGETS = {  # metric -> (target, unit)
 SERVING = re.compile(r"^parasal: serving on (\S+)$")
 
 
-def start_server(bundle: Path, threads: int, extra: list[str]) -> tuple[subprocess.Popen, str, tempfile.TemporaryDirectory]:
-    state = tempfile.TemporaryDirectory(prefix="parasal-bench-state-")
-    cmd = [sys.executable, "-m", "parasal.server", "--bundle", str(bundle), "--host", "127.0.0.1", "--port", "0",
-           "--state-dir", state.name, "--threads", str(threads), "--log-level", "WARNING", *extra]
+def start(cmd: list[str]) -> tuple[subprocess.Popen, str]:
+    """Start a server process; (process, address) once it prints that it is serving."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     for line in proc.stdout:
         match = SERVING.match(line.strip())
         if match:
-            return proc, match.group(1), state
-    raise SystemExit(f"the server did not start (exit status {proc.wait()})")
+            return proc, match.group(1)
+    raise SystemExit(f"{cmd[1]} did not start (exit status {proc.wait()})")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def cpu_seconds(pid: int | None = None) -> float:
-    """User + system CPU time of this process, or of ``pid`` and its child processes (the
-    server's saliency worker), from /proc on Linux."""
+    """User + system CPU time of this process (all its threads), or of ``pid`` and its
+    child processes (the server's saliency worker), from /proc on Linux."""
     if pid is None:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return usage.ru_utime + usage.ru_stime
@@ -75,25 +88,37 @@ def cpu_seconds(pid: int | None = None) -> float:
     return ticks / os.sysconf("SC_CLK_TCK") if ticks else float("nan")
 
 
-def timed_calls(address: str, clients: int, calls: list) -> tuple[np.ndarray, float]:
-    """Run ``calls`` (functions of a Client) spread over ``clients`` threads: (latencies in ms,
-    wall seconds)."""
-    chunks = [calls[i::clients] for i in range(clients)]
+def timed_calls(address: str, clients: int, calls: list[tuple[str, dict]]) -> tuple[np.ndarray, float, float]:
+    """Run ``calls`` (SDK method name, keyword arguments) spread over ``clients`` threads,
+    each with its own Client: (latencies in ms, wall seconds, CPU seconds of this process)."""
 
-    def worker(chunk):
+    def client_thread(chunk):
         out = []
         with Client(address, timeout=60) as client:
             client.index_info()  # connect before timing
-            for call in chunk:
+            for method, kwargs in chunk:
                 start = time.perf_counter()
-                call(client)
+                getattr(client, method)(**kwargs)
                 out.append((time.perf_counter() - start) * 1e3)
         return out
 
-    start = time.perf_counter()
+    cpu, start = cpu_seconds(), time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
-        latencies = np.array([ms for chunk in pool.map(worker, chunks) for ms in chunk])
-    return latencies, time.perf_counter() - start
+        latencies = np.array([ms for chunk in pool.map(client_thread, [calls[i::clients] for i in range(clients)])
+                              for ms in chunk])
+    return latencies, time.perf_counter() - start, cpu_seconds() - cpu
+
+
+def phase(name: str, address: str, server_pid: int | None, clients: int,
+          calls: list[tuple[str, dict]]) -> dict[str, float]:  # fmt: skip
+    """Latency percentiles, calls/s and CPU per call (clients together; server with its
+    child processes) of ``calls`` spread over ``clients``."""
+    server_cpu = cpu_seconds(server_pid)
+    latencies, wall, client_cpu = timed_calls(address, clients, calls)
+    server_cpu = cpu_seconds(server_pid) - server_cpu
+    return {f"{name}_p50_ms": float(np.percentile(latencies, 50)), f"{name}_p99_ms": float(np.percentile(latencies, 99)),
+            f"{name}_qps": len(calls) / wall, f"{name}_client_cpu_ms": client_cpu / len(calls) * 1e3,
+            f"{name}_server_cpu_ms": server_cpu / len(calls) * 1e3}
 
 
 def main(argv=None) -> int:
@@ -102,19 +127,25 @@ def main(argv=None) -> int:
     where.add_argument("--bundle", type=Path, help="bundle directory to serve (a server is started for it)")
     where.add_argument("--address", help="HOST:PORT of a running server instead")
     p.add_argument("--clients", type=int, default=8)
-    p.add_argument("--requests", type=int, default=4000, help="find-similar-by-id calls in all")
+    p.add_argument("--requests", type=int, default=4000, help="find-similar-by-id calls per by-id phase")
     p.add_argument("--image-requests", type=int, default=480, help="find-similar-by-image calls in all")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--server-threads", type=int, default=16)
     p.add_argument("--server-arg", action="append", default=[], help="extra flag for the started server")
+    p.add_argument("--no-floor", action="store_true", help="skip the canned-response server phase")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
     proc = state = None
     if args.bundle is not None:
-        proc, address, state = start_server(args.bundle, args.server_threads, args.server_arg)
+        state = tempfile.TemporaryDirectory(prefix="parasal-bench-state-")
+        proc, address = start([sys.executable, "-m", "parasal.server", "--bundle", str(args.bundle), "--host",
+                               "127.0.0.1", "--port", "0", "--state-dir", state.name, "--threads",
+                               str(args.server_threads), "--log-level", "WARNING", *args.server_arg])
     else:
         address = args.address
+    server_pid = proc.pid if proc is not None else None
+    figures: dict[str, float] = {}
     try:
         with Client(address, timeout=120) as client:
             info = client.index_info()[0]
@@ -127,58 +158,59 @@ def main(argv=None) -> int:
                 client.find_similar_failures(sample_id=i, k=args.k)
             for data, label in images[:5]:
                 client.find_similar_failures(image=data, label=label, k=args.k)
+            with grpc.insecure_channel(address) as channel:  # one real answer, as bytes, for the floor phase
+                canned = pb_grpc.SaliencyServiceStub(channel).FindSimilarFailures(
+                    pb.FindSimilarFailuresRequest(sample_id=ids[0], k=args.k)).SerializeToString()
 
-        server_pid = proc.pid if proc is not None else None
-        cpu = cpu_seconds(), cpu_seconds(server_pid)
-        by_id, id_wall = timed_calls(address, args.clients,
-                                     [lambda c, i=i: c.find_similar_failures(sample_id=i, k=args.k) for i in ids])
-        client_ms = (cpu_seconds() - cpu[0]) / len(ids) * 1e3
-        server_ms = (cpu_seconds(server_pid) - cpu[1]) / len(ids) * 1e3
+        by_id = [("find_similar_failures", dict(sample_id=i, k=args.k)) for i in ids]
+        with_filters = [(m, dict(kw, include_top_filters=True)) for m, kw in by_id]
+        warm = len(ids) // 10  # concurrent warm-up, untimed: the server's thread pool grows, caches fill
+        timed_calls(address, args.clients, by_id[:warm] + with_filters[:warm])
+        figures |= phase("find_similar_id", address, server_pid, args.clients, by_id)
+        figures |= {k: v for k, v in phase("find_similar_id_top_filters", address, server_pid, args.clients,
+                                           with_filters).items() if k.endswith(("p50_ms", "qps"))}
         uploads = [images[j % len(images)] for j in range(args.image_requests)]
-        cpu = cpu_seconds(), cpu_seconds(server_pid)
-        by_image, image_wall = timed_calls(address, args.clients, [lambda c, d=d, l=l: c.find_similar_failures(
-            image=d, label=l, k=args.k) for d, l in uploads])
-        image_client_ms = (cpu_seconds() - cpu[0]) / len(uploads) * 1e3
-        image_server_ms = (cpu_seconds(server_pid) - cpu[1]) / len(uploads) * 1e3
-
+        figures |= phase("find_similar_image", address, server_pid, args.clients,
+                         [("find_similar_failures", dict(image=d, label=l, k=args.k)) for d, l in uploads])
         with Client(address, timeout=120) as client:
-            start = time.perf_counter()
+            begin = time.perf_counter()
             result = client.start_finetune_evaluation(sample_id=failing, counts=(1, 5, 25, 75), num_neighbors=10,
                                                       ).result(timeout=600)
-            evaluation_s = time.perf_counter() - start
+            figures |= {"finetune_evaluation_s": time.perf_counter() - begin, "finetune_rows": len(result.rows),
+                        "finetune_neighbors": len(result.neighbor_ids)}
     finally:
         if proc is not None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(60)
+            stop(proc)
             state.cleanup()
 
-    figures = {
-        "find_similar_id_p50_ms": float(np.percentile(by_id, 50)),
-        "find_similar_id_p99_ms": float(np.percentile(by_id, 99)),
-        "find_similar_id_qps": len(by_id) / id_wall,
-        "find_similar_id_client_cpu_ms": client_ms,  # per call, all threads of this process
-        "find_similar_id_server_cpu_ms": server_ms,
-        "find_similar_image_p50_ms": float(np.percentile(by_image, 50)),
-        "find_similar_image_p99_ms": float(np.percentile(by_image, 99)),
-        "find_similar_image_qps": len(by_image) / image_wall,
-        "find_similar_image_client_cpu_ms": image_client_ms,
-        "find_similar_image_server_cpu_ms": image_server_ms,
-        "finetune_evaluation_s": evaluation_s,
-        "finetune_rows": len(result.rows),
-        "finetune_neighbors": len(result.neighbor_ids),
-    }
+    if not args.no_floor:
+        # The same by-id calls against a server that does no work (same Python, gRPC and
+        # thread pool) answering with one real response: what Python gRPC itself costs here.
+        with tempfile.NamedTemporaryFile(suffix=".bin") as response:
+            response.write(canned)
+            response.flush()
+            floor, floor_address = start([sys.executable, str(Path(__file__).with_name("canned_server.py")),
+                                          response.name, "--threads", str(args.server_threads)])
+            try:
+                got = phase("floor_id", floor_address, floor.pid, args.clients, by_id)
+            finally:
+                stop(floor)
+        figures |= {k: got[k] for k in ("floor_id_p50_ms", "floor_id_qps", "floor_id_server_cpu_ms")}
+        figures["find_similar_id_p50_over_floor"] = figures["find_similar_id_p50_ms"] / figures["floor_id_p50_ms"]
+
     print(f"server {address}: bundle {info.name!r}, {info.num_samples} samples, {info.num_filters} filters, "
-          f"index {info.index_type}; {args.clients} clients, {len(by_id)} + {len(by_image)} calls, k={args.k}")
-    print(f"{'metric':28s} {'value':>10s} {'target':>8s}  ok")
+          f"index {info.index_type}; {args.clients} client threads, "
+          f"{len(ids)} calls per by-id phase, {args.image_requests} uploads, k={args.k}")
+    print(f"{'metric':34s} {'value':>10s} {'target':>8s}  ok")
     for name, value in figures.items():
         target = TARGETS.get(name)
         verdict = "" if target is None else ("yes" if value <= target else "NO")
-        print(f"{name:28s} {value:10.2f} {'' if target is None else f'{target:8.1f}'}  {verdict}")
+        print(f"{name:34s} {value:10.2f} {'' if target is None else f'{target:8.1f}'}  {verdict}")
     print(json.dumps({"benchmark": "serve_latency", **{k: round(v, 3) if isinstance(v, float) else v
                                                           for k, v in figures.items()},
-                      "clients": args.clients, "samples": info.num_samples, "filters": info.num_filters,
-                      "index_type": info.index_type, "cpus": os.cpu_count(), "machine": platform.machine(),
-                      "targets_met": all(figures[k] <= t for k, t in TARGETS.items())}))
+                      "clients": args.clients, "samples": info.num_samples,
+                      "filters": info.num_filters, "index_type": info.index_type, "cpus": os.cpu_count(),
+                      "machine": platform.machine(), "targets_met": all(figures[k] <= t for k, t in TARGETS.items())}))
     return 0
 
 

@@ -143,11 +143,15 @@ class Client:
         layers: Iterable[str] | str | None = None,
         true_labels: Iterable[int] | None = None,
         predicted_labels: Iterable[int] | None = None,
+        include_top_filters: bool = False,
         *,
         bundle: str = "",
         timeout: float | None = None,
     ) -> SimilarFailures:
-        """The k samples with the most similar profiles (cosine), most similar first."""
+        """The k samples with the most similar profiles (cosine), most similar first.
+
+        Each neighbour's `sample.top_filters` is empty unless `include_top_filters` (they
+        are most of an answer's size and decoding time; `sample(id)` has them too)."""
         if vector is not None:
             if sample_id is not None or image is not None:
                 raise InvalidArgument("give exactly one of sample_id, image or vector")
@@ -164,6 +168,7 @@ class Client:
             layers=[layers] if isinstance(layers, str) else list(layers or ()),
             true_labels=_int_list(true_labels, "true_labels"),
             predicted_labels=_int_list(predicted_labels, "predicted_labels"),
+            include_top_filters=include_top_filters,
             **query,
         )
         response = self._call(self._saliency_stub.FindSimilarFailures, request, timeout)

@@ -213,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=_comma_names, metavar="A,B", help="compare only these layers' filters")
     p.add_argument("--true-labels", type=_comma_ints, metavar="1,2")
     p.add_argument("--predicted-labels", type=_comma_ints, metavar="1,2")
+    p.add_argument("--top-filters", action="store_true",
+                   help="also fetch each neighbour's most salient filters (table: the first; --json: all)")
 
     p = command("explain", cmd_explain, "input-space saliency heatmap of a sample or an image")
     _add_query_options(p)
@@ -341,19 +343,24 @@ def cmd_similar(args) -> int:
         result = client.find_similar_failures(
             **_query_kwargs(args), k=args.k, only_misclassified=args.only_misclassified,
             exclude_self=not args.include_self, layers=args.layers, true_labels=args.true_labels,
-            predicted_labels=args.predicted_labels, bundle=args.bundle)
+            predicted_labels=args.predicted_labels, include_top_filters=args.top_filters, bundle=args.bundle)
     if args.json:
         return _print_json({"neighbors": result.neighbors, "confusions": result.confusions})
+    header = ["rank", "id", "similarity", "label", "predicted", "correct", "uri"] + ["top filter"] * args.top_filters
     rows = [[i + 1, n.id, n.similarity, _class(n.sample.label, n.sample.label_name),
              _class(n.sample.predicted, n.sample.predicted_name), n.sample.correct, n.sample.uri]
+            + [_top_filter(n.sample.top_filters)] * args.top_filters
             for i, n in enumerate(result)]
-    print(_format_table(["rank", "id", "similarity", "label", "predicted", "correct", "uri"], rows)
-          if rows else "no neighbours matched")
+    print(_format_table(header, rows) if rows else "no neighbours matched")
     if result.confusions:
         print("\nconfusions among the neighbours:")
         print(_format_table(["label", "predicted", "count"],
                             [[c.label, c.predicted, c.count] for c in result.confusions]))
     return EXIT_OK
+
+
+def _top_filter(filters) -> str:
+    return f"{filters[0].layer}[{filters[0].filter}] z={filters[0].z:.2f}" if filters else ""
 
 
 def cmd_explain(args) -> int:

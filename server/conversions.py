@@ -109,8 +109,10 @@ def filter_score_from_proto(message: pb.FilterScore) -> FilterScore:
     return FilterScore(int(message.index), message.layer, int(message.filter), float(message.z))
 
 
-def sample_to_proto(meta: SampleMeta, locate: Locate, class_names: Sequence[str] = ()) -> pb.Sample:
-    """``locate`` names each top filter's layer; ``class_names`` (may be empty) the labels."""
+def sample_to_proto(meta: SampleMeta, locate: Locate, class_names: Sequence[str] = (),
+                    top_filters: bool = True) -> pb.Sample:  # fmt: skip
+    """``locate`` names each top filter's layer; ``class_names`` (may be empty) the labels;
+    ``top_filters=False`` leaves the top filters out."""
     def name(label: int) -> str:
         return class_names[label] if 0 <= label < len(class_names) else ""
 
@@ -119,7 +121,7 @@ def sample_to_proto(meta: SampleMeta, locate: Locate, class_names: Sequence[str]
                         loss=meta.loss, correct=meta.correct, label_name=name(meta.label),
                         predicted_name=name(meta.predicted))
     add = message.top_filters.add  # half the cost of building FilterScore messages and a list
-    for index, z in meta.top_filters:
+    for index, z in meta.top_filters if top_filters else ():
         layer, j = locate(int(index))
         add(index=int(index), layer=layer, filter=j, z=float(z))
     return message
@@ -136,15 +138,17 @@ def sample_from_proto(message: pb.Sample) -> SampleMeta:
 class SampleMessages:
     """``pb.Sample`` by sample id for one bundle, each built once.
 
-    Bundles never change while served, and a neighbour answer names ten samples with ten
-    named top filters each: building those messages was the largest part of its cost.
-    Cached messages are shared, so they are only ever copied into responses (protobuf
-    copies a message assigned to a field), never changed.
+    Bundles never change while served, and a neighbour answer names ten samples (with ten
+    named top filters each, when asked): building those messages was the largest part of
+    its cost. Cached messages are shared, so they are only ever copied into responses
+    (protobuf copies a message assigned to a field), never changed. ``top_filters=False``
+    builds them without their top filters.
     """
 
     def __init__(self, meta: Callable[[int], SampleMeta], locate: Locate, class_names: Sequence[str] = (),
-                 maxsize: int = 100_000):  # fmt: skip
+                 maxsize: int = 100_000, top_filters: bool = True):  # fmt: skip
         self._meta, self._locate, self._class_names = meta, locate, list(class_names)
+        self._top_filters = top_filters
         self._cached = functools.lru_cache(maxsize=maxsize)(self._build)
 
     def __call__(self, sample_id: int) -> pb.Sample:
@@ -156,7 +160,7 @@ class SampleMessages:
             self._cached(int(i))
 
     def _build(self, sample_id: int) -> pb.Sample:
-        return sample_to_proto(self._meta(sample_id), self._locate, self._class_names)
+        return sample_to_proto(self._meta(sample_id), self._locate, self._class_names, self._top_filters)
 
 
 def sample_response(record: SampleRecord, samples: Callable[[int], pb.Sample]) -> pb.GetSampleResponse:

@@ -31,13 +31,19 @@ def _alive(context: grpc.ServicerContext) -> None:
 class SaliencyServicer(pb_grpc.SaliencyServiceServicer):
     def __init__(self, registry: Registry, queries: Queries):
         self.registry, self.queries = registry, queries
+        # Per bundle: sample messages with their top filters (GetSample, asked-for neighbours)
+        # and without (plain neighbour answers).
         self._samples = {b.name: cv.SampleMessages(b.meta, b.locate, b.class_names, maxsize=b.cache_size)
                          for b in registry}
+        self._plain_samples = {b.name: cv.SampleMessages(b.meta, b.locate, b.class_names, maxsize=b.cache_size,
+                                                         top_filters=False) for b in registry}
 
     def warm(self) -> None:
         """Fill every bundle's sample caches (metadata and messages) with its hot ids."""
         for served in self.registry:
-            self._samples[served.name].warm(served.hot_ids())
+            hot = served.hot_ids()
+            self._samples[served.name].warm(hot)
+            self._plain_samples[served.name].warm(hot)
 
     def ListBundles(self, request, context):
         return pb.ListBundlesResponse(bundles=[cv.bundle_info_to_proto(b) for b in self.registry])
@@ -59,7 +65,8 @@ class SaliencyServicer(pb_grpc.SaliencyServiceServicer):
             request.bundle, cv.query_from_proto(request), k=request.k, only_misclassified=request.only_misclassified,
             true_labels=list(request.true_labels), predicted_labels=list(request.predicted_labels),
             include_query=request.include_query, layers=list(request.layers))
-        return cv.similar_to_proto(result, self._samples[served.name])
+        samples = self._samples if request.include_top_filters else self._plain_samples
+        return cv.similar_to_proto(result, samples[served.name])
 
     def ExplainInput(self, request, context):
         _alive(context)

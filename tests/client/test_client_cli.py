@@ -138,6 +138,10 @@ def test_similar(run, fake, tmp_path):
     assert status == 0 and len(doc["neighbors"]) == 10 and doc["confusions"][0]["count"] == 10
     assert list(fake.state.requests("FindSimilarFailures")[-1].vector.values) == [0, 1, 2, 3]
     assert not fake.state.requests("FindSimilarFailures")[-1].include_query
+    assert not fake.state.requests("FindSimilarFailures")[-1].include_top_filters
+    status, out, _ = run("similar", "--sample", "7", "-k", "2", "--top-filters")
+    assert status == 0 and fake.state.requests("FindSimilarFailures")[-1].include_top_filters
+    assert out.splitlines()[0].split()[-2:] == ["top", "filter"] and "conv1[3] z=4.50" in out.splitlines()[2]
 
 
 def test_explain(run, fake, tmp_path):

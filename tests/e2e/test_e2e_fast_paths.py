@@ -16,6 +16,7 @@ from parasal.server.config import ServerConfig
 from parasal.server.errors import Unavailable
 from parasal.server.queries import ImageQuery, Queries, encode_png
 from parasal.server.registry import Registry
+from parasal.server.saliency_process import SaliencyProcess
 
 
 def queries_for(bundle_dir, tmp_path, **settings):
@@ -104,3 +105,23 @@ def test_a_killed_saliency_process_fails_its_batch_and_is_replaced(bundle_dir, b
         np.testing.assert_allclose(queries.profile("", image).vector, before, rtol=1e-5, atol=1e-6)
     finally:
         registry.close()
+
+
+def test_a_saliency_process_that_cannot_load_its_model_says_why(bundle):
+    manifest = {**bundle.manifest, "model": {**bundle.manifest["model"], "fingerprint": "0" * 64}}
+    process = SaliencyProcess(manifest)
+    with pytest.raises(RuntimeError, match="failed to start: ModelMismatch: .*has changed since the bundle was built"):
+        process.wait_ready()
+    assert process.pid is None  # nothing left running
+    process.close()
+
+
+def test_a_batch_the_child_refuses_raises_its_error_and_the_child_carries_on(fast, bundle):
+    registry, _ = fast
+    process = registry.get().batcher._process
+    pid = process.pid
+    x = torch.stack([registry.get().preprocessing(bundle.load_image(int(i))) for i in bundle.ids[:2]]).numpy()
+    with pytest.raises(ValueError, match="targets must lie in"):
+        process.compute(x, np.array([0, 10_000]))
+    raw, logits = process.compute(x, np.array([0, 1]))
+    assert process.pid == pid and raw.shape == (2, registry.get().layout.num_filters) and logits.shape == (2, 10)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import grpc
@@ -99,6 +100,18 @@ def test_find_similar_by_id_equals_brute_force(client, bundle):
     assert all(n.id != query for n in got.neighbors)
     with_self = client.find_similar_failures(sample_id=query, k=3, exclude_self=False)
     assert with_self.neighbors[0].id == query and with_self.neighbors[0].similarity == pytest.approx(1, abs=1e-3)
+
+
+def test_neighbour_top_filters_only_when_asked(client, bundle):
+    query = misclassified_id(bundle)
+    plain = client.find_similar_failures(sample_id=query, k=5)
+    full = client.find_similar_failures(sample_id=query, k=5, include_top_filters=True)
+    assert [n.id for n in plain.neighbors] == [n.id for n in full.neighbors]
+    assert all(n.sample.top_filters == [] for n in plain.neighbors)
+    for with_filters, without in zip(full.neighbors, plain.neighbors):
+        stored = client.sample(with_filters.id)
+        assert with_filters.sample == stored and len(stored.top_filters) > 0
+        assert without.sample == dataclasses.replace(stored, top_filters=[])
 
 
 def test_find_similar_with_filters_and_layers(client, bundle):

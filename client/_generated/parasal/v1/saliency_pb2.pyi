@@ -204,7 +204,7 @@ class GetProfileResponse(_message.Message):
     def __init__(self, sample_id: _Optional[int] = ..., label: _Optional[int] = ..., predicted: _Optional[int] = ..., true_confidence: _Optional[float] = ..., predicted_confidence: _Optional[float] = ..., loss: _Optional[float] = ..., top_filters: _Optional[_Iterable[_Union[FilterScore, _Mapping]]] = ..., vector: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class FindSimilarFailuresRequest(_message.Message):
-    __slots__ = ("bundle", "sample_id", "image", "vector", "k", "only_misclassified", "true_labels", "predicted_labels", "include_query", "layers")
+    __slots__ = ("bundle", "sample_id", "image", "vector", "k", "only_misclassified", "true_labels", "predicted_labels", "include_query", "layers", "include_top_filters")
     BUNDLE_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_ID_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
@@ -215,6 +215,7 @@ class FindSimilarFailuresRequest(_message.Message):
     PREDICTED_LABELS_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_QUERY_FIELD_NUMBER: _ClassVar[int]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_TOP_FILTERS_FIELD_NUMBER: _ClassVar[int]
     bundle: str
     sample_id: int
     image: ImageInput
@@ -225,7 +226,8 @@ class FindSimilarFailuresRequest(_message.Message):
     predicted_labels: _containers.RepeatedScalarFieldContainer[int]
     include_query: bool
     layers: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, bundle: _Optional[str] = ..., sample_id: _Optional[int] = ..., image: _Optional[_Union[ImageInput, _Mapping]] = ..., vector: _Optional[_Union[ProfileVector, _Mapping]] = ..., k: _Optional[int] = ..., only_misclassified: _Optional[bool] = ..., true_labels: _Optional[_Iterable[int]] = ..., predicted_labels: _Optional[_Iterable[int]] = ..., include_query: _Optional[bool] = ..., layers: _Optional[_Iterable[str]] = ...) -> None: ...
+    include_top_filters: bool
+    def __init__(self, bundle: _Optional[str] = ..., sample_id: _Optional[int] = ..., image: _Optional[_Union[ImageInput, _Mapping]] = ..., vector: _Optional[_Union[ProfileVector, _Mapping]] = ..., k: _Optional[int] = ..., only_misclassified: _Optional[bool] = ..., true_labels: _Optional[_Iterable[int]] = ..., predicted_labels: _Optional[_Iterable[int]] = ..., include_query: _Optional[bool] = ..., layers: _Optional[_Iterable[str]] = ..., include_top_filters: _Optional[bool] = ...) -> None: ...
 
 class FindSimilarFailuresResponse(_message.Message):
     __slots__ = ("neighbors", "confusions")
