@@ -39,11 +39,10 @@ class SaliencyServicer(pb_grpc.SaliencyServiceServicer):
                                                          top_filters=False) for b in registry}
 
     def warm(self) -> None:
-        """Fill every bundle's sample caches (metadata and messages) with its hot ids."""
+        """Fill every bundle's metadata and plain neighbour messages with its hot ids (the
+        messages with top filters fill as GetSample and asking callers need them)."""
         for served in self.registry:
-            hot = served.hot_ids()
-            self._samples[served.name].warm(hot)
-            self._plain_samples[served.name].warm(hot)
+            self._plain_samples[served.name].warm(served.hot_ids())
 
     def ListBundles(self, request, context):
         return pb.ListBundlesResponse(bundles=[cv.bundle_info_to_proto(b) for b in self.registry])
