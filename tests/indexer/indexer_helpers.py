@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -95,11 +94,6 @@ def env_with_helpers(extra: dict | None = None) -> dict:
     env["PYTHONPATH"] = os.pathsep.join([str(HERE)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     env.update(extra or {})
     return env
-
-
-def ensure_importable() -> None:
-    if str(HERE) not in sys.path:
-        sys.path.insert(0, str(HERE))
 
 
 def free_port() -> int:

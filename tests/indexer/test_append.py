@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import indexer_helpers as H  # noqa: E402
+import indexer_helpers as H
 
 from parasal.core.saliency import filter_saliency  # noqa: E402
 from parasal.indexer.bundle import open_bundle  # noqa: E402

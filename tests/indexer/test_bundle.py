@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import indexer_helpers as H  # noqa: E402
+import indexer_helpers as H
 
 from parasal.indexer.bundle import SampleMeta, open_bundle  # noqa: E402
 from parasal.indexer.errors import BundleCorrupt, BundleVersionMismatch, ModelMismatch, SampleNotFound  # noqa: E402

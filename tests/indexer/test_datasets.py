@@ -24,16 +24,12 @@ from parasal.indexer.datasets import (
 )
 
 FMNIST = fashion_mnist_dir()
-needs_fmnist = pytest.mark.skipif(
-    not (FMNIST / "t10k-images-idx3-ubyte.gz").is_file(),
-    reason=f"Fashion-MNIST not installed at {FMNIST} (apt-get install dataset-fashion-mnist)",
-)
 
 
 # --- Fashion-MNIST ---------------------------------------------------------------------
 
 
-@needs_fmnist
+@pytest.mark.fashion_mnist
 @pytest.mark.parametrize("split,size", [("test", 10_000), ("train", 60_000)])
 def test_fashion_mnist_split(split, size):
     d = open_dataset(f"fashion-mnist:{split}")
@@ -51,7 +47,7 @@ def test_fashion_mnist_split(split, size):
         d[size]
 
 
-@needs_fmnist
+@pytest.mark.fashion_mnist
 def test_fashion_mnist_known_values():
     # Published facts about the test split: first label is 9 (Ankle boot), second 2 (Pullover).
     d = open_dataset("fashion-mnist:test")
@@ -61,7 +57,7 @@ def test_fashion_mnist_known_values():
     assert pixels.dtype == np.uint8 and pixels.shape == (28, 28) and pixels.max() > 200
 
 
-@needs_fmnist
+@pytest.mark.fashion_mnist
 @pytest.mark.parametrize("uri_index", [0, 123, 9_999])
 def test_fashion_uri_round_trip(uri_index):
     d = open_dataset("fashion-mnist:test")
@@ -75,7 +71,7 @@ def test_fashion_uri_round_trip(uri_index):
     assert np.array_equal(np.asarray(again), raw[uri_index])
 
 
-@needs_fmnist
+@pytest.mark.fashion_mnist
 def test_fashion_arrays_cached_and_samples_independent():
     a, b = open_dataset("fashion-mnist:test"), open_dataset("fashion-mnist:test")
     assert a.images is b.images  # decoded once per process
@@ -85,7 +81,7 @@ def test_fashion_arrays_cached_and_samples_independent():
     assert np.asarray(a[5].image)[0, 0] != image.getpixel((0, 0))
 
 
-@needs_fmnist
+@pytest.mark.fashion_mnist
 def test_fashion_describe_is_json_with_fingerprint():
     desc = open_dataset("fashion-mnist:test").describe()
     assert json.loads(json.dumps(desc)) == desc
@@ -96,7 +92,7 @@ def test_fashion_describe_is_json_with_fingerprint():
     assert desc["sha256"][name] == hashlib.sha256((FMNIST / name).read_bytes()).hexdigest()
 
 
-@needs_fmnist
+@pytest.mark.fashion_mnist
 def test_fashion_dir_from_env(tmp_path, monkeypatch):
     for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
         (tmp_path / name).symlink_to(FMNIST / name)
@@ -266,7 +262,7 @@ def test_load_image_malformed_uri(uri):
         load_image(uri)
 
 
-@needs_fmnist
+@pytest.mark.fashion_mnist
 def test_load_image_out_of_range():
     with pytest.raises(IndexError):
         load_image("fashion-mnist:test/10000")

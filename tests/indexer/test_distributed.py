@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import indexer_helpers as H  # noqa: E402
+import indexer_helpers as H
 
 from parasal.indexer.bundle import open_bundle  # noqa: E402
 from parasal.indexer.pipeline import IndexJob, run_index, work_dir_for  # noqa: E402

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import indexer_helpers as H  # noqa: E402
+import indexer_helpers as H
 
 from parasal.indexer.errors import ModelMismatch, ModelSpecError  # noqa: E402
 from parasal.indexer.models import (IMAGENET_PREPROCESSING, load_model, load_model_from_manifest,  # noqa: E402

@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import indexer_helpers as H  # noqa: E402
+import indexer_helpers as H
 
 from parasal.indexer.bundle import open_bundle  # noqa: E402
 from parasal.indexer.cli import main  # noqa: E402
@@ -179,8 +178,7 @@ def test_python_dash_m_entry_point(images, tmp_path):
     assert again.returncode == 2 and "already exists" in again.stderr and "Traceback" not in again.stderr
 
 
-@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").exists()
-                    and not os.environ.get("PARASAL_FASHION_MNIST"), reason="Fashion-MNIST not installed")  # fmt: skip
+@pytest.mark.fashion_mnist
 def test_demo_model_on_fashion_mnist_subset(tmp_path):
     from parasal.indexer.zoo import DEMO_WEIGHTS_PATH
 

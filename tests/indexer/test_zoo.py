@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from parasal.indexer import train_demo, zoo
-from parasal.indexer.datasets import fashion_mnist_arrays, fashion_mnist_dir, open_dataset
+from parasal.indexer.datasets import fashion_mnist_arrays, open_dataset
 from parasal.indexer.zoo import (
     DEMO_METADATA_PATH,
     DEMO_PREPROCESSING,
@@ -21,10 +21,6 @@ from parasal.indexer.zoo import (
     load_demo_model,
 )
 
-needs_fmnist = pytest.mark.skipif(
-    not (fashion_mnist_dir() / "t10k-images-idx3-ubyte.gz").is_file(),
-    reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)",
-)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +60,7 @@ def test_demo_model_has_672_filters(demo_model):
     assert isinstance(demo_model, FashionResNet) and demo_model.widths == zoo.DEMO_WIDTHS
 
 
-@needs_fmnist
+@pytest.mark.fashion_mnist
 def test_preprocessing_matches_train_statistics():
     images, _ = fashion_mnist_arrays("train")
     counts = np.bincount(images.ravel(), minlength=256).astype(np.float64)  # exact and fast
@@ -112,7 +108,7 @@ def test_load_demo_model_missing_path(tmp_path):
         load_demo_model(tmp_path / "nope.pt")
 
 
-@needs_fmnist
+@pytest.mark.fashion_mnist
 def test_demo_accuracy_full_test_set(demo_model, metadata):
     # All 10,000 test images, not a noisy subset: one forward pass of this model over them
     # takes ~8 s on the shared 2-core CPU (measured when committed). The figure train-demo
@@ -125,7 +121,7 @@ def test_demo_accuracy_full_test_set(demo_model, metadata):
     assert accuracy == pytest.approx(metadata["test_accuracy"], abs=0.001)
 
 
-@needs_fmnist
+@pytest.mark.fashion_mnist
 def test_serving_preprocessing_matches_training_normalisation(demo_model):
     # The server feeds PIL images through DEMO_PREPROCESSING; training normalised the raw
     # arrays directly. Both must give the same tensors, hence the same predictions.
@@ -166,7 +162,7 @@ def test_augment_is_a_shifted_possibly_flipped_crop():
     assert all(s != f for s, f in zip(same, flipped)) and 0 < sum(flipped) < 16
 
 
-@needs_fmnist
+@pytest.mark.fashion_mnist
 def test_train_demo_smoke(tmp_path, capsys):
     out = tmp_path / "w" / "tiny.pt"
     argv = ["--epochs", "1", "--limit", "256", "--test-limit", "500", "--batch-size", "64", "--threads", "1"]
