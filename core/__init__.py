@@ -6,13 +6,15 @@ FAISS or gRPC.
 """
 
 from .evaluation import (
+    DEFAULT_COUNTS,
     SELECTIONS,
     WHOLE_NETWORK,
     Cancelled,
-    EvaluationRow,
     FinetuneReport,
+    FinetuneRow,
     PruningReport,
     PruningRow,
+    ReferenceState,
     finetune_evaluation,
     pruning_evaluation,
     select_filters,
@@ -20,6 +22,7 @@ from .evaluation import (
 from .input_saliency import HEATMAP_BLUR_SIGMA, InputSaliency, heatmap_overlay_png, input_saliency, saliency_heatmap
 from .interventions import batchnorm_consumers, finetune_step, perturb_filters, prune_filters, smoothgrad_saliency
 from .layout import FilterLayout, LayerSpan, filter_layout
+from .ranking import top_k_filters
 from .reference import per_sample_filter_saliency
 from .saliency import filter_saliency
 from .stats import SIGMA_FLOOR, RunningStats, standardize
@@ -29,11 +32,12 @@ __all__ = [
     "FilterLayout", "LayerSpan", "filter_layout",
     "filter_saliency", "per_sample_filter_saliency",
     "RunningStats", "standardize", "SIGMA_FLOOR",
+    "top_k_filters",
     # input space
     "input_saliency", "InputSaliency", "saliency_heatmap", "heatmap_overlay_png", "HEATMAP_BLUR_SIGMA",
     # interventions
     "prune_filters", "finetune_step", "perturb_filters", "smoothgrad_saliency", "batchnorm_consumers",
     # evaluations
     "select_filters", "finetune_evaluation", "pruning_evaluation", "FinetuneReport", "PruningReport",
-    "EvaluationRow", "PruningRow", "Cancelled", "SELECTIONS", "WHOLE_NETWORK",
+    "FinetuneRow", "PruningRow", "ReferenceState", "Cancelled", "SELECTIONS", "WHOLE_NETWORK", "DEFAULT_COUNTS",
 ]

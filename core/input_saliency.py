@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .interventions import _eval_mode
+from ._state import eval_mode
 from .layout import FilterLayout, filter_layout
+from .ranking import top_k_filters
 from .stats import RunningStats
 
 __all__ = ["InputSaliency", "input_saliency", "saliency_heatmap", "heatmap_overlay_png", "HEATMAP_BLUR_SIGMA"]
@@ -75,7 +76,7 @@ def input_saliency(model: nn.Module, image: torch.Tensor, target: int, stats: Ru
     try:
         for w in frozen:
             w.requires_grad_(True)
-        with _eval_mode(model), torch.enable_grad():
+        with eval_mode(model), torch.enable_grad():
             logits = model(x)
             if not 0 <= int(target) < logits.shape[1]:
                 raise ValueError(f"target {target} outside the model's {logits.shape[1]} classes")
@@ -113,8 +114,7 @@ def _choose(profile: torch.Tensor, filters: Sequence[int] | None, top_k: int) ->
         if not candidates:
             raise ValueError("filters is empty")
         count = len(candidates)
-    values = profile[candidates].double()
-    order = torch.argsort(values, descending=True, stable=True)[:count]
+    order, _ = top_k_filters(profile[candidates].double(), count)
     return [candidates[i] for i in order.tolist()]
 
 
@@ -160,7 +160,7 @@ def heatmap_overlay_png(image, heatmap, *, alpha: float = 0.5, upscale: int | No
     ``image``: (H, W) grey or (H, W, 3) colour; uint8, or float in [0, 1]. ``heatmap``:
     (H, W) in [0, 1]. Each pixel blends towards the colormap's colour of its heat with
     opacity ``alpha · heat``, so cold pixels show the image unchanged. ``upscale`` (an
-    integer ≥ 1) enlarges the result by nearest-neighbour, e.g. 8 for 28x28 images.
+    integer ≥ 1) enlarges the result by nearest-neighbor, e.g. 8 for 28x28 images.
     Needs Pillow; uses matplotlib's colormaps when installed (a built-in black-red-yellow-
     white ramp otherwise).
     """

@@ -11,17 +11,15 @@ owns ``weight[c]`` and, when the layer has one, ``bias[c]``.
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import math
-import operator
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ._edits import (all_slices, apply_step, filter_slices, loss_grads, prune_slices, restricted_norm, scale,
+                     unique_tensors, zero)
 from ._hooks import HookOwner
+from ._state import as_batch, eval_copy, eval_mode, model_device
 from .layout import FilterLayout
 
 __all__ = [
@@ -33,10 +31,6 @@ __all__ = [
 ]
 
 _BatchNorm = nn.modules.batchnorm._BatchNorm
-
-#: (tensor, rows): the rows ``tensor[rows]`` of one parameter or buffer; rows None = all of it.
-_Slice = tuple[torch.Tensor, "torch.Tensor | None"]
-
 
 # --------------------------------------------------------------------------- BatchNorm
 
@@ -103,13 +97,13 @@ def _traced_batchnorm_consumers(model: nn.Module, layout: FilterLayout,
                     found[source].append(name)
         return hook
 
-    with HookOwner() as hooks, _eval_mode(model), torch.no_grad():
+    with HookOwner() as hooks, eval_mode(model), torch.no_grad():
         for span in layout:
             hooks.forward_hook(modules[span.name], on_output(span.name))
         for name, module in modules.items():
             if isinstance(module, _BatchNorm):
                 hooks.forward_hook(module, on_input(name))
-        model(example_input.to(_device(model)))
+        model(example_input.to(model_device(model)))
     return {name: tuple(bns) for name, bns in found.items()}
 
 
@@ -126,11 +120,10 @@ def prune_filters(model: nn.Module, layout: FilterLayout, filters: Iterable[int]
     feature map after the BN is exactly zero for every input. A BN without affine
     parameters gets ``running_mean[c] = 0`` instead (its input channel is exactly 0).
     """
-    pruned = _eval_copy(model)
+    pruned = eval_copy(model)
     consumers = batchnorm_consumers(pruned, layout, example_input=example_input)
     with torch.no_grad():
-        for tensor, rows in _prune_slices(pruned, layout, filters, consumers):
-            tensor[rows] = 0
+        zero(prune_slices(pruned, layout, filters, consumers))
     return pruned
 
 
@@ -148,13 +141,13 @@ def finetune_step(model: nn.Module, layout: FilterLayout, inputs: torch.Tensor, 
 
     BatchNorm is in eval mode throughout. Returns (tuned copy, ‖g‖₂ before rescaling).
     """
-    tuned = _eval_copy(model)
-    x, y = _as_batch(tuned, inputs, targets)
-    slices = _all_slices(tuned) if filters is None else _filter_slices(tuned, layout, filters)
-    grads = _loss_grads(tuned, x, y, _unique_tensors(slices))
+    tuned = eval_copy(model)
+    x, y = as_batch(tuned, inputs, targets)
+    slices = all_slices(tuned) if filters is None else filter_slices(tuned, layout, filters)
+    grads = loss_grads(tuned, x, y, unique_tensors(slices))
     with torch.no_grad():
-        norm = _restricted_norm(slices, grads)
-        _apply_step(slices, grads, step_size * _scale(norm, target_norm))
+        norm = restricted_norm(slices, grads)
+        apply_step(slices, grads, step_size * scale(norm, target_norm))
     return tuned, norm
 
 
@@ -171,10 +164,10 @@ def perturb_filters(model: nn.Module, layout: FilterLayout, filters: Iterable[in
     """
     if sigma < 0:
         raise ValueError(f"sigma must be >= 0, got {sigma}")
-    noisy = _eval_copy(model)
+    noisy = eval_copy(model)
     noise_device = generator.device if generator is not None else torch.device("cpu")
     with torch.no_grad():
-        for tensor, rows in _filter_slices(noisy, layout, filters, with_bias=False):
+        for tensor, rows in filter_slices(noisy, layout, filters, with_bias=False):
             shape = (len(rows), *tensor.shape[1:])
             noise = torch.randn(shape, generator=generator, dtype=tensor.dtype, device=noise_device)
             tensor[rows] += sigma * noise.to(tensor.device)
@@ -208,168 +201,3 @@ def smoothgrad_saliency(model: nn.Module, inputs: torch.Tensor, targets: torch.T
         profile = filter_saliency(model, x + std * eps, targets, layout=layout).double()
         total = profile if total is None else total + profile
     return (total / samples).float()
-
-
-# --------------------------------------------------------------------------- shared internals
-# (also used by parasal.core.evaluation, which applies and undoes the same edits in place
-# on one working copy instead of deep-copying the model for every row)
-
-
-def _eval_copy(model: nn.Module) -> nn.Module:
-    """A deep copy in eval mode, without the original's ``.grad`` tensors."""
-    clone = copy.deepcopy(model)
-    clone.eval()
-    for p in clone.parameters():
-        p.grad = None
-    return clone
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode for the block; every module's own ``training`` flag restored afterwards."""
-    modes = [(module, module.training) for module in model.modules()]
-    try:
-        model.eval()
-        yield model
-    finally:
-        for module, training in modes:
-            module.training = training
-
-
-def _device(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    return torch.device("cpu")
-
-
-def _dtype(model: nn.Module) -> torch.dtype:
-    for tensor in model.parameters():
-        if tensor.is_floating_point():
-            return tensor.dtype
-    return torch.get_default_dtype()
-
-
-def _as_batch(model: nn.Module, inputs: torch.Tensor, targets) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, C, H, W) inputs and (N,) int64 targets on the model's device; one (C, H, W) image is batched."""
-    y = torch.as_tensor(targets).reshape(-1).to(torch.long)
-    x = inputs.detach()
-    if x.dim() == 3:
-        x = x[None]
-    if x.shape[0] != len(y):
-        raise ValueError(f"{x.shape[0]} inputs but {len(y)} targets")
-    return x.to(_device(model), _dtype(model)), y.to(_device(model))
-
-
-def _filter_indices(layout: FilterLayout, filters: Iterable[int]) -> dict[str, list[int]]:
-    """Profile indices -> {layer name: sorted unique channels}, layers in layout order."""
-    per_layer: dict[str, list[int]] = {}
-    for i in sorted({operator.index(f) for f in filters}):
-        span, channel = layout.locate(i)
-        per_layer.setdefault(span.name, []).append(channel)
-    return per_layer
-
-
-def _layer(modules: dict[str, nn.Module], layout: FilterLayout, name: str) -> nn.Module:
-    module = modules.get(name)
-    if module is None or getattr(module, "weight", None) is None:
-        raise ValueError(f"layout layer {name!r} is not a weighted module of this model")
-    if module.weight.shape[0] != layout.layer(name).filters:
-        raise ValueError(f"layer {name!r} has {module.weight.shape[0]} filters, layout says "
-                         f"{layout.layer(name).filters}")
-    return module
-
-
-def _filter_slices(model: nn.Module, layout: FilterLayout, filters: Iterable[int], *,
-                   with_bias: bool = True) -> list[_Slice]:
-    modules = dict(model.named_modules())
-    slices: list[_Slice] = []
-    for name, channels in _filter_indices(layout, filters).items():
-        module = _layer(modules, layout, name)
-        rows = torch.tensor(channels, dtype=torch.long, device=module.weight.device)
-        slices.append((module.weight, rows))
-        if with_bias and getattr(module, "bias", None) is not None:
-            slices.append((module.bias, rows))
-    return slices
-
-
-def _prune_slices(model: nn.Module, layout: FilterLayout, filters: Iterable[int],
-                  consumers: dict[str, tuple[str, ...]]) -> list[_Slice]:
-    """What to zero to prune ``filters``: the filters' weights/biases and their BN channels."""
-    modules = dict(model.named_modules())
-    slices = _filter_slices(model, layout, filters)
-    for name, channels in _filter_indices(layout, filters).items():
-        for bn_name in consumers.get(name, ()):
-            bn = modules[bn_name]
-            if bn.weight is not None:
-                rows = torch.tensor(channels, dtype=torch.long, device=bn.weight.device)
-                slices += [(bn.weight, rows), (bn.bias, rows)]
-            elif bn.running_mean is not None:
-                rows = torch.tensor(channels, dtype=torch.long, device=bn.running_mean.device)
-                slices.append((bn.running_mean, rows))
-    return slices
-
-
-def _all_slices(model: nn.Module) -> list[_Slice]:
-    return [(p, None) for p in model.parameters()]
-
-
-def _unique_tensors(slices: Sequence[_Slice]) -> list[torch.Tensor]:
-    seen: dict[int, torch.Tensor] = {}
-    for tensor, _ in slices:
-        seen.setdefault(id(tensor), tensor)
-    return list(seen.values())
-
-
-def _loss_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                params: Sequence[torch.Tensor]) -> dict[int, torch.Tensor]:
-    """id(param) -> d mean-CE / d param, via autograd.grad (no ``.grad`` is written).
-
-    ``model`` must be a private copy: parameters that do not require grad are switched on.
-    """
-    for p in params:
-        p.requires_grad_(True)
-    with torch.enable_grad():
-        loss = F.cross_entropy(model(x), y)
-        grads = torch.autograd.grad(loss, list(params), allow_unused=True)
-    return {id(p): torch.zeros_like(p) if g is None else g.detach() for p, g in zip(params, grads)}
-
-
-def _restricted_norm(slices: Sequence[_Slice], grads: dict[int, torch.Tensor]) -> float:
-    total = 0.0
-    for tensor, rows in slices:
-        g = grads[id(tensor)]
-        total += float((g if rows is None else g[rows]).double().pow(2).sum())
-    return math.sqrt(total)
-
-
-def _scale(norm: float, target_norm: float | None) -> float:
-    if target_norm is None:
-        return 1.0
-    if target_norm < 0:
-        raise ValueError(f"target_norm must be >= 0, got {target_norm}")
-    return target_norm / norm if norm > 0 else 0.0
-
-
-def _apply_step(slices: Sequence[_Slice], grads: dict[int, torch.Tensor], factor: float) -> None:
-    """θ[rows] −= factor · g[rows], in place (caller holds no_grad)."""
-    for tensor, rows in slices:
-        g = grads[id(tensor)]
-        if rows is None:
-            tensor.sub_(factor * g)
-        else:
-            tensor[rows] = tensor[rows] - factor * g[rows]
-
-
-@contextlib.contextmanager
-def _restored(slices: Sequence[_Slice]) -> Iterator[None]:
-    """Saves ``tensor[rows]`` of every slice and writes it back on exit, bit for bit."""
-    saved = [(t, rows, (t if rows is None else t[rows]).detach().clone()) for t, rows in slices]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for tensor, rows, values in reversed(saved):
-                if rows is None:
-                    tensor.copy_(values)
-                else:
-                    tensor[rows] = values

@@ -9,9 +9,12 @@ usual torchvision architectures.
 
 from __future__ import annotations
 
+import functools
+import operator
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
+import numpy as np
 from torch import nn
 
 
@@ -46,19 +49,44 @@ class FilterLayout:
         return iter(self.layers)
 
     def layer(self, name: str) -> LayerSpan:
-        for span in self.layers:
-            if span.name == name:
-                return span
-        raise KeyError(f"unknown layer {name!r}; known: {[s.name for s in self.layers][:8]}...")
+        span = self._by_name.get(name)
+        if span is None:
+            raise KeyError(f"unknown layer {name!r}; known: {[s.name for s in self.layers][:8]}...")
+        return span
 
     def locate(self, index: int) -> tuple[LayerSpan, int]:
-        """Profile index -> (layer, filter index within that layer)."""
+        """Profile index -> (layer, filter index within that layer), in O(1)."""
+        index = operator.index(index)
         if not 0 <= index < self.num_filters:
             raise IndexError(f"filter index {index} outside [0, {self.num_filters})")
+        span = self.layers[self._owner[index]]
+        return span, index - span.offset
+
+    def locate_many(self, indices) -> tuple[list[str], np.ndarray]:
+        """Profile indices (n,) -> (layer name of each, int64 filter index within its layer)."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        bad = idx[(idx < 0) | (idx >= self.num_filters)]
+        if len(bad):
+            raise IndexError(f"filter index {int(bad[0])} outside [0, {self.num_filters})")
+        owner = self._owner[idx]  # (n,) layer positions
+        offsets = np.array([s.offset for s in self.layers], np.int64)
+        return [self.layers[i].name for i in owner.tolist()], idx - offsets[owner]
+
+    # Lookup tables, built on first use and kept on the (frozen, immutable) instance;
+    # cached_property writes the instance __dict__ directly, so frozen=True allows it,
+    # and they are not fields: equality and the dict form ignore them.
+    @functools.cached_property
+    def _by_name(self) -> dict[str, LayerSpan]:
+        table: dict[str, LayerSpan] = {}
         for span in self.layers:
-            if index < span.stop:
-                return span, index - span.offset
-        raise AssertionError("unreachable")  # pragma: no cover
+            table.setdefault(span.name, span)  # the first of a repeated name, as a scan would find
+        return table
+
+    @functools.cached_property
+    def _owner(self) -> np.ndarray:
+        """(F,) position in ``layers`` of the first layer whose ``stop`` exceeds each profile index."""
+        stops = np.array([s.stop for s in self.layers], np.int64)
+        return np.searchsorted(stops, np.arange(self.num_filters), side="right").astype(np.int32)
 
     def indices(self, layer_names: Sequence[str]) -> list[int]:
         """Profile indices of every filter of the named layers, in layout order."""

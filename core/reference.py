@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._state import eval_mode
 from .layout import FilterLayout, filter_layout
 
 
@@ -26,15 +27,10 @@ def per_sample_filter_saliency(
     layout = layout or filter_layout(model)
     modules = dict(model.named_modules())
     weights = [modules[span.name].weight for span in layout]
-    modes = [(module, module.training) for module in model.modules()]  # restored one by one
-    model.eval()
-    try:
+    with eval_mode(model):
         rows = []
         for x, y in zip(inputs, targets):
             loss = F.cross_entropy(model(x[None]), y[None])
             grads = torch.autograd.grad(loss, weights, create_graph=create_graph)
             rows.append(torch.cat([g.abs().flatten(1).mean(1) for g in grads]).detach())
         return torch.stack(rows).float()
-    finally:
-        for module, training in modes:
-            module.training = training

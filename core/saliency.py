@@ -45,7 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._hooks import HookOwner, frozen_eval
+from ._hooks import HookOwner
+from ._state import frozen_eval
 from .layout import FilterLayout, LayerSpan, filter_layout
 
 __all__ = ["filter_saliency", "DEFAULT_MAX_MEMORY_BYTES"]
@@ -414,6 +415,40 @@ def _blocks(module: nn.Module, x: torch.Tensor, go: torch.Tensor, budget: int, c
     return _linear_blocks(x, go, budget, cache)
 
 
+class _ConvOperand(NamedTuple):
+    """How the matmul's right operand is cut out of one layer's padded input (see :func:`_conv_blocks`)."""
+
+    mode: str  # "pointwise" | "rows" | "full"
+    order: str  # _Block.order of the gradient it gives
+    span: int  # unfolded entries per input channel (0: the input itself, no copy)
+    size: tuple[int, ...]  # the strided view of one (sample, group), after the (b, gc) axes
+    stride: tuple[int, ...]
+    channel_axis: int  # where cic sits in ``size``
+    last: bool  # channels-last input: K ordered (kernel, cic)
+
+
+def _conv_operand(conv: nn.Conv2d, x: torch.Tensor, h_out: int, w_out: int) -> _ConvOperand:
+    """The unfold strategy for ``conv`` on its padded, contiguous (either format) input ``x``."""
+    ins = conv.in_channels // conv.groups
+    (kh, kw), (sh, sw), (dh, dw) = conv.kernel_size, conv.stride, conv.dilation
+    _, sc, sy, sx = x.stride()
+    last = sc == 1 and ins > 1  # channels-last
+    height = x.shape[2]
+    if kh * kw == 1 and tuple(x.shape[2:]) == (h_out, w_out):
+        return _ConvOperand("pointwise", "ck", 0, (ins, h_out * w_out), (sc, sx), 0, last)
+    if sh == 1 and kh > 1 and kw * ins >= 8:  # thinner rows make matmuls too narrow
+        span = kw * height * w_out
+        if last:
+            return _ConvOperand("rows", "rows-kc", span, (height, w_out, kw, ins), (sy, sw * sx, dw * sx, sc), 3, last)
+        return _ConvOperand("rows", "rows-ck", span, (ins, kw, height, w_out), (sc, dw * sx, sy, sw * sx), 0, last)
+    span = kh * kw * h_out * w_out
+    if last:
+        return _ConvOperand("full", "kc", span, (h_out, w_out, kh, kw, ins),
+                            (sh * sy, sw * sx, dh * sy, dw * sx, sc), 4, last)
+    return _ConvOperand("full", "ck", span, (ins, kh, kw, h_out, w_out), (sc, dh * sy, dw * sx, sh * sy, sw * sx), 0,
+                        last)
+
+
 def _conv_blocks(
     conv: nn.Conv2d, x: torch.Tensor, go: torch.Tensor, budget: int, cache: int | None
 ) -> Iterator[_Block]:
@@ -434,51 +469,26 @@ def _conv_blocks(
     """
     batch, groups = x.shape[0], conv.groups
     ins, outs = conv.in_channels // groups, conv.out_channels // groups
-    (kh, kw), (sh, sw), (dh, dw) = conv.kernel_size, conv.stride, conv.dilation
+    kh, kw = conv.kernel_size
     h_out, w_out = go.shape[2:]
     length = h_out * w_out
     x = _pad(conv, x)
     if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
         x = x.contiguous()
-    sb, sc, sy, sx = x.stride()
-    last = sc == 1 and ins > 1  # channels-last
-    height = x.shape[2]
-    if kh * kw == 1 and tuple(x.shape[2:]) == (h_out, w_out):
-        mode, span, order = "pointwise", 0, "ck"
-        size, stride = (ins, length), (sc, sx)
-    elif sh == 1 and kh > 1 and kw * ins >= 8:  # thinner rows make matmuls too narrow
-        mode, span, order = "rows", kw * height * w_out, "rows-kc" if last else "rows-ck"
-        if last:
-            size, stride = (height, w_out, kw, ins), (sy, sw * sx, dw * sx, sc)
-        else:
-            size, stride = (ins, kw, height, w_out), (sc, dw * sx, sy, sw * sx)
-    else:
-        mode, span, order = "full", kh * kw * length, "kc" if last else "ck"
-        if last:
-            size, stride = (h_out, w_out, kh, kw, ins), (sh * sy, sw * sx, dh * sy, dw * sx, sc)
-        else:
-            size, stride = (ins, kh, kw, h_out, w_out), (sc, dh * sy, dw * sx, sh * sy, sw * sx)
-    channel_axis = len(size) - 1 if last and mode != "pointwise" else 0  # where cic sits in ``size``
-    plan = _plan(batch, groups, outs, ins, kh * kw, span, budget, cache)
+    op = _conv_operand(conv, x, h_out, w_out)
+    rows = op.mode == "rows"
+    plan = _plan(batch, groups, outs, ins, kh * kw, op.span, budget, cache)
     whole = plan.groups == groups and plan.outs == outs and plan.ins == ins
-    n_max, k_out = plan.samples * plan.groups, plan.ins * (kw if mode == "rows" else kh * kw)
-    out = x.new_empty((kh if mode == "rows" else 1, n_max, plan.outs, k_out))
-    buffer = x.new_empty(n_max * plan.ins * span) if mode != "pointwise" else None
+    n_max, k_out = plan.samples * plan.groups, plan.ins * (kw if rows else kh * kw)
+    out = x.new_empty((kh if rows else 1, n_max, plan.outs, k_out))
+    buffer = x.new_empty(n_max * plan.ins * op.span) if op.mode != "pointwise" else None
     go = go.reshape(batch, groups, outs, length)  # a view for either memory format
     go_whole = go.reshape(batch * groups, outs, length) if whole else None
     for s in _ranges(batch, plan.samples):
         for g in _ranges(groups, plan.groups):
             for c in _ranges(ins, plan.ins):
-                b, gc, cic = s.stop - s.start, g.stop - g.start, c.stop - c.start
-                n = b * gc
-                shape = (b, gc) + size[:channel_axis] + (cic,) + size[channel_axis + 1 :]
-                offset = x.storage_offset() + s.start * sb + (g.start * ins + c.start) * sc
-                view = x.as_strided(shape, (sb, ins * sc) + stride, offset)
-                if mode == "pointwise":  # (b, gc, cic, L) -> (n, L, cic)
-                    cols = view.reshape(n, cic, length).transpose(1, 2)
-                else:
-                    cols = buffer[: math.prod(shape)].view(shape)
-                    cols.copy_(view)
+                n, cic = (s.stop - s.start) * (g.stop - g.start), c.stop - c.start
+                cols = _conv_columns(x, op, buffer, s, g, c, ins)
                 for o in _ranges(outs, plan.outs):
                     coc = o.stop - o.start
                     if whole:
@@ -486,23 +496,45 @@ def _conv_blocks(
                     else:
                         grad = go[s, g, o].reshape(n, coc, length)
                     result = out[:, :n, :coc, : cic * k_out // plan.ins]
-                    if mode == "rows":
-                        k_row = kw * cic
-                        flat = cols.view(n, -1, height * w_out) if not last else cols.view(n, height * w_out, k_row)
-                        for p in range(kh):
-                            first = p * dh * w_out  # operand rows: input rows p·dh .. p·dh + H_out
-                            if last:  # (n, L, kw·cic)
-                                operand = flat[:, first : first + length]
-                            else:  # (n, cic·kw, L) -> (n, L, cic·kw)
-                                operand = flat[:, :, first : first + length].transpose(1, 2)
-                            torch.bmm(grad, operand, out=result[p])
-                    else:
-                        if mode == "full":
-                            cols_ = cols.view(n, length, -1) if last else cols.view(n, -1, length).transpose(1, 2)
-                        else:
-                            cols_ = cols
-                        torch.bmm(grad, cols_, out=result[0])
-                    yield _Block(s, g, o, c, result if mode == "rows" else result[0], order, whole)
+                    _conv_matmuls(conv, op, grad, cols, result, x.shape[2], w_out)
+                    yield _Block(s, g, o, c, result if rows else result[0], op.order, whole)
+
+
+def _conv_columns(x: torch.Tensor, op: _ConvOperand, buffer: torch.Tensor | None, s: slice, g: slice, c: slice,
+                  ins: int) -> torch.Tensor:
+    """The (unfolded) input of samples ``s``, groups ``g`` and input channels ``c`` within each group."""
+    sb, sc = x.stride()[:2]
+    b, gc, cic = s.stop - s.start, g.stop - g.start, c.stop - c.start
+    shape = (b, gc) + op.size[: op.channel_axis] + (cic,) + op.size[op.channel_axis + 1 :]
+    offset = x.storage_offset() + s.start * sb + (g.start * ins + c.start) * sc
+    view = x.as_strided(shape, (sb, ins * sc) + op.stride, offset)
+    if op.mode == "pointwise":  # (b, gc, cic, L) -> (n, L, cic)
+        return view.reshape(b * gc, cic, -1).transpose(1, 2)
+    cols = buffer[: math.prod(shape)].view(shape)
+    cols.copy_(view)
+    return cols
+
+
+def _conv_matmuls(conv: nn.Conv2d, op: _ConvOperand, grad: torch.Tensor, cols: torch.Tensor, result: torch.Tensor,
+                  height: int, w_out: int) -> None:
+    """``result`` ← grad (n, coc, L) @ operand (n, L, K): one bmm, or one per kernel row in "rows" mode."""
+    n, _, length = grad.shape
+    if op.mode == "rows":
+        kh, kw = conv.kernel_size
+        dh = conv.dilation[0]
+        cic = cols.shape[-1] if op.last else cols.shape[2]
+        flat = cols.view(n, -1, height * w_out) if not op.last else cols.view(n, height * w_out, kw * cic)
+        for p in range(kh):
+            first = p * dh * w_out  # operand rows: input rows p·dh .. p·dh + H_out
+            if op.last:  # (n, L, kw·cic)
+                operand = flat[:, first : first + length]
+            else:  # (n, cic·kw, L) -> (n, L, cic·kw)
+                operand = flat[:, :, first : first + length].transpose(1, 2)
+            torch.bmm(grad, operand, out=result[p])
+        return
+    if op.mode == "full":
+        cols = cols.view(n, length, -1) if op.last else cols.view(n, -1, length).transpose(1, 2)
+    torch.bmm(grad, cols, out=result[0])
 
 
 def _rank_one_sums(conv: nn.Conv2d, x: torch.Tensor, go: torch.Tensor) -> torch.Tensor:

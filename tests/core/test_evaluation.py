@@ -52,7 +52,7 @@ def setup():
         p.grad = None
 
     x, y = _data(64, g)
-    x = x.double()  # holdout: standardization statistics, reference and neighbours
+    x = x.double()  # holdout: standardization statistics, reference and neighbors
     layout = filter_layout(model)
     raw = per_sample_filter_saliency(model, x, y, layout)
     stats = RunningStats.of(raw)
@@ -61,9 +61,9 @@ def setup():
     correct = [i for i in range(64) if i not in wrong]
     assert len(wrong) >= 5 and len(correct) >= 5
     ref = wrong[0]
-    neighbours = wrong[1:6] + correct[:3]  # 5 misclassified, 3 correct ones that are not evaluated
+    neighbors = wrong[1:6] + correct[:3]  # 5 misclassified, 3 correct ones that are not evaluated
     return dict(model=model, layout=layout, x=x[ref], y=int(y[ref]), profile=stats.standardize(raw[ref]),
-                nx=x[neighbours], ny=y[neighbours])
+                nx=x[neighbors], ny=y[neighbors])
 
 
 def _snapshot(model):
@@ -82,12 +82,13 @@ def _probabilities(model, x):
 
 
 def _finetune(s, **kw):
-    return finetune_evaluation(s["model"], s["layout"], s["x"], s["y"], s["profile"], s["nx"], s["ny"], **kw)
+    return finetune_evaluation(s["model"], s["layout"], s["x"], s["y"], s["profile"],
+                               neighbor_inputs=s["nx"], neighbor_labels=s["ny"], **kw)
 
 
 def _prune(s, **kw):
     return pruning_evaluation(s["model"], s["layout"], s["x"], s["y"], s["profile"],
-                              neighbour_inputs=s["nx"], neighbour_labels=s["ny"], **kw)
+                              neighbor_inputs=s["nx"], neighbor_labels=s["ny"], **kw)
 
 
 # --------------------------------------------------------------------------- select_filters
@@ -118,12 +119,12 @@ def test_finetune_rows_equal_manual_finetune_steps(setup):
     report = _finetune(s, counts=(1, 3), step_size=step, seed=4)
     assert [(r.selection, r.count) for r in report.rows] == [
         (sel, c) for c in (1, 3) for sel in SELECTIONS] + [(WHOLE_NETWORK, s["layout"].num_filters)]
-    assert report.neighbours_total == 8 and report.neighbours_misclassified == 5
-    assert report.reference_predicted != s["y"]
+    assert report.neighbors_total == 8 and report.neighbors_misclassified == 5
+    assert report.reference.predicted != s["y"]
 
     batch = torch.cat([s["x"][None], s["nx"]])
     before = _probabilities(s["model"], batch)
-    assert report.reference_true_confidence == pytest.approx(float(before[0, s["y"]]))
+    assert report.reference.true_confidence == pytest.approx(float(before[0, s["y"]]))
     wrong = before[1:].argmax(1) != s["ny"]
     for row in report.rows:
         if row.selection == WHOLE_NETWORK:
@@ -139,13 +140,14 @@ def test_finetune_rows_equal_manual_finetune_steps(setup):
         assert row.gradient_norm == pytest.approx(norm, rel=1e-6)
         after = _probabilities(tuned, batch)
         assert row.reference_corrected == (int(after[0].argmax()) == s["y"])
-        assert row.reference_true_conf_delta == pytest.approx(float(after[0, s["y"]] - before[0, s["y"]]), abs=1e-6)
-        assert row.neighbours_evaluated == 5
+        assert row.reference_true_confidence_delta == pytest.approx(float(after[0, s["y"]] - before[0, s["y"]]),
+                                                                    abs=1e-6)
+        assert row.neighbors_evaluated == 5
         fixed = (after[1:].argmax(1) == s["ny"])[wrong].double().mean()
-        assert row.neighbours_corrected_fraction == pytest.approx(float(fixed), abs=1e-9)
+        assert row.neighbors_corrected_fraction == pytest.approx(float(fixed), abs=1e-9)
         ny = s["ny"][wrong]
         delta = (after[1:][wrong, ny] - before[1:][wrong, ny]).mean()
-        assert row.neighbours_true_conf_delta == pytest.approx(float(delta), abs=1e-6)
+        assert row.neighbors_true_confidence_delta == pytest.approx(float(delta), abs=1e-6)
 
 
 def test_finetune_steps_raise_the_reference_true_class_confidence(setup):
@@ -153,30 +155,31 @@ def test_finetune_steps_raise_the_reference_true_class_confidence(setup):
     # a small step is a descent step for every choice of filters (CE down = true-class
     # probability up), and the whole network's plain gradient step is the steepest of them
     small = _finetune(s, counts=(1, 3, 10), step_size=1e-5)
-    assert all(r.reference_true_conf_delta > 0 for r in small.rows)
+    assert all(r.reference_true_confidence_delta > 0 for r in small.rows)
     whole = small.rows[-1]
     assert whole.selection == WHOLE_NETWORK
-    assert whole.reference_true_conf_delta > max(r.reference_true_conf_delta for r in small.rows[:-1])
+    assert whole.reference_true_confidence_delta > max(r.reference_true_confidence_delta for r in small.rows[:-1])
     assert whole.gradient_norm > max(r.gradient_norm for r in small.rows[:-1])
     # a large one on the salient filters or the whole network fixes this reference
     large = _finetune(s, counts=(1, 3), step_size=0.01)
     for row in large.rows:
         if row.selection in ("most", WHOLE_NETWORK):
-            assert row.reference_true_conf_delta > 0.1 and row.reference_corrected
+            assert row.reference_true_confidence_delta > 0.1 and row.reference_corrected
 
 
-def test_counts_are_clipped_and_noted_and_neighbours_are_optional(setup):
+def test_counts_are_clipped_and_noted_and_neighbors_are_optional(setup):
     s = setup
     num_filters = s["layout"].num_filters
-    report = finetune_evaluation(s["model"], s["layout"], s["x"], s["y"], s["profile"], None, None,
+    report = finetune_evaluation(s["model"], s["layout"], s["x"], s["y"], s["profile"],
                                  counts=(1000,), selections=("most", "least"))
     assert [r.count for r in report.rows] == [num_filters] * 3
     assert report.rows[0].requested_count == 1000
     assert any("1000" in note for note in report.notes)
     # all filters, most or least: the same step
-    assert report.rows[0].reference_true_conf_delta == pytest.approx(report.rows[1].reference_true_conf_delta)
-    assert report.neighbours_total == 0 and report.rows[0].neighbours_evaluated == 0
-    assert math.isnan(report.rows[0].neighbours_corrected_fraction)
+    first, second = report.rows[0].reference_true_confidence_delta, report.rows[1].reference_true_confidence_delta
+    assert first == pytest.approx(second)
+    assert report.neighbors_total == 0 and report.rows[0].neighbors_evaluated == 0
+    assert math.isnan(report.rows[0].neighbors_corrected_fraction)
 
 
 def test_evaluations_leave_the_model_untouched(setup):
@@ -233,23 +236,25 @@ def test_pruning_rows_equal_manual_prunes(setup):
     batch = torch.cat([s["x"][None], s["nx"]])
     before = _probabilities(s["model"], batch)
     true, predicted = s["y"], int(before[0].argmax())
-    assert report.predicted == predicted != true
-    assert report.predicted_confidence == pytest.approx(float(before[0, predicted]))
+    assert report.reference.predicted == predicted != true
+    assert report.reference.label == true
+    assert report.reference.predicted_confidence == pytest.approx(float(before[0, predicted]))
     wrong = before[1:].argmax(1) != s["ny"]
     changed = 0
     for row in report.rows:
         chosen = select_filters(s["profile"], row.count, row.selection, generator=torch.Generator().manual_seed(2))
         after = _probabilities(prune_filters(s["model"], s["layout"], chosen, example_input=s["x"][None]), batch)
-        assert row.incorrect_conf_delta == pytest.approx(float(after[0, predicted] - before[0, predicted]), abs=1e-7)
-        assert row.true_conf_delta == pytest.approx(float(after[0, true] - before[0, true]), abs=1e-7)
+        assert row.incorrect_confidence_delta == pytest.approx(float(after[0, predicted] - before[0, predicted]),
+                                                               abs=1e-7)
+        assert row.true_confidence_delta == pytest.approx(float(after[0, true] - before[0, true]), abs=1e-7)
         assert row.corrected == (int(after[0].argmax()) == true)
         p_nb, a_nb, ny = before[1:][wrong], after[1:][wrong], s["ny"][wrong]
         k = torch.arange(len(ny))
-        assert row.neighbours_evaluated == 5
-        assert row.neighbours_corrected_fraction == pytest.approx(float((a_nb.argmax(1) == ny).double().mean()))
-        assert row.neighbours_true_conf_delta == pytest.approx(float((a_nb[k, ny] - p_nb[k, ny]).mean()), abs=1e-7)
+        assert row.neighbors_evaluated == 5
+        assert row.neighbors_corrected_fraction == pytest.approx(float((a_nb.argmax(1) == ny).double().mean()))
+        assert row.neighbors_true_confidence_delta == pytest.approx(float((a_nb[k, ny] - p_nb[k, ny]).mean()), abs=1e-7)
         own = p_nb.argmax(1)
-        assert row.neighbours_incorrect_conf_delta == pytest.approx(float((a_nb[k, own] - p_nb[k, own]).mean()),
+        assert row.neighbors_incorrect_confidence_delta == pytest.approx(float((a_nb[k, own] - p_nb[k, own]).mean()),
                                                                     abs=1e-7)
-        changed += abs(row.incorrect_conf_delta) > 1e-3
+        changed += abs(row.incorrect_confidence_delta) > 1e-3
     assert changed >= 6  # pruning does move the predictions

@@ -1,5 +1,6 @@
 """filter_layout / FilterLayout: which profile entries belong to which layer."""
 
+import numpy as np
 import pytest
 import torchvision
 from torch import nn
@@ -97,3 +98,34 @@ def test_model_without_convs_is_an_error():
 
 def test_empty_layout_has_no_filters():
     assert FilterLayout(()).num_filters == 0 and len(FilterLayout(())) == 0
+
+
+def test_locate_matches_a_scan_and_locate_many_matches_locate():
+    layout = filter_layout(torchvision.models.resnet18(num_classes=10))
+
+    def scan(index):  # the old linear search
+        for span in layout.layers:
+            if index < span.stop:
+                return span, index - span.offset
+
+    for i in range(layout.num_filters):
+        assert layout.locate(i) == scan(i)
+
+    picks = np.array([0, 4799, 63, 64, 1000, 64])
+    names, within = layout.locate_many(picks)
+    assert within.dtype == np.int64 and names == [layout.locate(int(i))[0].name for i in picks]
+    assert within.tolist() == [layout.locate(int(i))[1] for i in picks]
+    assert layout.locate(np.int64(64)) == layout.locate(64)
+    names, within = layout.locate_many([])
+    assert names == [] and within.shape == (0,)
+    with pytest.raises(IndexError, match="outside"):
+        layout.locate_many([0, 4800])
+    with pytest.raises(IndexError, match="outside"):
+        layout.locate_many([-1])
+
+
+def test_lookup_tables_do_not_change_equality_or_the_dict_form():
+    a, b = filter_layout(_Mixed()), filter_layout(_Mixed())
+    a.locate(3), a.layer("head")  # builds a's tables only
+    assert a == b and hash(a) == hash(b)
+    assert a.to_dict() == b.to_dict() and FilterLayout.from_dict(a.to_dict()) == a
