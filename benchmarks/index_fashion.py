@@ -38,8 +38,7 @@ def main(argv=None) -> int:
     p.add_argument("--weights", default=None, help="state dict for --model")
     args = p.parse_args(argv)
 
-    from parasal.indexer.bundle import open_bundle
-    from parasal.indexer.pipeline import IndexJob, run_index
+    from parasal.indexer import IndexJob, open_bundle, run_index
     from parasal.indexer.zoo import DEMO_PREPROCESSING, DEMO_WEIGHTS_PATH, build_demo_model
 
     if args.threads:

@@ -74,7 +74,7 @@ def generate(path: Path, n: int, centers, basis, seed: int, chunk: int = 2048) -
 
 
 def exact_search(store: np.ndarray, qn: np.ndarray, k: int, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    from parasal.indexer.faiss_index import normalize_rows
+    from parasal.indexer import normalize_rows
 
     best_s = np.full((len(qn), 0), -np.inf, np.float32)
     best_r = np.zeros((len(qn), 0), np.int64)
@@ -109,7 +109,8 @@ def main(argv=None) -> int:
     p.add_argument("--workdir", default=None, help="where the float16 store goes (default: a temp dir, removed)")
     args = p.parse_args(argv)
 
-    from parasal.indexer.faiss_index import build_index, exact_scores, normalize_rows
+    from parasal.indexer.faiss_index import build_index
+    from parasal.indexer.scoring import exact_scores, normalize_rows
 
     tmp = Path(args.workdir or tempfile.mkdtemp(prefix="parasal-scale-"))
     tmp.mkdir(parents=True, exist_ok=True)

@@ -184,7 +184,7 @@ def _workload(args) -> tuple[nn.Module, torch.Tensor, torch.Tensor, list[str]]:
         notes.append(f"parasal.indexer.zoo unavailable ({exc}); stand-in ResNet")
         model = _StandIn()
     try:
-        from parasal.indexer.datasets import open_dataset
+        from parasal.indexer import open_dataset
         from parasal.indexer.zoo import DEMO_PREPROCESSING
 
         data = open_dataset("fashion-mnist:test")

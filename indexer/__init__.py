@@ -1,1 +1,142 @@
-"""parasal.indexer: datasets and model specs -> saliency bundles (FAISS + LMDB)."""
+"""parasal.indexer: datasets and model specs -> saliency bundles (FAISS + LMDB).
+
+    from parasal.indexer import IndexJob, open_bundle, run_index
+
+    run_index(IndexJob(data="fashion-mnist:test", out="bundle", model="demo-fashion"))
+    with open_bundle("bundle") as b:
+        print(b.manifest.model.name, b.num_samples, b.search(b.profiles([0]), k=5))
+
+The public surface is what ``__all__`` lists; the submodules are private (their names may
+change). The names load on first use (PEP 562), so importing this package, or one of its
+light submodules such as ``parasal.indexer.errors``, does not import FAISS, LMDB or torch:
+``parasal index --help`` and the server's error table stay cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+# public name -> the private module that defines it
+_EXPORTS = {
+    # reading a bundle
+    "open_bundle": "bundle",
+    "Bundle": "bundle",
+    "SampleMeta": "metadata",
+    "Manifest": "manifest",
+    "ModelInfo": "manifest",
+    "DatasetInfo": "manifest",
+    "IndexInfo": "manifest",
+    "Counts": "manifest",
+    "SkippedSample": "manifest",
+    "FileEntry": "manifest",
+    "is_bundle_dir": "manifest",
+    # searching
+    "cosine_top_k": "scoring",
+    "normalize_rows": "scoring",
+    # models
+    "LoadedModel": "models",
+    "load_model": "models",
+    "load_model_from_manifest": "models",
+    "model_display_name": "models",
+    "parse_model_spec": "models",
+    "state_dict_fingerprint": "models",
+    "Preprocessing": "preprocessing",
+    # building a bundle
+    "IndexJob": "pipeline",
+    "IndexResult": "pipeline",
+    "run_index": "pipeline",
+    # datasets
+    "Dataset": "datasets",
+    "Sample": "datasets",
+    "open_dataset": "datasets",
+    "load_image": "datasets",
+    "CorruptSample": "datasets",
+    "FASHION_MNIST_CLASSES": "datasets",
+    # errors
+    "IndexerError": "errors",
+    "ModelSpecError": "errors",
+    "DataSpecError": "errors",
+    "InputMismatch": "errors",
+    "OutputExists": "errors",
+    "IndexBuildError": "errors",
+    "DistributedError": "errors",
+    "BundleError": "errors",
+    "BundleCorrupt": "errors",
+    "BundleVersionMismatch": "errors",
+    "ModelMismatch": "errors",
+    "SampleNotFound": "errors",
+}
+
+__all__ = [
+    "Bundle",
+    "BundleCorrupt",
+    "BundleError",
+    "BundleVersionMismatch",
+    "CorruptSample",
+    "Counts",
+    "DataSpecError",
+    "Dataset",
+    "DatasetInfo",
+    "DistributedError",
+    "FASHION_MNIST_CLASSES",
+    "FileEntry",
+    "IndexBuildError",
+    "IndexInfo",
+    "IndexJob",
+    "IndexResult",
+    "IndexerError",
+    "InputMismatch",
+    "LoadedModel",
+    "Manifest",
+    "ModelInfo",
+    "ModelMismatch",
+    "ModelSpecError",
+    "OutputExists",
+    "Preprocessing",
+    "Sample",
+    "SampleMeta",
+    "SampleNotFound",
+    "SkippedSample",
+    "cosine_top_k",
+    "is_bundle_dir",
+    "load_image",
+    "load_model",
+    "load_model_from_manifest",
+    "model_display_name",
+    "normalize_rows",
+    "open_bundle",
+    "open_dataset",
+    "parse_model_spec",
+    "run_index",
+    "state_dict_fingerprint",
+]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # what type checkers and IDEs see
+    from .bundle import Bundle, open_bundle
+    from .datasets import FASHION_MNIST_CLASSES, CorruptSample, Dataset, Sample, load_image, open_dataset
+    from .errors import (BundleCorrupt, BundleError, BundleVersionMismatch, DataSpecError, DistributedError,
+                         IndexBuildError, IndexerError, InputMismatch, ModelMismatch, ModelSpecError, OutputExists,
+                         SampleNotFound)
+    from .manifest import (Counts, DatasetInfo, FileEntry, IndexInfo, Manifest, ModelInfo, SkippedSample,
+                           is_bundle_dir)
+    from .metadata import SampleMeta
+    from .models import (LoadedModel, load_model, load_model_from_manifest, model_display_name, parse_model_spec,
+                         state_dict_fingerprint)
+    from .pipeline import IndexJob, IndexResult, run_index
+    from .preprocessing import Preprocessing
+    from .scoring import cosine_top_k, normalize_rows

@@ -28,17 +28,17 @@ from typing import Any
 import faiss
 import numpy as np
 
-from parasal.core import RunningStats
+from parasal.core import RunningStats, top_k_filters
 
 from . import faiss_index
 from .durable import fsync_dir, fsync_file, write_npz
 from .errors import DataSpecError
 from .manifest import (FORMAT, FORMAT_VERSION, INDEX_FILE, META_FILE, PROFILES_FILE, STATS_FILE, TABLE_FILE,
                        file_entries, tool_versions, utc_now, write_manifest)  # fmt: skip
-from .metadata import TOP_FILTERS, MetadataWriter, SampleMeta, encode_meta, iter_records
+from .metadata import TOP_FILTERS, MetadataWriter, SampleMeta, encode_meta
 from .shards import ShardPlan, WorkDir
 
-__all__ = ["GenerationInputs", "assemble_generation", "top_filters", "FLOAT16_MAX"]
+__all__ = ["GenerationInputs", "assemble_generation", "FLOAT16_MAX"]
 
 log = logging.getLogger(__name__)
 
@@ -67,85 +67,70 @@ class GenerationInputs:
     base: Any = None  # Bundle of the previous generation, for appends
 
 
-def top_filters(z: np.ndarray, k: int = TOP_FILTERS) -> tuple[np.ndarray, np.ndarray]:
-    """(n, F) z-scores -> (indices, values), each (n, min(k, F)): largest first, ties by index."""
-    n, f = z.shape
-    k = min(k, f)
-    if k == 0:
-        return np.zeros((n, 0), np.int64), np.zeros((n, 0), z.dtype)
-    cand = np.argpartition(-z, k - 1, axis=1)[:, :k] if k < f else np.tile(np.arange(f), (n, 1))
-    vals = np.take_along_axis(z, cand, axis=1)
-    order = np.lexsort((cand, -vals), axis=1)  # by value desc, then index asc
-    idx = np.take_along_axis(cand, order, axis=1)
-    return idx, np.take_along_axis(vals, order, axis=1)
+@dataclass
+class _Totals:
+    """Step 1's result: the statistics every row is standardized with, and the counts."""
+
+    stats: RunningStats
+    n_old: int  # rows copied from the base generation
+    n_new: int  # rows the shards add
+    skipped: list[tuple[int, str]]  # (id, reason) of the samples the shards skipped
 
 
 def assemble_generation(gen_dir: str | os.PathLike, inp: GenerationInputs) -> dict:
-    """Write a complete generation into the (new, empty) ``gen_dir``; returns its manifest."""
+    """Write a complete generation into the (new, empty) ``gen_dir``; returns its manifest
+    (the steps are the module docstring's)."""
     gen_dir = Path(gen_dir)
     gen_dir.mkdir(parents=True)
-    plan, work, base, F_ = inp.plan, inp.work, inp.base, inp.num_filters
+    totals = _statistics(inp)
+    table = _write_rows(gen_dir, inp, totals)
+    index_info = _write_index(gen_dir, inp, table["ids"])
+    manifest = _manifest(gen_dir, inp, totals, table, index_info)
+    write_manifest(gen_dir, manifest)
+    fsync_dir(gen_dir)
+    return manifest
 
-    # 1. statistics and counts, without loading profiles
+
+def _statistics(inp: GenerationInputs) -> _Totals:
+    """1. The statistics and counts, from the shard summaries (no profile is loaded)."""
     shard_stats, n_new, skipped = [], 0, []
-    for shard in plan.shards:
-        summary = work.load_summary(shard)
-        summary.check(plan, 0)
+    for shard in inp.plan.shards:
+        summary = inp.work.load_summary(shard)
+        summary.check(inp.plan, 0)
         shard_stats.append(summary.stats)
         n_new += len(summary.ids)
         skipped += [(int(i), r) for i, r in zip(summary.skipped_ids, summary.skipped_reasons)]
+    base = inp.base
     if base is None:
-        stats = RunningStats.empty(F_)
+        stats = RunningStats.empty(inp.num_filters)
         for s in shard_stats:
             stats = stats.merge(s)
     else:
-        stats = base.stats
+        stats = base.stats  # frozen: new data never moves µ/σ
     n_old = 0 if base is None else base.num_samples
-    n = n_old + n_new
-    if n == 0:
+    if n_old + n_new == 0:
         raise DataSpecError(f"no sample could be indexed: all {len(skipped)} were skipped "
-                            f"(first reason: {skipped[0][1] if skipped else 'none'})")  # fmt: skip
+                            f"(first reason: {skipped[0][1] if skipped else 'none'})")
     if base is None and stats.count < 2:
         log.warning("statistics from %d sample(s): σ is undefined and treated as 1", stats.count)
+    return _Totals(stats, n_old, n_new, skipped)
 
-    # 2. profiles, table, metadata
-    profiles = np.lib.format.open_memmap(gen_dir / PROFILES_FILE, mode="w+", dtype=np.float16, shape=(n, F_))
+
+def _write_rows(gen_dir: Path, inp: GenerationInputs, totals: _Totals) -> dict[str, np.ndarray]:
+    """2. profiles.npy, meta.lmdb, table.npz and stats.npz; returns the table's columns."""
+    n = totals.n_old + totals.n_new
+    profiles = np.lib.format.open_memmap(gen_dir / PROFILES_FILE, mode="w+", dtype=np.float16,
+                                         shape=(n, inp.num_filters))
     table = {c: np.zeros(n, np.bool_ if c == "correct" else (np.int64 if c in ("ids", "label", "predicted") else np.float64))
-             for c in TABLE_COLUMNS}  # fmt: skip
+             for c in TABLE_COLUMNS}
     meta = MetadataWriter(gen_dir / META_FILE, n)
-    if base is not None:
-        for a in range(0, n_old, 4096):
-            b = min(n_old, a + 4096)
-            profiles[a:b] = base._profiles[a:b]
-        for c in TABLE_COLUMNS:
-            table[c][:n_old] = base._table[c]
-        for sample_id, value in iter_records(base._env):
-            meta.put(sample_id, value)
-    row = n_old
-    for shard in plan.shards:
-        res = work.load(shard)
-        res.check(plan, F_)
-        m = len(res.ids)
-        if m == 0:
-            continue
-        z = stats.standardize(res.raw.astype(np.float32))  # (m, F) float32
-        z16 = np.clip(z, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
-        profiles[row : row + m] = z16
-        idx, vals = top_filters(z16.astype(np.float32))
-        correct = res.predicted == res.label
-        block = {"ids": res.ids, "label": res.label, "predicted": res.predicted, "correct": correct,
-                 "true_confidence": res.true_confidence, "predicted_confidence": res.predicted_confidence,
-                 "loss": res.loss}  # fmt: skip
-        for c in TABLE_COLUMNS:
-            table[c][row : row + m] = block[c]
-        for j in range(m):
-            sample_id = int(res.ids[j])
-            meta.put(sample_id, encode_meta(SampleMeta(
-                id=sample_id, uri=inp.ds.uri(sample_id - plan.id_offset), label=int(res.label[j]),
-                predicted=int(res.predicted[j]), true_confidence=float(res.true_confidence[j]),
-                predicted_confidence=float(res.predicted_confidence[j]), loss=float(res.loss[j]),
-                correct=bool(correct[j]), top_filters=list(zip(idx[j].tolist(), vals[j].tolist())))))  # fmt: skip
-        row += m
+    row = 0 if inp.base is None else inp.base.copy_rows(profiles, table, meta)  # old rows first, byte for byte
+    for shard in inp.plan.shards:
+        res = inp.work.load(shard)
+        res.check(inp.plan, inp.num_filters)
+        if len(res.ids):
+            _write_shard(res, row, profiles, table, meta, inp, totals.stats)
+            row += len(res.ids)
     meta.close()
     profiles.flush()
     del profiles
@@ -153,29 +138,64 @@ def assemble_generation(gen_dir: str | os.PathLike, inp: GenerationInputs) -> di
     if not np.all(np.diff(table["ids"]) > 0):
         raise AssertionError("sample ids are not strictly increasing across rows")  # a bug, not a user error
     write_npz(gen_dir / TABLE_FILE, table)
-    write_npz(gen_dir / STATS_FILE, stats.to_arrays())
+    write_npz(gen_dir / STATS_FILE, totals.stats.to_arrays())
+    return table
 
-    # 3. FAISS
+
+def _write_shard(res, row: int, profiles: np.ndarray, table: dict, meta: MetadataWriter, inp: GenerationInputs,
+                 stats: RunningStats) -> None:
+    """One shard's rows from ``row`` on: standardized float16 profiles, table, metadata."""
+    m = len(res.ids)
+    z = stats.standardize(res.raw.astype(np.float32))  # (m, F) float32
+    z16 = np.clip(z, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
+    profiles[row : row + m] = z16
+    idx, vals = top_k_filters(z16.astype(np.float32), TOP_FILTERS)  # (m, 10): from the stored precision
+    correct = res.predicted == res.label
+    block = {"ids": res.ids, "label": res.label, "predicted": res.predicted, "correct": correct,
+             "true_confidence": res.true_confidence, "predicted_confidence": res.predicted_confidence,
+             "loss": res.loss}
+    for c in TABLE_COLUMNS:
+        table[c][row : row + m] = block[c]
+    for j in range(m):
+        sample_id = int(res.ids[j])
+        meta.put(sample_id, encode_meta(SampleMeta(
+            id=sample_id, uri=inp.ds.uri(sample_id - inp.plan.id_offset), label=int(res.label[j]),
+            predicted=int(res.predicted[j]), true_confidence=float(res.true_confidence[j]),
+            predicted_confidence=float(res.predicted_confidence[j]), loss=float(res.loss[j]),
+            correct=bool(correct[j]), top_filters=list(zip(idx[j].tolist(), vals[j].tolist())))))
+
+
+def _write_index(gen_dir: Path, inp: GenerationInputs, ids: np.ndarray) -> dict:
+    """3. index.faiss from the stored rows (an append extends the base's index without
+    retraining); returns the manifest's index entry."""
+    base = inp.base
     stored = np.load(gen_dir / PROFILES_FILE, mmap_mode="r")
-    base_index = None
+    base_index = None if base is None else faiss.read_index(str(base.generation_path / INDEX_FILE))
+    index, index_info = faiss_index.build_index(inp.index_type, stored, ids, train_size=inp.train_size,
+                                                seed=inp.seed, nprobe=inp.nprobe, base=base_index)
     if base is not None:
-        base_index = faiss.read_index(str(base.generation_path / INDEX_FILE))
-    index, index_info = faiss_index.build_index(inp.index_type, stored, table["ids"], train_size=inp.train_size,
-                                                seed=inp.seed, nprobe=inp.nprobe, base=base_index)  # fmt: skip
-    if base is not None:
-        index_info = {**base.manifest["index"], "ntotal": int(index.ntotal)}
+        index_info = {**base.manifest.index.entry, "ntotal": int(index.ntotal)}
     del stored
     faiss_index.write_index(index, gen_dir / INDEX_FILE)
     del index
     fsync_dir(gen_dir)
+    return index_info
 
-    # 4. manifest
+
+def _manifest(gen_dir: Path, inp: GenerationInputs, totals: _Totals, table: dict, index_info: dict) -> dict:
+    """4. The manifest dict (the JSON written to disk), listing every file's size and sha256."""
+    base, plan, skipped = inp.base, inp.plan, totals.skipped
     skipped_rows = [{"id": i, "uri": inp.ds.uri(i - plan.id_offset), "reason": r} for i, r in sorted(skipped)]
-    datasets = ([] if base is None else list(base.manifest["datasets"])) + [
-        {**inp.dataset_entry, "generation": inp.generation, "indexed": n_new, "skipped": len(skipped)}
+    datasets = ([] if base is None else [d.entry for d in base.manifest.datasets]) + [
+        {**inp.dataset_entry, "generation": inp.generation, "indexed": totals.n_new, "skipped": len(skipped)}
     ]
-    old_skipped = [] if base is None else list(base.manifest["skipped"])
-    manifest = {
+    old_skipped = [] if base is None else [s.to_dict() for s in base.manifest.skipped]
+    if base is None:
+        statistics = {"count": int(totals.stats.count), "from_generation": inp.generation, "frozen_since": None}
+    else:
+        old = base.manifest.statistics
+        statistics = {**old, "frozen_since": old.get("frozen_since") or inp.generation}
+    return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "generation": inp.generation,
@@ -184,15 +204,11 @@ def assemble_generation(gen_dir: str | os.PathLike, inp: GenerationInputs) -> di
         "model": inp.model,
         "preprocessing": inp.preprocessing,
         "layout": inp.layout,
-        "num_filters": F_,
+        "num_filters": inp.num_filters,
         "datasets": datasets,
-        "statistics": (
-            {"count": int(stats.count), "from_generation": inp.generation, "frozen_since": None}
-            if base is None
-            else {**base.manifest["statistics"], "frozen_since": base.manifest["statistics"].get("frozen_since") or inp.generation}
-        ),  # fmt: skip
+        "statistics": statistics,
         "counts": {
-            "samples": n,
+            "samples": totals.n_old + totals.n_new,
             "misclassified": int((~table["correct"]).sum()),
             "skipped": len(old_skipped) + len(skipped),
         },
@@ -203,6 +219,3 @@ def assemble_generation(gen_dir: str | os.PathLike, inp: GenerationInputs) -> di
         "job": inp.job,
         "files": file_entries(gen_dir),
     }
-    write_manifest(gen_dir, manifest)
-    fsync_dir(gen_dir)
-    return manifest

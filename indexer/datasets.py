@@ -23,7 +23,6 @@ from __future__ import annotations
 import csv
 import functools
 import gzip
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,8 @@ from typing import Sequence
 
 import numpy as np
 from PIL import Image
+
+from .durable import sha256_file
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
@@ -185,11 +186,7 @@ def fashion_mnist_arrays(split: str, data_dir: str | os.PathLike | None = None) 
 
 @functools.lru_cache(maxsize=8)
 def _sha256_file(path: str, size: int, mtime_ns: int) -> str:  # size/mtime key the cache
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 class FashionMNIST(Dataset):

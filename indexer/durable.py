@@ -18,11 +18,12 @@ import io
 import os
 import zipfile
 from pathlib import Path
-from typing import Mapping
+from typing import BinaryIO, Callable, Mapping
 
 import numpy as np
 
-__all__ = ["fsync_dir", "fsync_file", "atomic_write_bytes", "write_npz", "read_npz", "sha256_file", "temp_name"]
+__all__ = ["fsync_dir", "fsync_file", "atomic_write", "atomic_write_bytes", "write_npz", "read_npz", "sha256_file",
+           "temp_name"]
 
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -55,12 +56,15 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
+    """Write via ``write(file)`` to a temp sibling of ``path``, fsync it, ``os.replace`` it
+    onto ``path`` and fsync the directory: readers see the old file or the new one, whole.
+    The file gets ordinary permissions (0666 less the umask)."""
     path = Path(path)
     tmp = temp_name(path)
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -68,6 +72,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         if tmp.exists():
             tmp.unlink()
     fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    atomic_write(path, lambda f: f.write(data))
 
 
 def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:

@@ -1,4 +1,4 @@
-"""FAISS indexes over standardized profiles: build, save, load for serving, filtered search.
+"""FAISS indexes over standardized profiles: build, train, save, load for serving, GPU clone.
 
 The index holds each stored (float16) standardized profile, upcast to float32 and
 L2-normalised, so inner product = cosine similarity and an exact index agrees with a
@@ -14,7 +14,8 @@ need training are trained on a seeded random sample of rows (``train_size``); IV
 record an ``nprobe`` in the manifest, applied when the bundle is opened.
 
 On disk the index is always a CPU index. :func:`load_index` memory-maps it read-only where
-FAISS supports that, and :func:`to_gpu` clones it to GPU 0 when FAISS sees a GPU.
+FAISS supports that, and :func:`to_gpu` clones it to GPU 0 when FAISS sees a GPU. The
+maths of a query (normalisation, exact scores, flat scans, row selectors) is in scoring.py.
 """
 
 from __future__ import annotations
@@ -22,18 +23,16 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import warnings
 
 import faiss
 import numpy as np
-import torch
 
 from .durable import fsync_file
 from .errors import IndexBuildError
+from .scoring import flat_scan, inner_index, normalize_rows  # noqa: F401 - flat_scan: tests/server still import it here
 
 __all__ = ["DEFAULT_INDEX_TYPE", "canonical_index_type", "new_index", "check_index_type", "build_index",
-           "write_index", "load_index", "to_gpu", "inner_index", "row_selector_params", "set_nprobe",
-           "normalize_rows", "exact_scores", "flat_vectors", "flat_scan", "as_tensor", "GPU_MAX_K"]  # fmt: skip
+           "write_index", "load_index", "to_gpu", "set_nprobe", "flat_vectors", "GpuSearcher", "GPU_MAX_K"]
 
 log = logging.getLogger(__name__)
 
@@ -93,13 +92,6 @@ def _physical_memory() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):  # pragma: no cover
         return 1 << 40
-
-
-def normalize_rows(x: np.ndarray) -> np.ndarray:
-    """float32, C-contiguous, each row L2-normalised (zero rows stay zero)."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    faiss.normalize_L2(x)
-    return x
 
 
 def build_index(
@@ -242,12 +234,6 @@ def load_index(path: str | os.PathLike, nprobe: int | None = None) -> faiss.Inde
     return index
 
 
-def inner_index(index: faiss.Index) -> faiss.Index:
-    """The index inside the IDMap (searching it returns row positions)."""
-    index = faiss.downcast_index(index)
-    return faiss.downcast_index(index.index) if isinstance(index, (faiss.IndexIDMap, faiss.IndexIDMap2)) else index
-
-
 def set_nprobe(index: faiss.Index, nprobe: int) -> None:
     ivf = _find_ivf(inner_index(index))
     if ivf is not None:
@@ -259,17 +245,6 @@ def _find_ivf(index: faiss.Index):
     while isinstance(index, faiss.IndexPreTransform):
         index = faiss.downcast_index(index.index)
     return index if isinstance(index, faiss.IndexIVF) else None
-
-
-def exact_scores(q: np.ndarray, rows: np.ndarray, profiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Exact cosine of one normalised query ``q`` (d,) with the stored ``profiles[rows]``."""
-    if len(rows) == 0:
-        return rows, np.zeros(0, np.float32)
-    order = np.argsort(rows)
-    x = normalize_rows(profiles[rows[order]])  # (m, d), read in row order
-    scores = np.empty(len(rows), np.float32)
-    scores[order] = x @ q
-    return rows, scores
 
 
 class _Pinned:
@@ -290,68 +265,6 @@ def flat_vectors(index: faiss.Index) -> np.ndarray | None:
         return None
     view = faiss.rev_swig_ptr(flat.get_xb(), flat.ntotal * flat.d).reshape(flat.ntotal, flat.d)
     return np.asarray(_Pinned(index, view))
-
-
-def as_tensor(x: np.ndarray) -> torch.Tensor:
-    """A CPU tensor sharing ``x``'s memory, read-only arrays included (nothing here writes
-    to it; torch warns about read-only arrays because it cannot enforce that)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*not writable.*")
-        return torch.from_numpy(x)
-
-
-def flat_scan(xb: np.ndarray | torch.Tensor, qn: np.ndarray, k: int, mask: np.ndarray | None = None):
-    """Exact inner-product search as one matrix product: [(rows, scores)] per query, each
-    holding the ``k`` best rows (where ``mask``) *and every row tied with the k-th*, unsorted.
-
-    FAISS's flat search scans the index once per query below 20 queries; the server batches
-    concurrent queries (a handful each time), and one (Q, d) x (d, N) product costs about
-    as much for 8 queries as FAISS's scan for 2. torch's sgemm releases the GIL and is the
-    faster of the BLAS libraries installed with parasal. Including ties keeps the answer
-    exact under the caller's (score, row) ordering.
-    """
-    n = len(xb)
-    xb = xb if isinstance(xb, torch.Tensor) else as_tensor(xb)  # (N, d)
-    scores = torch.from_numpy(np.ascontiguousarray(qn, np.float32)) @ xb.T  # (Q, N)
-    if mask is not None:
-        scores[:, torch.from_numpy(~np.asarray(mask, bool))] = -torch.inf
-    available = n if mask is None else int(np.count_nonzero(mask))
-    k = min(int(k), available)
-    if k == 0:
-        return [(np.zeros(0, np.int64), np.zeros(0, np.float32)) for _ in range(len(qn))]
-    kth = torch.topk(scores, k, dim=1, sorted=False).values.min(dim=1, keepdim=True).values  # (Q, 1)
-    scores = scores.numpy()
-    out = []
-    for s, t in zip(scores, kth.numpy()):
-        rows = np.flatnonzero(s >= t[0])
-        out.append((rows.astype(np.int64), s[rows]))
-    return out
-
-
-def row_selector_params(index: faiss.Index, mask: np.ndarray):
-    """Search parameters restricting ``inner_index(index)`` to rows where ``mask`` is True.
-
-    Returns ``(params, keepalive)``; keep ``keepalive`` referenced until the search returns
-    (the selector points into its buffer). None when this index type takes no selector.
-    """
-    bits = np.packbits(np.asarray(mask, dtype=bool), bitorder="little")
-    sel = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits))
-
-    def params_for(ix):
-        ix = faiss.downcast_index(ix)
-        if isinstance(ix, faiss.IndexPreTransform):
-            inner = params_for(ix.index)
-            return None if inner is None else faiss.SearchParametersPreTransform(index_params=inner)
-        if isinstance(ix, faiss.IndexIVF):
-            return faiss.SearchParametersIVF(sel=sel, nprobe=ix.nprobe)
-        if isinstance(ix, faiss.IndexHNSW):
-            return faiss.SearchParametersHNSW(sel=sel, efSearch=ix.hnsw.efSearch)
-        if isinstance(ix, (faiss.IndexFlat, faiss.IndexScalarQuantizer, faiss.IndexPQ)):
-            return faiss.SearchParameters(sel=sel)
-        return None
-
-    params = params_for(inner_index(index))
-    return (params, (bits, sel)) if params is not None else (None, None)
 
 
 class GpuSearcher:

@@ -34,11 +34,15 @@ import os
 import platform
 import re
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
+
+from parasal.core import FilterLayout
 
 from .durable import atomic_write_bytes, sha256_file
 from .errors import BundleCorrupt, BundleVersionMismatch
+from .preprocessing import Preprocessing
 
 __all__ = [
     "FORMAT",
@@ -61,6 +65,13 @@ __all__ = [
     "tool_versions",
     "utc_now",
     "is_bundle_dir",
+    "Manifest",
+    "ModelInfo",
+    "DatasetInfo",
+    "Counts",
+    "IndexInfo",
+    "SkippedSample",
+    "FileEntry",
 ]
 
 FORMAT = "parasal-bundle"
@@ -212,6 +223,147 @@ def write_current(root: str | os.PathLike, generation: int) -> None:
     atomic_write_bytes(Path(root) / CURRENT, (generation_name(generation) + "\n").encode())
 
 
-def manifest_summary(manifest: dict[str, Any]) -> str:
-    c = manifest["counts"]
-    return f"{c['samples']} samples ({c['misclassified']} misclassified, {c['skipped']} skipped)"
+
+# ---------------------------------------------------------------------------------------
+# The typed view readers use. The writer (assemble.py) builds the JSON dict itself, so the
+# bytes on disk do not depend on this view; raw sub-dicts are kept where the writer copies
+# them into the next generation (``entry``, ``statistics``, ``job``).
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """``manifest["model"]``: how to reload the model and how to recognise its weights."""
+
+    spec: dict  # JSON-able; load_model(spec) reloads the same model
+    fingerprint: str  # state_dict_fingerprint of the weights the bundle was built with
+    num_classes: int | None = None
+
+    @property
+    def name(self) -> str:
+        """The spec as users write it ("demo-fashion", "torchvision:resnet50", ...)."""
+        from .models import model_display_name
+
+        return model_display_name(self.spec)
+
+    @property
+    def weights(self) -> str | None:
+        """The weights file the spec names, if any."""
+        return self.spec.get("weights")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ModelInfo":
+        num_classes = d.get("num_classes")
+        return cls(spec=dict(d["spec"]), fingerprint=str(d["fingerprint"]),
+                   num_classes=None if num_classes is None else int(num_classes))
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """One entry of ``manifest["datasets"]``: a dataset indexed by one generation."""
+
+    spec: str  # as given to `parasal index DATA`
+    description: dict  # Dataset.describe(): kind, size, classes when known, ...
+    generation: int | None = None
+    id_offset: int | None = None
+    indexed: int | None = None
+    skipped: int | None = None
+    entry: dict = field(default_factory=dict, repr=False)  # the raw JSON entry (appends copy it)
+
+    @property
+    def classes(self) -> list[str] | None:
+        return self.description.get("classes")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "DatasetInfo":
+        return cls(spec=str(d.get("spec", "")), description=dict(d.get("description") or {}),
+                   generation=d.get("generation"), id_offset=d.get("id_offset"), indexed=d.get("indexed"),
+                   skipped=d.get("skipped"), entry=dict(d))
+
+
+@dataclass(frozen=True)
+class Counts:
+    samples: int
+    misclassified: int
+    skipped: int
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """``manifest["index"]``: the FAISS index's type and search settings."""
+
+    type: str  # canonical FAISS factory string ("Flat", "IVF256,Flat", ...)
+    nprobe: int | None = None
+    ntotal: int | None = None
+    entry: dict = field(default_factory=dict, repr=False)  # the raw JSON entry (appends extend it)
+
+
+@dataclass(frozen=True)
+class SkippedSample:
+    id: int
+    uri: str
+    reason: str
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "uri": self.uri, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A generation's ``manifest.json``, parsed once by the reader (``Bundle.manifest``).
+
+    Picklable (plain data), so a child process can be handed it to reload the model."""
+
+    format_version: int
+    generation: int
+    parent_generation: int | None
+    created: str | None  # UTC, "YYYY-MM-DDTHH:MM:SSZ"
+    model: ModelInfo
+    preprocessing: Preprocessing
+    layout: FilterLayout
+    datasets: tuple[DatasetInfo, ...]
+    counts: Counts
+    index: IndexInfo
+    next_id: int | None = None
+    statistics: dict = field(default_factory=dict)  # count, from_generation, frozen_since
+    skipped: tuple[SkippedSample, ...] = ()
+    versions: dict = field(default_factory=dict)  # tool -> version string
+    job: dict = field(default_factory=dict)  # how the generation was computed (informational)
+    files: dict = field(default_factory=dict)  # file name -> FileEntry
+
+    @property
+    def num_filters(self) -> int:
+        return self.layout.num_filters
+
+    @property
+    def dataset_specs(self) -> list[str]:
+        return [d.spec for d in self.datasets]
+
+    @property
+    def classes(self) -> list[str] | None:
+        """Class names of the first dataset, when it has them."""
+        return self.datasets[0].classes
+
+    @classmethod
+    def from_dict(cls, m: Mapping[str, Any]) -> "Manifest":
+        """Parse the JSON dict (KeyError, TypeError or ValueError when a field is malformed)."""
+        counts, index = m["counts"], m["index"]
+        return cls(
+            format_version=int(m["format_version"]), generation=int(m["generation"]),
+            parent_generation=m.get("parent_generation"), created=m.get("created"),
+            model=ModelInfo.from_dict(m["model"]), preprocessing=Preprocessing.from_dict(m["preprocessing"]),
+            layout=FilterLayout.from_dict(m["layout"]),
+            datasets=tuple(DatasetInfo.from_dict(d) for d in m.get("datasets", ())),
+            counts=Counts(int(counts["samples"]), int(counts["misclassified"]), int(counts["skipped"])),
+            index=IndexInfo(type=str(index["type"]), nprobe=index.get("nprobe"), ntotal=index.get("ntotal"),
+                            entry=dict(index)),
+            next_id=m.get("next_id"), statistics=dict(m.get("statistics") or {}),
+            skipped=tuple(SkippedSample(int(s["id"]), str(s["uri"]), str(s["reason"])) for s in m.get("skipped", ())),
+            versions=dict(m.get("versions") or {}), job=dict(m.get("job") or {}),
+            files={name: FileEntry(int(e["size"]), str(e["sha256"])) for name, e in (m.get("files") or {}).items()},
+        )

@@ -115,9 +115,6 @@ class MetadataWriter:
         if len(self._pending) >= RECORDS_PER_TXN:
             self._flush()
 
-    def put_meta(self, meta: SampleMeta) -> None:
-        self.put(meta.id, encode_meta(meta))
-
     def _flush(self) -> None:
         if not self._pending:
             return

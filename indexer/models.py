@@ -46,6 +46,7 @@ __all__ = [
     "LoadedModel",
     "load_model",
     "load_model_from_manifest",
+    "model_display_name",
     "parse_model_spec",
     "default_preprocessing",
     "override_preprocessing",
@@ -113,19 +114,39 @@ def load_model(
 
 def load_model_from_manifest(bundle_or_manifest) -> LoadedModel:
     """The model a bundle was built with, with its recorded preprocessing; raises
-    :class:`ModelMismatch` if the weights on disk no longer match the recorded fingerprint."""
+    :class:`ModelMismatch` if the weights on disk no longer match the recorded fingerprint.
+
+    Accepts a Bundle, its :class:`~parasal.indexer.Manifest`, or the manifest's JSON dict
+    (the writer's side, before a Bundle exists)."""
     manifest = getattr(bundle_or_manifest, "manifest", bundle_or_manifest)
-    model_info = manifest["model"]
+    if isinstance(manifest, Mapping):
+        spec, fingerprint = manifest["model"]["spec"], manifest["model"]["fingerprint"]
+        preprocessing = Preprocessing.from_dict(manifest["preprocessing"])
+    else:
+        spec, fingerprint, preprocessing = manifest.model.spec, manifest.model.fingerprint, manifest.preprocessing
     try:
-        loaded = load_model(model_info["spec"], preprocessing=Preprocessing.from_dict(manifest["preprocessing"]))
+        loaded = load_model(spec, preprocessing=preprocessing)
     except ModelSpecError as e:
         raise ModelSpecError(f"cannot reload the bundle's model: {e}") from e
-    if loaded.fingerprint != model_info["fingerprint"]:
+    if loaded.fingerprint != fingerprint:
         raise ModelMismatch(
-            f"the model at {_describe_spec(model_info['spec'])} has changed since the bundle was built "
-            f"(weights fingerprint {loaded.fingerprint[:12]}… != recorded {model_info['fingerprint'][:12]}…)"
+            f"the model at {_describe_spec(spec)} has changed since the bundle was built "
+            f"(weights fingerprint {loaded.fingerprint[:12]}… != recorded {fingerprint[:12]}…)"
         )
     return loaded
+
+
+def model_display_name(spec: Mapping[str, Any]) -> str:
+    """A model spec dict as the string users wrote ("demo-fashion", "torchvision:resnet50",
+    "torchscript:/abs/model.pt", "package.module:factory")."""
+    kind = spec.get("kind")
+    if kind == "torchvision":
+        return f"torchvision:{spec.get('arch')}"
+    if kind == "torchscript":
+        return f"torchscript:{spec.get('path')}"
+    if kind == "factory":
+        return str(spec.get("factory"))
+    return str(kind)
 
 
 def parse_model_spec(spec: str | Mapping[str, Any], weights: str | os.PathLike | None = None) -> dict:
@@ -245,12 +266,10 @@ def _abs_file(path: str | os.PathLike, what: str) -> str:
 
 
 def _describe_spec(spec: Mapping[str, Any]) -> str:
-    kind = spec.get("kind")
-    if kind == "torchscript":
+    """The spec and the file its weights come from, for error messages."""
+    if spec.get("kind") == "torchscript":
         return spec["path"]
-    where = spec.get("weights") or "(embedded weights)"
-    name = {"demo-fashion": "demo-fashion", "torchvision": f"torchvision:{spec.get('arch')}"}.get(kind, spec.get("factory"))
-    return f"{name} {where}"
+    return f"{model_display_name(spec)} {spec.get('weights') or '(embedded weights)'}"
 
 
 def _read_state_dict(path: str) -> dict[str, torch.Tensor]:

@@ -97,69 +97,106 @@ def work_dir_for(bundle_path: str | os.PathLike) -> Path:
     return p.with_name(p.name + ".partial")
 
 
+@dataclass
+class _Prepared:
+    """What every rank agrees on before computing: the model, the data and the shard plan."""
+
+    loaded: LoadedModel
+    ds: object  # the Dataset
+    num_samples: int  # of the dataset, after --limit
+    index_type: str
+    engine: ProfileEngine
+    check: object  # preflight's answer: input shape, number of classes
+    plan: ShardPlan
+    work: WorkDir
+
+
 def run_index(job: IndexJob) -> IndexResult:
+    """Run one indexing job (every rank of a torchrun job calls this): check it, compute the
+    shards this rank owns (resuming finished ones), and on rank 0 assemble and publish the
+    generation, then remove the work directory."""
     t0 = time.perf_counter()
     _check_job(job)
     append = job.append_to is not None
-    base_gen, base_manifest = None, None
-    if append:
-        base_gen = resolve_generation(job.append_to)
-        base_manifest = read_manifest(base_gen)
-        verify_files(base_gen, base_manifest, "size")
-    else:
-        _check_out(Path(job.out), job.overwrite)
+    base_gen, base_manifest = _base_generation(job)
     device = _device(job.device)
     world = init_world(device, job.dist_timeout_s)
     try:
         if device == "cuda":
             device = f"cuda:{world.local_rank}"
-        loaded = load_model_from_manifest(base_manifest) if append else load_model(job.model, job.weights, job.preprocessing)
-        ds = _open_data(job.data)
-        n = len(ds) if job.limit is None else min(len(ds), int(job.limit))
-        if n <= 0:
-            raise DataSpecError(f"{job.data!r} has no samples to index" + (" (--limit 0)" if job.limit == 0 else ""))
-        F_ = loaded.layout.num_filters
-        index_type = base_manifest["index"]["type"] if append else faiss_index.canonical_index_type(job.index_type)
-        if not append:
-            faiss_index.check_index_type(index_type, F_, n)
-        engine = ProfileEngine(loaded, device)
-        check = preflight(engine, ds, n)
-        id_offset = int(base_manifest["next_id"]) if append else 0
-        plan = ShardPlan(n, job.shard_size, id_offset)
-        work_path = work_dir_for(job.append_to if append else job.out)
-        work = WorkDir(work_path, _job_params(job, loaded, ds, n, id_offset, device, check, base_manifest))
+        prep = _prepare(job, device, base_manifest)
         if world.is_main:
-            work.prepare()
+            prep.work.prepare()
         world.barrier()
-        work.check()
-        computed, resumed = _compute(job, world, engine, ds, plan, work, check)
+        prep.work.check()
+        computed, resumed = _compute(job, world, prep.engine, prep.ds, prep.plan, prep.work, prep.check)
         world.barrier()
         if not world.is_main:
             target = Path(os.path.abspath(job.append_to if append else job.out))
             return IndexResult(target, 0, 0, 0, 0, 0, computed, resumed, time.perf_counter() - t0, world.rank)
-        inputs = GenerationInputs(
-            generation=0, plan=plan, work=work, ds=ds,
-            dataset_entry={"spec": job.data, "description": ds.describe(), "limit": job.limit,
-                           "id_offset": id_offset, "num_ids": n},
-            model={"spec": loaded.spec, "fingerprint": loaded.fingerprint, "num_classes": check.num_classes},
-            preprocessing=_recorded_preprocessing(loaded, check),
-            layout=loaded.layout.to_dict(), num_filters=F_, index_type=index_type, nprobe=job.nprobe,
-            train_size=job.train_size, seed=job.seed,
-            job={"batch_size": job.batch_size, "shard_size": job.shard_size, "world_size": world.world_size,
-                 "device": str(torch.device(device).type), "saliency": "reference" if engine.use_reference else "filter_saliency"},
-        )  # fmt: skip
+        inputs = _generation_inputs(job, prep, world, device)
         if append:
             bundle_path, generation, manifest = _publish_append(Path(job.append_to), base_gen, inputs)
         else:
             bundle_path, generation, manifest = _publish_new(Path(job.out), inputs, job.overwrite)
         if not job.keep_work_dir:
-            work.remove()
+            prep.work.remove()
         c = manifest["counts"]
         return IndexResult(bundle_path, generation, c["samples"], c["misclassified"], c["skipped"],
                            manifest["datasets"][-1]["indexed"], computed, resumed, time.perf_counter() - t0, 0,
-                           manifest)  # fmt: skip
+                           manifest)
     finally:
         world.close()
+
+
+def _base_generation(job: IndexJob) -> tuple[Path | None, dict | None]:
+    """For an append, the current generation and its manifest (sizes checked); for a new
+    bundle, (None, None) once the output path is known to be usable."""
+    if job.append_to is None:
+        _check_out(Path(job.out), job.overwrite)
+        return None, None
+    base_gen = resolve_generation(job.append_to)
+    base_manifest = read_manifest(base_gen)
+    verify_files(base_gen, base_manifest, "size")
+    return base_gen, base_manifest
+
+
+def _prepare(job: IndexJob, device: str, base_manifest: dict | None) -> _Prepared:
+    """Load the model (the base's for an append), open the data, preflight one sample and
+    lay out the shards and the work directory (not created yet)."""
+    append = base_manifest is not None
+    loaded = load_model_from_manifest(base_manifest) if append else load_model(job.model, job.weights, job.preprocessing)
+    ds = _open_data(job.data)
+    n = len(ds) if job.limit is None else min(len(ds), int(job.limit))
+    if n <= 0:
+        raise DataSpecError(f"{job.data!r} has no samples to index" + (" (--limit 0)" if job.limit == 0 else ""))
+    F_ = loaded.layout.num_filters
+    index_type = base_manifest["index"]["type"] if append else faiss_index.canonical_index_type(job.index_type)
+    if not append:
+        faiss_index.check_index_type(index_type, F_, n)
+    engine = ProfileEngine(loaded, device)
+    check = preflight(engine, ds, n)
+    id_offset = int(base_manifest["next_id"]) if append else 0
+    plan = ShardPlan(n, job.shard_size, id_offset)
+    work_path = work_dir_for(job.append_to if append else job.out)
+    work = WorkDir(work_path, _job_params(job, loaded, ds, n, id_offset, device, check, base_manifest))
+    return _Prepared(loaded, ds, n, index_type, engine, check, plan, work)
+
+
+def _generation_inputs(job: IndexJob, prep: _Prepared, world: World, device: str) -> GenerationInputs:
+    loaded, check = prep.loaded, prep.check
+    return GenerationInputs(
+        generation=0, plan=prep.plan, work=prep.work, ds=prep.ds,
+        dataset_entry={"spec": job.data, "description": prep.ds.describe(), "limit": job.limit,
+                       "id_offset": prep.plan.id_offset, "num_ids": prep.num_samples},
+        model={"spec": loaded.spec, "fingerprint": loaded.fingerprint, "num_classes": check.num_classes},
+        preprocessing=_recorded_preprocessing(loaded, check),
+        layout=loaded.layout.to_dict(), num_filters=loaded.layout.num_filters, index_type=prep.index_type,
+        nprobe=job.nprobe, train_size=job.train_size, seed=job.seed,
+        job={"batch_size": job.batch_size, "shard_size": job.shard_size, "world_size": world.world_size,
+             "device": str(torch.device(device).type),
+             "saliency": "reference" if prep.engine.use_reference else "filter_saliency"},
+    )
 
 
 # ---------------------------------------------------------------------------------------

@@ -23,7 +23,6 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -204,10 +203,6 @@ class WorkDir:
             arrays = {k: z[k] for k in z.files if k != "raw"}
         arrays["raw"] = np.zeros((len(arrays["ids"]), 0), np.float32)
         return ShardResult.from_arrays(arrays)
-
-    def iter_results(self, plan: ShardPlan) -> Iterator[ShardResult]:
-        for shard in plan.shards:
-            yield self.load(shard)
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)

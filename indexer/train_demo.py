@@ -18,14 +18,11 @@ pick different reduction orders otherwise.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
-import os
 import platform
 import shlex
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,6 +32,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .datasets import FashionMNIST, fashion_mnist_arrays
+from .durable import atomic_write, sha256_file
 from .zoo import ARCHITECTURE, DEMO_BLOCKS, DEMO_PREPROCESSING, DEMO_WEIGHTS_PATH, DEMO_WIDTHS, build_demo_model
 
 __all__ = ["main", "build_parser", "train", "evaluate"]
@@ -114,40 +112,14 @@ def train(args: argparse.Namespace) -> tuple[torch.nn.Module, dict]:
     # channels_last runs the CPU (oneDNN) convolutions ~20% faster; the saved state dict
     # is made contiguous again, so nothing downstream sees the layout.
     model = build_demo_model().to(memory_format=torch.channels_last)
-    # No weight decay on BatchNorm parameters and biases (standard ResNet practice).
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
-    optimizer = torch.optim.SGD(
-        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=args.lr, momentum=0.9, nesterov=True,
-    )  # fmt: skip
     steps_per_epoch = math.ceil(len(targets) / args.batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch, pct_start=0.2,
-        div_factor=25.0, final_div_factor=1e3, cycle_momentum=False,
-    )  # fmt: skip
+    optimizer, scheduler = _optimizer(model, args, args.epochs * steps_per_epoch)
 
     history, start = [], time.perf_counter()
     for epoch in range(1, args.epochs + 1):
-        model.train()
         t0 = time.perf_counter()
-        order = torch.randperm(len(targets), generator=gen)
-        seen, loss_sum, correct = 0, 0.0, 0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{args.epochs}", disable=args.no_progress, leave=False)
-        for step in bar:
-            idx = order[step * args.batch_size : (step + 1) * args.batch_size]
-            x, y = _augment(padded[idx], gen, pad).contiguous(memory_format=torch.channels_last), targets[idx]
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=args.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            seen += len(y)
-            loss_sum += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
-            if step % 20 == 0:
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        seen, loss_sum, correct = _train_epoch(model, optimizer, scheduler, padded, targets, gen, args, epoch,
+                                               steps_per_epoch)
         test_acc, test_loss = evaluate(model, test_x, test_y)
         row = {
             "epoch": epoch,
@@ -168,22 +140,44 @@ def train(args: argparse.Namespace) -> tuple[torch.nn.Module, dict]:
     return model, {"history": history, "train_seconds": train_seconds}
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write via ``write(file)`` to a temp file beside ``path``, fsync, then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file ordinary permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _optimizer(model: torch.nn.Module, args: argparse.Namespace, total_steps: int):
+    """SGD (Nesterov) with a one-cycle schedule; no weight decay on BatchNorm parameters
+    and biases (standard ResNet practice)."""
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    optimizer = torch.optim.SGD(
+        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr, momentum=0.9, nesterov=True,
+    )  # fmt: skip
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=args.lr, total_steps=total_steps, pct_start=0.2,
+        div_factor=25.0, final_div_factor=1e3, cycle_momentum=False,
+    )  # fmt: skip
+    return optimizer, scheduler
+
+
+def _train_epoch(model, optimizer, scheduler, padded: torch.Tensor, targets: torch.Tensor, gen: torch.Generator,
+                 args: argparse.Namespace, epoch: int, steps_per_epoch: int) -> tuple[int, float, int]:
+    """One pass over the shuffled, augmented training set: (samples seen, loss sum, correct)."""
+    model.train()
+    order = torch.randperm(len(targets), generator=gen)
+    seen, loss_sum, correct = 0, 0.0, 0
+    bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{args.epochs}", disable=args.no_progress, leave=False)
+    for step in bar:
+        idx = order[step * args.batch_size : (step + 1) * args.batch_size]
+        x, y = _augment(padded[idx], gen, args.pad).contiguous(memory_format=torch.channels_last), targets[idx]
+        logits = model(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=args.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        seen += len(y)
+        loss_sum += loss.item() * len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+    return seen, loss_sum, correct
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,8 +195,9 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out)
     state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-    _atomic_write(out, lambda f: torch.save(state, f))
-    sha256 = hashlib.sha256(out.read_bytes()).hexdigest()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, lambda f: torch.save(state, f))
+    sha256 = sha256_file(out)
     test = FashionMNIST("test", args.data_dir).describe()
     record = {
         "architecture": ARCHITECTURE,
@@ -236,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         "size_bytes": out.stat().st_size,
     }
     json_path = out.with_suffix(".json")
-    _atomic_write(json_path, lambda f: f.write((json.dumps(record, indent=2) + "\n").encode()))
+    atomic_write(json_path, lambda f: f.write((json.dumps(record, indent=2) + "\n").encode()))
     print(f"wrote {out} ({record['size_bytes']} bytes, sha256 {sha256[:12]}…) and {json_path}", flush=True)
     return 0
 

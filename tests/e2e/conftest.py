@@ -49,7 +49,7 @@ def bundle_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def bundle(bundle_dir):
     """The same bundle opened in the test process (for oracles)."""
-    from parasal.indexer.bundle import open_bundle
+    from parasal.indexer import open_bundle
 
     with open_bundle(bundle_dir, gpu=False) as b:
         yield b

@@ -4,6 +4,7 @@ server, and what happens when that child dies."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 
@@ -108,7 +109,7 @@ def test_a_killed_saliency_process_fails_its_batch_and_is_replaced(bundle_dir, b
 
 
 def test_a_saliency_process_that_cannot_load_its_model_says_why(bundle):
-    manifest = {**bundle.manifest, "model": {**bundle.manifest["model"], "fingerprint": "0" * 64}}
+    manifest = dataclasses.replace(bundle.manifest, model=dataclasses.replace(bundle.manifest.model, fingerprint="0" * 64))
     process = SaliencyProcess(manifest)
     with pytest.raises(RuntimeError, match="failed to start: ModelMismatch: .*has changed since the bundle was built"):
         process.wait_ready()

@@ -3,8 +3,6 @@ a new generation published atomically, readers of the old generation unaffected.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -44,14 +42,14 @@ def test_append_publishes_a_new_generation(tmp_path, capsys):
     # the reader opened before the append still sees generation 1, whole
     assert old.generation == 1 and old.num_samples == 23 and old.search(q, 6) == old_hits
     with open_bundle(out) as new:
-        assert new.generation == 2 and new.num_samples == 38 and new.manifest["parent_generation"] == 1
+        assert new.generation == 2 and new.num_samples == 38 and new.manifest.parent_generation == 1
         assert np.array_equal(new.ids, np.concatenate([old_ids, np.arange(24, 39)]))  # next_id = 24, no collision
         assert np.array_equal(new.profiles(old_ids), old_rows)  # old vectors unchanged
         assert new.stats.count == old_stats[0]  # frozen statistics
         assert np.array_equal(new.stats.mean, old_stats[1]) and np.array_equal(new.stats.m2, old_stats[2])
-        assert new.manifest["statistics"]["frozen_since"] == 2
-        assert [d["id_offset"] for d in new.manifest["datasets"]] == [0, 24]
-        assert new.manifest["skipped"][0]["id"] == 23 and new.num_skipped == 1
+        assert new.manifest.statistics["frozen_since"] == 2
+        assert [d.id_offset for d in new.manifest.datasets] == [0, 24]
+        assert new.manifest.skipped[0].id == 23 and new.num_skipped == 1
 
         # new rows are standardized with the frozen statistics, not their own
         meta = new.meta(30)

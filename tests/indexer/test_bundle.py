@@ -62,7 +62,7 @@ def assert_same(got, want, atol=2e-5):
 
 def test_counts_and_metadata(bundle, built):
     assert bundle.num_samples == 35 == len(bundle.ids)  # 36 images, one corrupt
-    assert built.skipped == 1 and bundle.manifest["skipped"][0]["uri"].endswith("c/005.png")
+    assert built.skipped == 1 and bundle.manifest.skipped[0].uri.endswith("c/005.png")
     assert 29 not in set(bundle.ids.tolist())  # c/005 is dataset index 24 + 5
     assert bundle.num_misclassified == int((~bundle.correct).sum())
     meta = bundle.meta(int(bundle.ids[7]))
@@ -225,7 +225,7 @@ def test_faiss_factory_index_types(built, tmp_path, index_type):
     res = run_index(IndexJob(data=str(data), out=out, model=H.FACTORY, preprocessing=GRAY, batch_size=5,
                              shard_size=8, index_type=index_type, progress=False))  # fmt: skip
     with open_bundle(out) as b, open_bundle(built.bundle) as exact:
-        assert b.index_type == index_type and b.manifest["index"]["ntotal"] == res.samples
+        assert b.index_type == index_type and b.manifest.index.ntotal == res.samples
         assert np.array_equal(b.ids, exact.ids)
         q = b.profiles(b.ids[:4])
         raw = b.search(q, 5, rerank=0)  # the index's own (approximate) answer

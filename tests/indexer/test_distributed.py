@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 
@@ -41,9 +40,9 @@ def test_two_process_torchrun_equals_one_process(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "indexed 32 samples (" in proc.stdout and not work_dir_for(two).exists()
     with open_bundle(tmp_path / "one") as a, open_bundle(two) as b:
-        assert b.manifest["job"]["world_size"] == 2 and a.manifest["job"]["world_size"] == 1
+        assert b.manifest.job["world_size"] == 2 and a.manifest.job["world_size"] == 1
         assert np.array_equal(a.ids, b.ids) and a.num_samples == one.samples == 32
-        assert a.manifest["skipped"] == b.manifest["skipped"] and a.manifest["skipped"][0]["id"] == 3
+        assert a.manifest.skipped == b.manifest.skipped and a.manifest.skipped[0].id == 3
         assert a.stats.count == b.stats.count
         np.testing.assert_allclose(b.stats.mean, a.stats.mean, rtol=1e-6, atol=1e-12)
         np.testing.assert_allclose(b.stats.m2, a.stats.m2, rtol=1e-6, atol=1e-12)

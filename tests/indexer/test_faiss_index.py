@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from parasal.indexer import faiss_index as fi
+from parasal.indexer import scoring as sc
 from parasal.indexer.errors import IndexBuildError
 
 
@@ -19,12 +20,12 @@ def clustered(n, d, seed=0, clusters=8, rank=6):
 
 
 def exact_top(x, q, k):
-    xn, qn = fi.normalize_rows(x), fi.normalize_rows(q)
+    xn, qn = sc.normalize_rows(x), sc.normalize_rows(q)
     return np.argsort(-(qn @ xn.T), axis=1, kind="stable")[:, :k]
 
 
 def test_randomized_pca_matches_the_exact_principal_subspace():
-    x = fi.normalize_rows(clustered(300, 1000))
+    x = sc.normalize_rows(clustered(300, 1000))
     pca = faiss.PCAMatrix(1000, 12)
     fi._train_pca(pca, x, np.random.default_rng(0))
     assert pca.is_trained
@@ -44,7 +45,7 @@ def test_wide_pretransform_index_trains_in_chunks_and_recalls():
     index, info = fi.build_index("PCA32,IVF4,Flat", x, ids, train_size=500, chunk_rows=128, nprobe=4)
     assert info["trained_on"] == 500 and info["nprobe"] == 4 and index.ntotal == 600
     q = x[:20].astype(np.float32) + 0.05 * np.random.default_rng(2).standard_normal((20, 2100)).astype(np.float32)
-    _, got = index.search(fi.normalize_rows(q), 10)
+    _, got = index.search(sc.normalize_rows(q), 10)
     want = ids[exact_top(x, q, 10)]
     recall = np.mean([len(set(g) & set(w)) / 10 for g, w in zip(got, want)])
     assert recall > 0.8
@@ -67,22 +68,22 @@ def test_row_selector_restricts_every_index_type(factory):
     index, _ = fi.build_index(factory, x, ids, train_size=300, nprobe=4)
     mask = np.zeros(300, bool)
     mask[::3] = True
-    params, keep = fi.row_selector_params(index, mask)
+    params, keep = sc.row_selector_params(index, mask)
     assert params is not None
-    _, rows = fi.inner_index(index).search(fi.normalize_rows(x[:5]), 10, params=params)
+    _, rows = sc.inner_index(index).search(sc.normalize_rows(x[:5]), 10, params=params)
     assert (rows >= 0).any() and mask[rows[rows >= 0]].all()
 
 
 def _flat(x):
     index = faiss.IndexIDMap2(faiss.IndexFlatIP(x.shape[1]))
-    index.add_with_ids(fi.normalize_rows(x), np.arange(len(x), dtype=np.int64) * 10)
+    index.add_with_ids(sc.normalize_rows(x), np.arange(len(x), dtype=np.int64) * 10)
     return index
 
 
 def test_flat_vectors_is_a_view_of_an_exact_inner_product_index_only():
     x = clustered(50, 16)
     view = fi.flat_vectors(_flat(x))
-    np.testing.assert_array_equal(view, fi.normalize_rows(x))
+    np.testing.assert_array_equal(view, sc.normalize_rows(x))
     assert fi.flat_vectors(faiss.IndexFlatL2(16)) is None  # L2 scores are not cosines
     assert fi.flat_vectors(faiss.index_factory(16, "SQfp16", faiss.METRIC_INNER_PRODUCT)) is None
     assert fi.flat_vectors(faiss.IndexFlatIP(16)) is None  # empty
@@ -98,15 +99,15 @@ def best(rows, scores, k):
 def test_flat_scan_matches_a_float64_brute_force_with_ties_kept(with_mask):
     x = clustered(400, 24).astype(np.float32)
     x[200:210] = x[3]  # ten exact duplicates of row 3: tied scores straddle the k-th place
-    xb = fi.normalize_rows(x)
+    xb = sc.normalize_rows(x)
     rng = np.random.default_rng(1)
-    q = fi.normalize_rows(np.concatenate([x[3:4], rng.standard_normal((6, 24)).astype(np.float32)]))
+    q = sc.normalize_rows(np.concatenate([x[3:4], rng.standard_normal((6, 24)).astype(np.float32)]))
     mask = None
     if with_mask:
         mask = rng.random(400) < 0.6
         mask[200:210] = True  # the duplicates stay searchable
     k = 5
-    found = fi.flat_scan(xb, q, k, mask)
+    found = sc.flat_scan(xb, q, k, mask)
     sims = q.astype(np.float64) @ xb.astype(np.float64).T
     if mask is not None:
         sims[:, ~mask] = -np.inf
@@ -123,14 +124,14 @@ def test_flat_scan_matches_a_float64_brute_force_with_ties_kept(with_mask):
 
 
 def test_flat_scan_edge_cases():
-    xb = fi.normalize_rows(clustered(30, 8).astype(np.float32))
+    xb = sc.normalize_rows(clustered(30, 8).astype(np.float32))
     q = xb[:2]
     mask = np.zeros(30, bool)
     mask[[4, 9]] = True
-    rows = [sorted(r.tolist()) for r, _ in fi.flat_scan(xb, q, 10, mask)]
+    rows = [sorted(r.tolist()) for r, _ in sc.flat_scan(xb, q, 10, mask)]
     assert rows == [[4, 9], [4, 9]]  # k beyond what the mask allows: all allowed rows
-    assert all(len(r) == 0 for r, _ in fi.flat_scan(xb, q, 10, np.zeros(30, bool)))
-    assert all(len(r) == 0 for r, _ in fi.flat_scan(xb, q, 0))
+    assert all(len(r) == 0 for r, _ in sc.flat_scan(xb, q, 10, np.zeros(30, bool)))
+    assert all(len(r) == 0 for r, _ in sc.flat_scan(xb, q, 0))
 
 
 def test_flat_vectors_keep_their_index_alive():
@@ -140,5 +141,5 @@ def test_flat_vectors_keep_their_index_alive():
     view = fi.flat_vectors(_flat(x))  # the index itself is not referenced anywhere else
     gc.collect()
     clustered(5000, 64)  # reuse freed memory, if it had been freed
-    np.testing.assert_array_equal(view, fi.normalize_rows(x))
+    np.testing.assert_array_equal(view, sc.normalize_rows(x))
     assert not view.flags.writeable

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -99,10 +98,10 @@ def test_corrupt_image_is_skipped_and_listed(images, tmp_path):
     res = run_index(job(images, tmp_path / "b"))
     assert (res.samples, res.skipped) == (32, 1)
     with open_bundle(res.bundle) as b:
-        (entry,) = b.manifest["skipped"]
-        assert entry["id"] == 15 and entry["uri"] == str(images / "b" / "004.png")
-        assert "cannot identify image" in entry["reason"] or "Error" in entry["reason"]
-        assert 15 not in b.ids and b.manifest["counts"]["skipped"] == 1
+        (entry,) = b.manifest.skipped
+        assert entry.id == 15 and entry.uri == str(images / "b" / "004.png")
+        assert "cannot identify image" in entry.reason or "Error" in entry.reason
+        assert 15 not in b.ids and b.manifest.counts.skipped == 1
 
 
 def test_channel_mismatch_fails_before_any_work(images, tmp_path):
@@ -173,7 +172,7 @@ def test_python_dash_m_entry_point(images, tmp_path):
     cmd = [sys.executable, "-m", "parasal.indexer", "--data", str(images), "--out", str(out), "--limit", "5", *ARGS]
     ok = subprocess.run(cmd, env=H.env_with_helpers(), capture_output=True, text=True, timeout=300)
     assert ok.returncode == 0, ok.stderr
-    assert f"indexed 5 samples (" in ok.stdout and str(out) in ok.stdout
+    assert "indexed 5 samples (" in ok.stdout and str(out) in ok.stdout
     again = subprocess.run(cmd, env=H.env_with_helpers(), capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "already exists" in again.stderr and "Traceback" not in again.stderr
 
@@ -189,7 +188,7 @@ def test_demo_model_on_fashion_mnist_subset(tmp_path):
     with open_bundle(res.bundle) as b:
         assert b.num_samples == 40 and b.ids.tolist() == list(range(40))
         assert b.classes[0] == "T-shirt/top" and b.meta(3).uri == "fashion-mnist:test/3"
-        assert b.preprocessing.channels == "L" and b.manifest["preprocessing"]["input_shape"] == [1, 28, 28]
+        assert b.preprocessing.channels == "L" and b.manifest.preprocessing.input_shape == (1, 28, 28)
         assert b.num_misclassified < 20  # a trained model gets most of them right
         assert b.load_model().fingerprint == b.fingerprint
 
