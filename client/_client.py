@@ -18,6 +18,7 @@ from ._operations import OperationHandle
 from .errors import InvalidArgument, NotFound, map_grpc_errors
 from .types import BundleInfo, Explanation, Operation, Profile, Sample, SimilarFailures
 
+
 class Client:
     """A connection to a parasal server.
 
@@ -121,14 +122,17 @@ class Client:
         image=None,
         label: int | None = None,
         full: bool = False,
-        top_k: int = 10,
+        top_k: int | None = None,
         *,
         bundle: str = "",
         timeout: float | None = None,
     ) -> Profile:
-        """Saliency profile of an indexed sample or an image with its label (`full`: the vector)."""
+        """Saliency profile of an indexed sample or an image with its label (`full`: the vector).
+
+        `top_k` None: the server default (the proto: 10)."""
         query = _query(sample_id, image, label)
-        request = pb.GetProfileRequest(bundle=bundle, top_k=_positive(top_k, "top_k"), include_vector=full, **query)
+        request = pb.GetProfileRequest(bundle=bundle, top_k=_positive_or_default(top_k, "top_k"),
+                                       include_vector=full, **query)
         return _convert.profile_from_proto(self._call(self._saliency_stub.GetProfile, request, timeout))
 
     def find_similar_failures(
@@ -137,7 +141,7 @@ class Client:
         image=None,
         label: int | None = None,
         vector=None,
-        k: int = 10,
+        k: int | None = None,
         only_misclassified: bool = False,
         exclude_self: bool = True,
         layers: Iterable[str] | str | None = None,
@@ -150,8 +154,9 @@ class Client:
     ) -> SimilarFailures:
         """The k samples with the most similar profiles (cosine), most similar first.
 
-        Each neighbour's `sample.top_filters` is empty unless `include_top_filters` (they
-        are most of an answer's size and decoding time; `sample(id)` has them too)."""
+        `k` None: the server default (the proto: 10). Each neighbour's `sample.top_filters`
+        is empty unless `include_top_filters` (they are most of an answer's size and
+        decoding time; `sample(id)` has them too)."""
         if vector is not None:
             if sample_id is not None or image is not None:
                 raise InvalidArgument("give exactly one of sample_id, image or vector")
@@ -162,7 +167,7 @@ class Client:
             query = _query(sample_id, image, label, alternatives="sample_id, image or vector")
         request = pb.FindSimilarFailuresRequest(
             bundle=bundle,
-            k=_positive(k, "k"),
+            k=_positive_or_default(k, "k"),
             only_misclassified=only_misclassified,
             include_query=not exclude_self,
             layers=[layers] if isinstance(layers, str) else list(layers or ()),
@@ -179,22 +184,23 @@ class Client:
         sample_id: int | None = None,
         image=None,
         label: int | None = None,
-        top_k: int = 10,
+        top_k: int | None = None,
         filters: Iterable[int] | None = None,
-        boost: float = 100.0,
+        boost: float | None = None,
         *,
         bundle: str = "",
         timeout: float | None = None,
     ) -> Explanation:
-        """Input-space saliency: which pixels drive the top-k (or the given) salient filters."""
+        """Input-space saliency: which pixels drive the top-k (or the given) salient filters.
+
+        None takes the server default (the proto: `top_k` 10, `boost` 100)."""
         query = _query(sample_id, image, label)
-        if not boost > 0:
-            raise InvalidArgument(f"boost must be positive, got {boost!r}")
+        boost = _positive_float_or_default(boost, "boost")
         request = pb.ExplainInputRequest(
             bundle=bundle,
-            top_k=_positive(top_k, "top_k"),
+            top_k=_positive_or_default(top_k, "top_k"),
             filters=_int_list(filters, "filters"),
-            boost=float(boost),
+            boost=boost,
             **query,
         )
         return _convert.explanation_from_proto(self._call(self._saliency_stub.ExplainInput, request, timeout))
@@ -206,25 +212,27 @@ class Client:
         sample_id: int | None = None,
         image=None,
         label: int | None = None,
-        counts: Sequence[int] = (1, 5, 25, 75),
-        selections: Sequence[str] = ("most", "random", "least"),
-        step_size: float = 1e-3,
-        num_neighbors: int = 10,
+        counts: Sequence[int] | None = None,
+        selections: Sequence[str] | str | None = None,
+        step_size: float | None = None,
+        num_neighbors: int | None = None,
         neighbor_bundle: str = "",
         seed: int = 0,
         *,
         bundle: str = "",
         timeout: float | None = None,
     ) -> OperationHandle:
-        """Starts a fine-tuning evaluation (paper section 3.1); returns at once."""
-        if not step_size > 0:
-            raise InvalidArgument(f"step_size must be positive, got {step_size!r}")
+        """Starts a fine-tuning evaluation (paper section 3.1); returns at once.
+
+        None sends 0 / empty, the server default (the proto: counts 1, 5, 25, 75;
+        selections most, random, least; step_size 0.001; num_neighbors 10)."""
+        step_size = _positive_float_or_default(step_size, "step_size")
         request = pb.StartFinetuneEvaluationRequest(
             bundle=bundle,
             counts=_counts(counts),
             selections=_selections(selections),
-            step_size=float(step_size),
-            num_neighbors=_positive(num_neighbors, "num_neighbors"),
+            step_size=step_size,
+            num_neighbors=_positive_or_default(num_neighbors, "num_neighbors"),
             neighbor_bundle=neighbor_bundle,
             seed=_as_int(seed, "seed"),
             **_query(sample_id, image, label),
@@ -237,16 +245,19 @@ class Client:
         sample_id: int | None = None,
         image=None,
         label: int | None = None,
-        counts: Sequence[int] = (1, 5, 25, 75),
-        selections: Sequence[str] = ("most", "random", "least"),
-        num_neighbors: int = 0,
+        counts: Sequence[int] | None = None,
+        selections: Sequence[str] | str | None = None,
+        num_neighbors: int | None = None,
         seed: int = 0,
         *,
         bundle: str = "",
         timeout: float | None = None,
     ) -> OperationHandle:
-        """Starts a pruning evaluation (paper section 3.3); returns at once."""
-        num_neighbors = _as_int(num_neighbors, "num_neighbors")
+        """Starts a pruning evaluation (paper section 3.3); returns at once.
+
+        None sends 0 / empty, the server default (the proto: counts 1, 5, 25, 75;
+        selections most, random, least; num_neighbors 0, the sample only)."""
+        num_neighbors = 0 if num_neighbors is None else _as_int(num_neighbors, "num_neighbors")
         if num_neighbors < 0:
             raise InvalidArgument(f"num_neighbors must be >= 0, got {num_neighbors}")
         request = pb.StartPruningEvaluationRequest(
@@ -263,11 +274,13 @@ class Client:
     # -- OperationsService ----------------------------------------------------------------
 
     def operations(
-        self, state: str | None = None, page_size: int = 100, *, bundle: str = "", timeout: float | None = None
+        self, state: str | None = None, page_size: int | None = None, *, bundle: str = "", timeout: float | None = None
     ) -> list[Operation]:
-        """Operations, newest first (only those in `state`, and of `bundle` when named)."""
+        """Operations, newest first (only those in `state`, and of `bundle` when named).
+
+        `page_size` None: the server default (the proto: 100)."""
         request = pb.ListOperationsRequest(
-            page_size=_positive(page_size, "page_size"), state=_convert.state_to_proto(state)
+            page_size=_positive_or_default(page_size, "page_size"), state=_convert.state_to_proto(state)
         )
         response = self._call(self._operations_stub.ListOperations, request, timeout)
         ops = [_convert.operation_from_proto(m) for m in response.operations]
@@ -294,7 +307,9 @@ class Client:
 
 
 # ---------------------------------------------------------------------------------------
-# Argument checks: done here, before any call, so mistakes fail fast and typed.
+# Argument checks: done here, before any call, so mistakes fail fast and typed. None
+# becomes the proto's "unset" (0 or empty), which the server reads as its default, so
+# no default is restated here. An explicit 0 or empty list is refused as before.
 
 
 def _query(sample_id, image, label, alternatives: str = "sample_id or image") -> dict:
@@ -315,6 +330,20 @@ def _positive(value, name: str) -> int:
     return value
 
 
+def _positive_or_default(value, name: str) -> int:
+    """0 (the server default) for None, else an integer >= 1."""
+    return 0 if value is None else _positive(value, name)
+
+
+def _positive_float_or_default(value, name: str) -> float:
+    """0.0 (the server default) for None, else a positive float."""
+    if value is None:
+        return 0.0
+    if not value > 0:
+        raise InvalidArgument(f"{name} must be positive, got {value!r}")
+    return float(value)
+
+
 def _int_list(values, name: str) -> list[int]:
     if values is None:
         return []
@@ -324,6 +353,8 @@ def _int_list(values, name: str) -> list[int]:
 
 
 def _counts(counts) -> list[int]:
+    if counts is None:
+        return []
     result = [_positive(c, "counts") for c in _int_list(counts, "counts")]
     if not result:
         raise InvalidArgument("counts must not be empty")
@@ -331,6 +362,8 @@ def _counts(counts) -> list[int]:
 
 
 def _selections(selections) -> list[int]:
+    if selections is None:
+        return []
     if isinstance(selections, str):
         selections = [selections]
     result = [_convert.selection_to_proto(s) for s in selections]

@@ -1,7 +1,7 @@
 """Every conversion between parasal.v1 messages and the SDK's dataclasses, both ways.
 
 `*_from_proto` reads a message into a value of `types.py`; `*_to_proto` writes it back
-(used by the round-trip tests and by fakes). Enum names are mapped here and nowhere else.
+(used by the round-trip tests). Enum names are mapped here and nowhere else.
 """
 
 from __future__ import annotations

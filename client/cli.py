@@ -202,12 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("profile", cmd_profile, "saliency profile of a sample or an image")
     _add_query_options(p)
     p.add_argument("--full", action="store_true", help="fetch the whole standardized vector")
-    p.add_argument("-k", "--top-k", dest="top_k", type=int, default=10, help="top filters to show (default 10)")
+    p.add_argument("-k", "--top-k", dest="top_k", type=int, help="top filters to show (default: the server's, 10)")
     p.add_argument("--vector-out", type=Path, metavar="NPY", help="save the full vector as .npy (implies --full)")
 
     p = command("similar", cmd_similar, "samples failing for the same reason (nearest profiles)")
     _add_query_options(p, vector=True)
-    p.add_argument("-k", type=int, default=10, help="number of neighbours (default 10)")
+    p.add_argument("-k", type=int, help="number of neighbours (default: the server's, 10)")
     p.add_argument("--only-misclassified", action="store_true")
     p.add_argument("--include-self", action="store_true", help="keep the query sample among the results")
     p.add_argument("--layers", type=_comma_names, metavar="A,B", help="compare only these layers' filters")
@@ -218,9 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("explain", cmd_explain, "input-space saliency heatmap of a sample or an image")
     _add_query_options(p)
-    p.add_argument("--top-k", type=int, default=10, help="boost this many most salient filters (default 10)")
+    p.add_argument("--top-k", type=int, help="boost this many most salient filters (default: the server's, 10)")
     p.add_argument("--filters", type=_comma_ints, metavar="1,2", help="boost exactly these profile indices")
-    p.add_argument("--boost", type=float, default=100.0, help="boost factor (default 100)")
+    p.add_argument("--boost", type=float, help="boost factor (default: the server's, 100)")
     p.add_argument("--out", type=Path, required=True, metavar="PNG", help="write the overlay PNG here")
     p.add_argument("--heatmap-out", type=Path, metavar="NPY", help="also save the (H, W) heatmap as .npy")
 
@@ -231,14 +231,17 @@ def build_parser() -> argparse.ArgumentParser:
         e = command(kind, cmd_eval, help, parent=eval_sub)
         e.set_defaults(kind=kind)
         _add_query_options(e)
-        e.add_argument("--counts", type=_comma_ints, default=[1, 5, 25, 75], metavar="1,5,25,75")
-        e.add_argument("--selections", type=_comma_names, default=["most", "random", "least"],
-                       metavar="most,random,least")
-        e.add_argument("--neighbors", type=int, default=10 if kind == "finetune" else 0,
-                       help=f"nearest misclassified neighbours to measure on (default {10 if kind == 'finetune' else 0})")
+        # Unset options go out as 0 / empty: the server applies the proto's defaults.
+        e.add_argument("--counts", type=_comma_ints, metavar="1,5,25,75",
+                       help="numbers of filters to change (default: the server's, 1,5,25,75)")
+        e.add_argument("--selections", type=_comma_names, metavar="most,random,least",
+                       help="which filters (default: the server's, most,random,least)")
+        e.add_argument("--neighbors", dest="num_neighbors", type=int, metavar="N",
+                       help="nearest misclassified neighbours to measure on "
+                            f"(default: the server's, {10 if kind == 'finetune' else 0})")
         e.add_argument("--seed", type=int, default=0, help="seed of the random selection")
         if kind == "finetune":
-            e.add_argument("--step-size", type=float, default=1e-3, help="gradient step size (default 0.001)")
+            e.add_argument("--step-size", type=float, help="gradient step size (default: the server's, 0.001)")
             e.add_argument("--neighbor-bundle", default="", help="bundle to find neighbours in (default --bundle)")
         e.add_argument("--no-wait", action="store_true", help="print the operation id and return")
 
@@ -246,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     ops_sub = p.add_subparsers(title="actions", metavar="ACTION", required=True)
     o = command("list", cmd_ops_list, "operations, newest first", parent=ops_sub)
     o.add_argument("--state", choices=["pending", "running", "succeeded", "failed", "cancelled", "aborted"])
-    o.add_argument("--limit", type=int, default=100)
+    o.add_argument("--limit", type=int, help="at most this many (default: the server's, 100)")
     for action, func, help in (("get", cmd_ops_get, "one operation and its result"),
                                ("cancel", cmd_ops_cancel, "ask an operation to stop"),
                                ("watch", cmd_ops_watch, "follow an operation until it ends")):
@@ -385,7 +388,7 @@ def cmd_explain(args) -> int:
 def cmd_eval(args) -> int:
     with _client(args) as client:
         common = dict(**_query_kwargs(args), counts=args.counts, selections=args.selections,
-                      num_neighbors=args.neighbors, seed=args.seed, bundle=args.bundle)
+                      num_neighbors=args.num_neighbors, seed=args.seed, bundle=args.bundle)
         if args.kind == "finetune":
             handle = client.start_finetune_evaluation(**common, step_size=args.step_size,
                                                       neighbor_bundle=args.neighbor_bundle)

@@ -1,11 +1,12 @@
 """Regenerate the committed Python stubs from proto/parasal/v1/*.proto.
 
-    python proto/generate.py            # writes client/_generated/parasal/v1/
+    python proto/generate.py            # writes proto/parasal/v1/, beside the .proto files
     python proto/generate.py --out DIR  # writes DIR/parasal/v1/ (used by the drift test)
 
 The generator is pinned (grpcio-tools, see pyproject's dev extra) so the committed files
 only change when the .proto files do. The stubs import each other as `parasal.v1.*`,
-which is where pyproject's package-dir mapping installs them.
+which is where pyproject's package-dir mapping installs them. They sit beside the
+contract rather than in one of its users: the server and the client both import them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-DEFAULT_OUT = ROOT.parent / "client" / "_generated"
+# protoc writes <out>/parasal/v1/ for -I proto, so the default output is proto/ itself.
+DEFAULT_OUT = ROOT
+GENERATED_SUFFIXES = (".py", ".pyi")
 
 
 def generate(out: Path) -> list[Path]:
@@ -31,7 +34,12 @@ def generate(out: Path) -> list[Path]:
         raise SystemExit("protoc failed")
     pkg = out / "parasal" / "v1"
     (pkg / "__init__.py").write_text('"""Generated gRPC stubs for parasal.v1 (do not edit; run proto/generate.py)."""\n')
-    return sorted(pkg.iterdir())
+    return generated_files(pkg)
+
+
+def generated_files(folder: Path) -> list[Path]:
+    """The generated stubs in `folder` (the .proto files beside them are the sources)."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in GENERATED_SUFFIXES)
 
 
 def main(argv=None) -> int:

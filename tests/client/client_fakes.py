@@ -83,7 +83,12 @@ class FakeState:
     watch_cancelled: threading.Event = field(default_factory=threading.Event)
     # the token the server demands (None: no authentication).
     token: str | None = None
-    delay: float = 0.0
+    # while True, every call is held, unanswered, until the client gives up on it
+    # (deadline or cancellation); held_call_ended is set when a held call ends.
+    hold: bool = False
+    held_call_ended: threading.Event = field(default_factory=threading.Event)
+    # (method name, seconds left before the call's deadline or None) of every call, in order.
+    deadlines: list = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def hang(self, op_id: str) -> None:
@@ -97,18 +102,25 @@ class FakeState:
     def requests(self, method: str) -> list:
         return [c[1] for c in self.calls if c[0] == method]
 
+    def time_remaining(self, method: str) -> list:
+        return [d[1] for d in self.deadlines if d[0] == method]
+
     def enter(self, method: str, request, context) -> None:
         metadata = {k: v for k, v in context.invocation_metadata()}
         with self.lock:
             self.calls.append((method, request, metadata))
+            self.deadlines.append((method, context.time_remaining()))
             planned = self.failures.get(method)
             failure = planned.pop(0) if planned else None
         if self.token is not None and metadata.get("authorization") != f"Bearer {self.token}":
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
         if failure is not None:
             context.abort(*failure)
-        if self.delay:
-            time.sleep(self.delay)
+        if self.hold:
+            context.add_callback(self.held_call_ended.set)
+            while context.is_active():  # never answers: only the client can end the call
+                time.sleep(0.01)
+            context.abort(grpc.StatusCode.CANCELLED, "held call ended by the client")
 
     def operation(self, op_id: str, context) -> list:
         if op_id not in self.scripts:

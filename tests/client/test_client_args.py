@@ -88,7 +88,7 @@ def test_query_oneof_and_defaults(client, fake):
     client.profile(image=GRAY, label=np.int64(3), full=True, top_k=5, bundle="demo")
     first, second = fake.state.requests("GetProfile")
     assert first.WhichOneof("query") == "sample_id" and first.sample_id == 0
-    assert first.top_k == 10 and not first.include_vector and first.bundle == ""
+    assert first.top_k == 0 and not first.include_vector and first.bundle == ""  # 0: the server's default
     assert second.WhichOneof("query") == "image" and second.image.label == 3
     np.testing.assert_array_equal(decode(second.image.data), GRAY)
     assert second.include_vector and second.top_k == 5 and second.bundle == "demo"
@@ -100,7 +100,7 @@ def test_similar_request_fields(client, fake):
                                  layers="conv1", true_labels=(1, 2), predicted_labels=np.array([4]))
     client.find_similar_failures(sample_id=7, layers=["conv1", "conv2"])
     a, b, c = fake.state.requests("FindSimilarFailures")
-    assert a.WhichOneof("query") == "sample_id" and a.k == 10 and not a.include_query and not a.only_misclassified
+    assert a.WhichOneof("query") == "sample_id" and a.k == 0 and not a.include_query and not a.only_misclassified
     assert b.WhichOneof("query") == "vector" and list(b.vector.values) == [1.0, 2.0, 3.5]
     assert b.k == 3 and b.include_query and b.only_misclassified
     assert list(b.layers) == ["conv1"] and list(b.true_labels) == [1, 2] and list(b.predicted_labels) == [4]
@@ -112,20 +112,34 @@ def test_evaluation_request_fields(client, fake):
     client.start_finetune_evaluation(sample_id=3, counts=[2], selections=["least", "Most"], step_size=0.01,
                                      num_neighbors=4, neighbor_bundle="train", seed=9)
     client.start_pruning_evaluation(image=RGB, label=1, selections="random", num_neighbors=0)
+    client.start_pruning_evaluation(sample_id=3, counts=(75,), num_neighbors=5)
+    client.start_pruning_evaluation(sample_id=3)
     default, custom = fake.state.requests("StartFinetuneEvaluation")
-    assert list(default.counts) == [1, 5, 25, 75] and default.num_neighbors == 10
-    assert list(default.selections) == [pb.SELECTION_MOST_SALIENT, pb.SELECTION_RANDOM, pb.SELECTION_LEAST_SALIENT]
-    assert default.step_size == pytest.approx(1e-3) and default.WhichOneof("reference") == "sample_id"
+    # Unset arguments go out as the proto's "unset" (empty / 0): the server applies its defaults.
+    assert list(default.counts) == [] and list(default.selections) == []
+    assert default.step_size == 0.0 and default.num_neighbors == 0 and default.WhichOneof("reference") == "sample_id"
     assert list(custom.counts) == [2] and list(custom.selections) == [pb.SELECTION_LEAST_SALIENT, pb.SELECTION_MOST_SALIENT]
+    assert custom.step_size == pytest.approx(0.01)
     assert (custom.num_neighbors, custom.neighbor_bundle, custom.seed) == (4, "train", 9)
-    (pruning,) = fake.state.requests("StartPruningEvaluation")
-    assert pruning.WhichOneof("reference") == "image" and list(pruning.selections) == [pb.SELECTION_RANDOM]
+    image, custom, default = fake.state.requests("StartPruningEvaluation")
+    assert image.WhichOneof("reference") == "image" and list(image.selections) == [pb.SELECTION_RANDOM]
+    assert list(custom.counts) == [75] and custom.num_neighbors == 5
+    assert list(default.counts) == [] and list(default.selections) == [] and default.num_neighbors == 0
 
 
 def test_explain_request_fields(client, fake):
     client.explain_input(sample_id=1, filters=[3, 40], boost=50)
-    (request,) = fake.state.requests("ExplainInput")
-    assert list(request.filters) == [3, 40] and request.boost == 50.0 and request.top_k == 10
+    client.explain_input(sample_id=1, top_k=4)
+    request, default = fake.state.requests("ExplainInput")
+    assert list(request.filters) == [3, 40] and request.boost == 50.0 and request.top_k == 0
+    assert default.top_k == 4 and default.boost == 0.0 and list(default.filters) == []
+
+
+def test_operations_page_size(client, fake):
+    client.operations()
+    client.operations(page_size=7)
+    default, custom = fake.state.requests("ListOperations")
+    assert default.page_size == 0 and custom.page_size == 7
 
 
 BAD_CALLS = {
@@ -137,6 +151,7 @@ BAD_CALLS = {
     "bool sample id": lambda c: c.profile(sample_id=True),
     "top_k 0": lambda c: c.profile(sample_id=1, top_k=0),
     "k 0": lambda c: c.find_similar_failures(sample_id=1, k=0),
+    "page_size 0": lambda c: c.operations(page_size=0),
     "vector and sample": lambda c: c.find_similar_failures(sample_id=1, vector=[1.0]),
     "2-D vector": lambda c: c.find_similar_failures(vector=np.ones((2, 2))),
     "NaN vector": lambda c: c.find_similar_failures(vector=[1.0, float("nan")]),
@@ -148,7 +163,9 @@ BAD_CALLS = {
     "no counts": lambda c: c.start_pruning_evaluation(sample_id=1, counts=[]),
     "count 0": lambda c: c.start_pruning_evaluation(sample_id=1, counts=[0, 5]),
     "step size 0": lambda c: c.start_finetune_evaluation(sample_id=1, step_size=0),
-    "negative neighbours": lambda c: c.start_pruning_evaluation(sample_id=1, num_neighbors=-1),
+    "num_neighbors 0 for fine-tuning": lambda c: c.start_finetune_evaluation(sample_id=1, num_neighbors=0),
+    "no selections": lambda c: c.start_finetune_evaluation(sample_id=1, selections=[]),
+    "negative num_neighbors": lambda c: c.start_pruning_evaluation(sample_id=1, num_neighbors=-1),
     "boost 0": lambda c: c.explain_input(sample_id=1, boost=0),
     "bad array image": lambda c: c.profile(image=np.zeros((4, 4), np.float64), label=1),
     "unknown state": lambda c: c.operations(state="done"),
@@ -171,7 +188,10 @@ def test_channel_options_and_retry_policy():
 
     options = dict(_config.channel_options({"grpc.max_receive_message_length": 1, "grpc.lb_policy_name": "x"}))
     assert options["grpc.max_receive_message_length"] == 1 and options["grpc.lb_policy_name"] == "x"
-    assert dict(_config.channel_options())["grpc.max_send_message_length"] == 64 * 1024 * 1024
+    defaults = dict(_config.channel_options())
+    limits = {defaults["grpc.max_send_message_length"], defaults["grpc.max_receive_message_length"]}
+    assert limits == {_config.MAX_MESSAGE_BYTES}
+    assert _config.MAX_MESSAGE_BYTES > 4 * 1024 * 1024  # above gRPC's default receive limit
     (method_config,) = json.loads(options["grpc.service_config"])["methodConfig"]
     assert method_config["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
     assert all(name["service"] != "parasal.v1.EvaluationService" for name in method_config["name"])

@@ -163,10 +163,16 @@ def test_eval_waits_and_prints_the_table(run, fake):
     request = fake.state.requests("StartFinetuneEvaluation")[-1]
     assert list(request.counts) == [1, 5] and request.num_neighbors == 4
     assert list(request.selections) == [pb.SELECTION_MOST_SALIENT, pb.SELECTION_LEAST_SALIENT]
+    assert request.step_size == pytest.approx(0.01)
     status, out, _ = run("eval", "pruning", "--sample", "3", "--json")
     op = json.loads(out)["operation"]
     assert status == 0 and op["state"] == "succeeded" and op["result"]["rows"][0]["selection"] == "least"
-    assert fake.state.requests("StartPruningEvaluation")[-1].num_neighbors == 0
+    # Options left out go out unset (0 / empty): the server applies the proto's defaults.
+    request = fake.state.requests("StartPruningEvaluation")[-1]
+    assert request.num_neighbors == 0 and list(request.counts) == [] and list(request.selections) == []
+    assert run("eval", "finetune", "--sample", "3")[0] == 0
+    request = fake.state.requests("StartFinetuneEvaluation")[-1]
+    assert (list(request.counts), list(request.selections), request.step_size, request.num_neighbors) == ([], [], 0, 0)
     status, _, err = run("eval", "pruning", "--sample", "3", "--selections", "best")
     assert status == 2 and "unknown selection 'best'" in err and err.endswith("(INVALID_ARGUMENT)\n")
 

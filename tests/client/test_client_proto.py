@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-COMMITTED = ROOT / "client" / "_generated" / "parasal" / "v1"
+# The committed stubs sit beside the contract (installed as `parasal.v1`).
+COMMITTED = ROOT / "proto" / "parasal" / "v1"
 
 
 def _generate_module():
@@ -21,17 +22,24 @@ def _generate_module():
     return module
 
 
-def _files(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+def _files(generate, folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in generate.generated_files(folder)}
 
 
 def test_committed_stubs_match_a_fresh_generation(tmp_path):
-    _generate_module().generate(tmp_path)
-    fresh, committed = _files(tmp_path / "parasal" / "v1"), _files(COMMITTED)
+    generate = _generate_module()
+    generate.generate(tmp_path)
+    fresh, committed = _files(generate, tmp_path / "parasal" / "v1"), _files(generate, COMMITTED)
     assert fresh, "the generator wrote nothing"
     assert sorted(committed) == sorted(fresh), "generated file set differs; run: python proto/generate.py"
     stale = [name for name in fresh if fresh[name] != committed[name]]
     assert not stale, f"stale generated files {stale}; run: python proto/generate.py"
+
+
+def test_the_default_output_is_beside_the_contract():
+    generate = _generate_module()
+    assert generate.DEFAULT_OUT / "parasal" / "v1" == COMMITTED
+    assert (COMMITTED / "saliency.proto").is_file()
 
 
 def _buf() -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
 
 import grpc
 import numpy as np
@@ -85,14 +84,20 @@ def test_unavailable_is_retried_for_queries_only(client, fake):
 
 
 def test_deadline_is_a_timeout_error(fake):
-    fake.state.delay = 1.0
+    fake.state.hold = True  # the server takes the call and never answers
     with pc.Client(fake.target, timeout=0.2) as c:
-        start = time.monotonic()
         with pytest.raises(pc.DeadlineExceeded) as info:
             c.sample(1)
-        assert isinstance(info.value, TimeoutError) and time.monotonic() - start < 0.9
-        fake.state.delay = 0.0
-        assert c.sample(1, timeout=5).id == 1  # a per-call timeout overrides the client's
+        assert isinstance(info.value, TimeoutError)
+        # It returned because of its deadline: the server had the call, never answered it,
+        # and saw the client end it.
+        assert fake.state.count("GetSample") == 1 and fake.state.held_call_ended.wait(5)
+        fake.state.hold = False
+        assert c.sample(1, timeout=5).id == 1
+    held, answered = fake.state.time_remaining("GetSample")
+    # The held call carried the client's 0.2 s, the next its own 5 s (gRPC rounds deadlines
+    # a little, so compare against a bound far from both).
+    assert held < 1.0 < answered  # a per-call timeout overrides the client's
 
 
 def test_connection_refused_is_unavailable():
@@ -159,10 +164,14 @@ def test_unsuccessful_outcomes_raise_typed_errors(client, fake, final, cls, code
 def test_result_timeout_leaves_the_operation_running(client, fake):
     handle = client.start_finetune_evaluation(sample_id=3)
     fake.state.hang(handle.id)
-    start = time.monotonic()
     with pytest.raises(pc.OperationTimeout) as info:
         handle.result(timeout=0.3)
-    assert isinstance(info.value, TimeoutError) and 0.25 < time.monotonic() - start < 2.0
+    assert isinstance(info.value, TimeoutError)
+    # The wait ended because its 0.3 s ran out, neither earlier nor never: one watch call,
+    # carrying that deadline, ended by gRPC's DEADLINE_EXCEEDED (not by the stream ending).
+    assert isinstance(info.value.__cause__, pc.DeadlineExceeded)
+    (watch_deadline,) = fake.state.time_remaining("WatchOperation")
+    assert watch_deadline is not None and watch_deadline < 1.0  # the wait's 0.3 s was the RPC's deadline
     assert "still pending" in info.value.details and fake.state.count("CancelOperation") == 0
     # Cancelling ends it, and a later wait reports the cancellation.
     assert handle.cancel().state == "cancelled"
