@@ -28,7 +28,7 @@ th{background:#f3f3f3} td.l,th.l{text-align:left}
 
 
 @dataclass
-class NeighbourView:
+class NeighborView:
     id: int
     similarity: float
     label: int
@@ -49,8 +49,8 @@ class QueryView:
     overlay_png: bytes
     profile: np.ndarray  # (F,) standardized
     top_filters: list[tuple[str, int, float]]  # (layer, filter, z)
-    neighbours: list[NeighbourView]
-    confusions: list[tuple[int, int, int]]  # (true, predicted, count) among neighbours
+    neighbors: list[NeighborView]
+    confusions: list[tuple[int, int, int]]  # (true, predicted, count) among neighbors
     finetune_rows: list[dict] = field(default_factory=list)
     pruning_rows: list[dict] = field(default_factory=list)
 
@@ -129,19 +129,19 @@ def _dataset_html(confusions, metrics: dict[str, Any], name) -> str:
     for space, label in (("saliency", "parameter saliency profiles"), ("penultimate", "penultimate-layer features")):
         m = metrics[space]
         rows.append(
-            f"<tr><td class=l>{label}</td><td>{_pct(m['misclassified']['neighbours_misclassified'])}</td>"
-            f"<td>{_pct(m['misclassified']['neighbours_same_confusion_pair'])}</td>"
-            f"<td>{_pct(m['correct']['neighbours_correct'])}</td>"
-            f"<td>{_pct(1 - m['misclassified']['neighbours_misclassified'])}</td></tr>")
+            f"<tr><td class=l>{label}</td><td>{_pct(m['misclassified']['neighbors_misclassified'])}</td>"
+            f"<td>{_pct(m['misclassified']['neighbors_same_confusion_pair'])}</td>"
+            f"<td>{_pct(m['correct']['neighbors_correct'])}</td>"
+            f"<td>{_pct(1 - m['misclassified']['neighbors_misclassified'])}</td></tr>")
     k = metrics["saliency"]["k"]
     return (
         "<div class=row><div><h3>Most frequent confusions</h3><table><tr><th class=l>true</th>"
         f"<th class=l>predicted</th><th>count</th></tr>{pairs}</table></div>"
-        f"<div><h3>Neighbour agreement ({k} nearest, excluding self)</h3><table><tr><th class=l>space</th>"
-        "<th>misclassified:<br>neighbours misclassified</th><th>misclassified:<br>same confusion pair</th>"
-        "<th>correct:<br>neighbours correct</th><th>misclassified:<br>neighbours correct</th></tr>"
+        f"<div><h3>Neighbor agreement ({k} nearest, excluding self)</h3><table><tr><th class=l>space</th>"
+        "<th>misclassified:<br>neighbors misclassified</th><th>misclassified:<br>same confusion pair</th>"
+        "<th>correct:<br>neighbors correct</th><th>misclassified:<br>neighbors correct</th></tr>"
         + "".join(rows) + "</table><p class=muted>The paper (A.2, ResNet-50 on ImageNet) reports 89.0% correct "
-        "neighbours for correct samples vs 10.8% for misclassified ones. Counts: "
+        "neighbors for correct samples vs 10.8% for misclassified ones. Counts: "
         f"{metrics['saliency']['misclassified']['count']} misclassified, "
         f"{metrics['saliency']['correct']['count']} correct.</p></div></div>")
 
@@ -153,7 +153,7 @@ def _query_html(out_dir: Path, q: QueryView, layers, name) -> str:
     profile_plot_png(out_dir / f"{stem}-profile.png", q.profile, layers,
                      f"sample {q.id}: {name(q.label)} predicted as {name(q.predicted)}")
     cells = []
-    for n in q.neighbours:
+    for n in q.neighbors:
         (out_dir / f"{stem}-nn-{n.id}.png").write_bytes(n.image_png)
         cls = "ok" if n.label == n.predicted else "bad"
         cells.append(f"<figure><img src='{stem}-nn-{n.id}.png' alt='sample {n.id}'><figcaption>#{n.id} · sim {n.similarity:.3f}"

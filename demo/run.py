@@ -5,7 +5,7 @@
 3. through the SDK: pick misclassified samples of different confusion pairs and, for each,
    find its nearest failures, its top salient filters and its input-space heatmap; run one
    fine-tuning and one pruning evaluation as operations, with progress,
-4. stop the server cleanly, compute dataset-level neighbour metrics, write the report.
+4. stop the server cleanly, compute dataset-level neighbor metrics, write the report.
 
 Ctrl-C at any point stops the server (it is our child and gets SIGTERM in `finally`), and
 the indexer only ever publishes complete bundles, so nothing half-done is left behind.
@@ -29,9 +29,10 @@ import torch
 from tqdm import tqdm
 
 from parasal.client import Client
+from parasal.core import DEFAULT_COUNTS
 
-from .metrics import confusion_pairs, neighbour_agreement
-from .report import NeighbourView, QueryView, write_report
+from .metrics import confusion_pairs, neighbor_agreement
+from .report import NeighborView, QueryView, write_report
 
 MODEL = "demo-fashion"
 
@@ -51,7 +52,7 @@ class DemoOptions:
     queries: int = 4  # misclassified samples investigated, one per confusion pair
     k: int = 10
     eval_neighbors: int = 10
-    eval_counts: tuple[int, ...] = (1, 5, 25, 75)
+    eval_counts: tuple[int, ...] = DEFAULT_COUNTS
     timeout: float = 120.0
 
 
@@ -59,7 +60,7 @@ def run_demo(opts: DemoOptions) -> dict:
     """Runs the demo; returns the summary (also printed and written into the report)."""
     started = time.perf_counter()
     bundle_dir = _ensure_bundle(opts)
-    from parasal.indexer.bundle import open_bundle
+    from parasal.indexer import open_bundle
 
     opts.report_dir.mkdir(parents=True, exist_ok=True)
     with open_bundle(bundle_dir) as bundle, _server(bundle_dir, opts.report_dir / "server.log") as target:
@@ -88,9 +89,7 @@ def run_demo(opts: DemoOptions) -> dict:
 
 def _ensure_bundle(opts: DemoOptions) -> Path:
     """Reuses ``opts.bundle_dir`` if it opens cleanly and was made by this model from this data."""
-    from parasal.indexer.bundle import open_bundle
-    from parasal.indexer.errors import BundleError
-    from parasal.indexer.models import load_model
+    from parasal.indexer import BundleError, load_model, open_bundle
 
     if opts.bundle_dir.exists():
         try:
@@ -112,7 +111,7 @@ def _ensure_bundle(opts: DemoOptions) -> Path:
 
 
 def _expected_samples(opts: DemoOptions) -> int:
-    from parasal.indexer.datasets import open_dataset
+    from parasal.indexer import open_dataset
 
     n = len(open_dataset(opts.data))
     return min(n, opts.limit) if opts.limit else n
@@ -170,14 +169,14 @@ def _investigate(client: Client, bundle, info, opts: DemoOptions) -> list[QueryV
         profile = client.profile(sample_id=sid, full=True)
         similar = client.find_similar_failures(sample_id=sid, k=opts.k, only_misclassified=True)
         explanation = client.explain_input(sample_id=sid)
-        neighbours = [NeighbourView(n.id, n.similarity, n.sample.label, n.sample.predicted,
-                                    client.sample(n.id, include_image=True).image_png) for n in similar.neighbors]
+        neighbors = [NeighborView(n.id, n.similarity, n.sample.label, n.sample.predicted,
+                                  client.sample(n.id, include_image=True).image_png) for n in similar.neighbors]
         view = QueryView(
             id=sid, label=sample.label, predicted=sample.predicted, true_confidence=sample.true_confidence,
             predicted_confidence=sample.predicted_confidence, image_png=sample.image_png,
             overlay_png=explanation.overlay_png, profile=profile.vector,
             top_filters=[(f.layer, f.filter, f.z) for f in profile.top_filters],
-            neighbours=neighbours, confusions=[(c.label, c.predicted, c.count) for c in similar.confusions])
+            neighbors=neighbors, confusions=[(c.label, c.predicted, c.count) for c in similar.confusions])
         if i == 0:  # one of each evaluation, on the first query
             view.finetune_rows = _run_operation(
                 client.start_finetune_evaluation(sample_id=sid, counts=opts.eval_counts, num_neighbors=opts.eval_neighbors),
@@ -222,8 +221,8 @@ def _dataset_metrics(bundle, k: int) -> dict:
     ids = [int(i) for i in bundle.ids]
     saliency = np.asarray(bundle.profiles(ids), dtype=np.float32)
     return {
-        "saliency": neighbour_agreement(saliency, labels, predicted, k),
-        "penultimate": neighbour_agreement(penultimate_features(bundle, ids), labels, predicted, k),
+        "saliency": neighbor_agreement(saliency, labels, predicted, k),
+        "penultimate": neighbor_agreement(penultimate_features(bundle, ids), labels, predicted, k),
     }
 
 
@@ -250,15 +249,15 @@ def _print_summary(summary, queries: list[QueryView], metrics: dict, class_names
     for key, value in summary.items():
         print(f"  {key:>20}: {value}")
     for q in queries:
-        same = sum(1 for n in q.neighbours if {n.label, n.predicted} == {q.label, q.predicted})
+        same = sum(1 for n in q.neighbors if {n.label, n.predicted} == {q.label, q.predicted})
         print(f"  sample {q.id}: {name(q.label)} -> {name(q.predicted)}; top filter "
               f"{q.top_filters[0][0]}[{q.top_filters[0][1]}] z={q.top_filters[0][2]:.1f}; "
-              f"{same}/{len(q.neighbours)} nearest failures share its confusion")
+              f"{same}/{len(q.neighbors)} nearest failures share its confusion")
     for space in ("saliency", "penultimate"):
         m = metrics[space]
-        print(f"  {space:>11} space: misclassified -> {m['misclassified']['neighbours_misclassified']:.1%} neighbours "
-              f"misclassified, {m['misclassified']['neighbours_same_confusion_pair']:.1%} same pair; "
-              f"correct -> {m['correct']['neighbours_correct']:.1%} neighbours correct")
+        print(f"  {space:>11} space: misclassified -> {m['misclassified']['neighbors_misclassified']:.1%} neighbors "
+              f"misclassified, {m['misclassified']['neighbors_same_confusion_pair']:.1%} same pair; "
+              f"correct -> {m['correct']['neighbors_correct']:.1%} neighbors correct")
     print(f"  report: {page.resolve()}")
 
 

@@ -37,7 +37,8 @@ from .evaluations import Evaluations
 from .interceptors import LoggingInterceptor
 from .operations import Operations
 from .queries import Queries
-from .registry import Registry, limit_faiss_threads
+from .devices import limit_faiss_threads
+from .registry import Registry
 from .servicers import EvaluationServicer, OperationsServicer, SaliencyServicer
 from .store import OperationStore
 
@@ -82,6 +83,25 @@ def create_server(config: ServerConfig, registry: Registry | None = None) -> tup
         import torch
 
         torch.set_num_threads(config.torch_threads)
+    registry, operations, saliency, evaluations = _open_services(config, registry)
+    server = _grpc_server(config, token)
+    health_servicer = _add_services(server, saliency, EvaluationServicer(evaluations), OperationsServicer(operations))
+    host, port = _listen(server, config, tls)
+    if not port:
+        operations.close()
+        registry.close()
+        raise ConfigError(f"cannot listen on {host}:{config.port} (in use, or not an address of this machine)")
+    server.start()
+    running = RunningServer(server, port, f"{host}:{port}", health_servicer, registry, operations, config)
+    log.info("serving %d bundle(s) on %s%s%s", len(registry), running.address, " with TLS" if tls else "",
+             " with token authentication" if token else "")
+    return server, port, running
+
+
+def _open_services(config: ServerConfig,
+                   registry: Registry | None) -> tuple[Registry, Operations, SaliencyServicer, Evaluations]:
+    """The operation store, the bundles (unless given) and the domain services, warmed;
+    what was opened is closed again when a later step fails."""
     store = OperationStore(config.state_dir)
     try:
         registry = registry or Registry.load(config)
@@ -99,7 +119,11 @@ def create_server(config: ServerConfig, registry: Registry | None = None) -> tup
         operations.close()
         registry.close()
         raise
+    return registry, operations, saliency, evaluations
 
+
+def _grpc_server(config: ServerConfig, token: str | None) -> grpc.Server:
+    """A grpc.Server (not started, no services) with the interceptors, limits and threads."""
     interceptors = [LoggingInterceptor()]
     if token is not None:
         interceptors.append(BearerTokenInterceptor(token))
@@ -109,12 +133,16 @@ def create_server(config: ServerConfig, registry: Registry | None = None) -> tup
                ("grpc.so_reuseport", 0)]  # never share a port with another process by accident
     rpc_threads = futures.ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="parasal-rpc",
                                              initializer=limit_faiss_threads, initargs=(config.faiss_threads,))
-    server = grpc.server(rpc_threads, interceptors=interceptors, options=options,
-                         maximum_concurrent_rpcs=config.max_concurrent_rpcs)
-    pb_grpc.add_SaliencyServiceServicer_to_server(saliency, server)
-    pb_grpc.add_EvaluationServiceServicer_to_server(EvaluationServicer(evaluations), server)
-    pb_grpc.add_OperationsServiceServicer_to_server(OperationsServicer(operations), server)
+    return grpc.server(rpc_threads, interceptors=interceptors, options=options,
+                       maximum_concurrent_rpcs=config.max_concurrent_rpcs)
 
+
+def _add_services(server: grpc.Server, saliency: SaliencyServicer, evaluation: EvaluationServicer,
+                  operations: OperationsServicer) -> health.HealthServicer:
+    """The parasal services, health (each reported SERVING) and reflection; returns the health servicer."""
+    pb_grpc.add_SaliencyServiceServicer_to_server(saliency, server)
+    pb_grpc.add_EvaluationServiceServicer_to_server(evaluation, server)
+    pb_grpc.add_OperationsServiceServicer_to_server(operations, server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True,
                                             experimental_thread_pool=futures.ThreadPoolExecutor(max_workers=1))
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -122,25 +150,19 @@ def create_server(config: ServerConfig, registry: Registry | None = None) -> tup
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    return health_servicer
 
+
+def _listen(server: grpc.Server, config: ServerConfig, tls: tuple[bytes, bytes] | None) -> tuple[str, int]:
+    """(host as written in an address, bound port; 0 when the address cannot be bound)."""
     host = f"[{config.host}]" if ":" in config.host and not config.host.startswith("[") else config.host
     try:
         if tls is None:
-            port = server.add_insecure_port(f"{host}:{config.port}")
-        else:
-            port = server.add_secure_port(f"{host}:{config.port}", grpc.ssl_server_credentials([tls]))
+            return host, server.add_insecure_port(f"{host}:{config.port}")
+        return host, server.add_secure_port(f"{host}:{config.port}", grpc.ssl_server_credentials([tls]))
     except RuntimeError as exc:
-        port = 0
         log.debug("bind failed: %s", exc)
-    if not port:
-        operations.close()
-        registry.close()
-        raise ConfigError(f"cannot listen on {host}:{config.port} (in use, or not an address of this machine)")
-    server.start()
-    running = RunningServer(server, port, f"{host}:{port}", health_servicer, registry, operations, config)
-    log.info("serving %d bundle(s) on %s%s%s", len(registry), running.address, " with TLS" if tls else "",
-             " with token authentication" if token else "")
-    return server, port, running
+        return host, 0
 
 
 def serve(config: ServerConfig) -> int:

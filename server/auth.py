@@ -1,7 +1,9 @@
 """Bearer-token authentication as a server interceptor.
 
 Clients send metadata ``authorization: Bearer <token>``. A missing or wrong token ends
-the call with UNAUTHENTICATED before any servicer runs. The comparison is constant-time
+the call with UNAUTHENTICATED before any servicer runs: the interceptor raises
+:class:`~parasal.server.errors.Unauthenticated` through the server's one error table
+(errors.py), like any other domain error. The comparison is constant-time
 (``hmac.compare_digest``) and the token is never logged.
 
 Health checking and server reflection stay open: load balancers and Kubernetes probes
@@ -15,9 +17,13 @@ import hmac
 
 import grpc
 
+from .errors import Unauthenticated, abort
 from .interceptors import wrap_handler
 
-__all__ = ["BearerTokenInterceptor", "OPEN_METHOD_PREFIXES"]
+__all__ = ["BearerTokenInterceptor", "OPEN_METHOD_PREFIXES", "DENIED_MESSAGE"]
+
+#: What a call without the right token is told (never the token it sent).
+DENIED_MESSAGE = "missing or wrong bearer token (send metadata 'authorization: Bearer <token>')"
 
 #: Methods callable without a token.
 OPEN_METHOD_PREFIXES = (
@@ -48,9 +54,10 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):
                 handler_call_details.invocation_metadata):
             return handler
 
+        # The denying handler replaces the real one, so the error interceptor (inside this
+        # one) never sees it: apply the table here.
         def deny(context):
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token "
-                          "(send metadata 'authorization: Bearer <token>')")
+            abort(context, Unauthenticated(DENIED_MESSAGE))
 
         def unary(_behavior):
             return lambda _request, context: deny(context)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from parasal.core.saliency import filter_saliency
+from parasal.core import filter_saliency
 
 __all__ = ["GreedyBatcher", "UploadProfile", "ProfileBatcher", "SearchBatcher", "DEFAULT_MAX_BATCH",
            "DEFAULT_MAX_SEARCH_BATCH", "DEFAULT_PROFILE_LINGER_S", "DEFAULT_SEARCH_LINGER_S"]

@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Imported here so `--help` and flag errors stay fast (torch, faiss load with the app).
-    from parasal.indexer.errors import IndexerError
+    from parasal.indexer import IndexerError
 
     from .app import serve
 

@@ -11,10 +11,19 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ServerConfig", "ConfigError", "STATE_DIR_ENV", "default_state_dir", "parse_bundle_arg"]
+__all__ = ["ServerConfig", "ConfigError", "STATE_DIR_ENV", "default_state_dir", "parse_bundle_arg",
+           "MAX_MESSAGE_BYTES", "NEIGHBOR_LIST_SIZE", "NEIGHBOR_LISTS_MAX_SAMPLES"]
 
 #: Environment variable that overrides the default operation-store directory.
 STATE_DIR_ENV = "PARASAL_STATE_DIR"
+
+# Limits other modules default to as well: each is written here once.
+#: gRPC message limit both ways (uploads and full profile vectors need more than 4 MiB).
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+#: Neighbours precomputed per indexed sample (neighbor_lists.py).
+NEIGHBOR_LIST_SIZE = 64
+#: Bundles with more samples get no neighbour lists (N² work: 50k is ~25 s at start-up on 2 cores).
+NEIGHBOR_LISTS_MAX_SAMPLES = 50_000
 
 
 class ConfigError(ValueError):
@@ -66,7 +75,7 @@ class ServerConfig:
     #: Decoded images larger than this (width x height) are refused before any work.
     max_image_pixels: int = 4096 * 4096
     #: gRPC message limit both ways (uploads and full profile vectors need more than 4 MiB).
-    max_message_bytes: int = 64 * 1024 * 1024
+    max_message_bytes: int = MAX_MESSAGE_BYTES
     #: Calls in progress at once; more are refused by gRPC with RESOURCE_EXHAUSTED.
     max_concurrent_rpcs: int = 64
     #: Threads serving rpcs. Each open WatchOperation stream holds one while it lasts.
@@ -79,9 +88,9 @@ class ServerConfig:
     #: Neighbours precomputed per indexed sample of an exact index, among all samples and
     #: among misclassified ones (neighbor_lists.py): a by-id query then needs no search when
     #: its answer lies within them. 0 disables. Built at start-up, N² work.
-    neighbor_lists: int = 64
+    neighbor_lists: int = NEIGHBOR_LIST_SIZE
     #: Bundles with more samples get no neighbour lists (50k: ~25 s at start-up on 2 cores).
-    neighbor_lists_max_samples: int = 50_000
+    neighbor_lists_max_samples: int = NEIGHBOR_LISTS_MAX_SAMPLES
     #: Compute upload saliency in a child process per bundle (saliency_process.py): away
     #: from the server's GIL a batch runs ~1.7x faster. False computes in the server process.
     saliency_process: bool = True

@@ -15,16 +15,18 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 from google.protobuf import timestamp_pb2
 
-from parasal.core.evaluation import WHOLE_NETWORK, EvaluationRow, PruningRow
-from parasal.indexer.metadata import SampleMeta
+from parasal.core import LayerSpan
+from parasal.core.evaluation import (WHOLE_NETWORK, FinetuneReport, FinetuneRow, PruningReport, PruningRow,
+                                     ReferenceState)
+from parasal.indexer import SampleMeta
 from parasal.v1 import saliency_pb2 as pb
 
 from .errors import InvalidArgument
 from .queries import (Confusion, Explanation, FilterScore, ImageQuery, Neighbor, ProfileResult, Query, SampleRecord,
                       SimilarResult)
 
-#: Profile index -> (layer name, filter within the layer), e.g. registry.FilterNames.
-Locate = Callable[[int], "tuple[str, int]"]
+#: Profile index -> (layer, filter within the layer): ``FilterLayout.locate``.
+Locate = Callable[[int], "tuple[LayerSpan, int]"]
 
 # ---------------------------------------------------------------------------------------
 # Enums and scalars
@@ -122,8 +124,8 @@ def sample_to_proto(meta: SampleMeta, locate: Locate, class_names: Sequence[str]
                         predicted_name=name(meta.predicted))
     add = message.top_filters.add  # half the cost of building FilterScore messages and a list
     for index, z in meta.top_filters if top_filters else ():
-        layer, j = locate(int(index))
-        add(index=int(index), layer=layer, filter=j, z=float(z))
+        span, j = locate(int(index))
+        add(index=int(index), layer=span.name, filter=j, z=float(z))
     return message
 
 
@@ -221,15 +223,15 @@ def explanation_from_proto(message: pb.ExplainInputResponse) -> Explanation:
 def bundle_info_to_proto(served) -> pb.BundleInfo:
     """A registry.ServedBundle as BundleInfo."""
     bundle = served.bundle
-    manifest = bundle.manifest
+    manifest = bundle.manifest  # a parasal.indexer.Manifest
     info = pb.BundleInfo(
         name=served.name, model=served.spec, model_fingerprint=served.fingerprint,
-        dataset=", ".join(_dataset_specs(manifest)), num_samples=int(bundle.num_samples),
+        dataset=", ".join(manifest.dataset_specs), num_samples=int(bundle.num_samples),
         num_misclassified=int(bundle.num_misclassified), num_filters=int(served.layout.num_filters),
         layers=[pb.Layer(name=s.name, kind=s.kind, filters=s.filters, offset=s.offset) for s in served.layout],
         index_type=str(bundle.index_type), class_names=list(served.class_names),
         input_shape=list(served.preprocessing.input_shape or ()))
-    created = manifest.get("created")
+    created = manifest.created
     if created:
         try:
             info.created_at.FromJsonString(str(created))
@@ -238,74 +240,76 @@ def bundle_info_to_proto(served) -> pb.BundleInfo:
     return info
 
 
-def _dataset_specs(manifest: dict) -> list[str]:
-    return [str(d.get("spec", "")) for d in manifest.get("datasets", ())]
-
-
 # ---------------------------------------------------------------------------------------
 # Evaluation results
 
 
-def finetune_row_to_proto(row: EvaluationRow) -> pb.FinetuneRow:
+def finetune_row_to_proto(row: FinetuneRow) -> pb.FinetuneRow:
     return pb.FinetuneRow(selection=selection_to_proto(row.selection), count=row.count,
                           reference_corrected=row.reference_corrected,
-                          reference_true_confidence_delta=row.reference_true_conf_delta,
-                          neighbors_corrected_fraction=row.neighbours_corrected_fraction,
-                          neighbors_true_confidence_delta=row.neighbours_true_conf_delta,
-                          neighbors_evaluated=row.neighbours_evaluated)
+                          reference_true_confidence_delta=row.reference_true_confidence_delta,
+                          neighbors_corrected_fraction=row.neighbors_corrected_fraction,
+                          neighbors_true_confidence_delta=row.neighbors_true_confidence_delta,
+                          neighbors_evaluated=row.neighbors_evaluated)
 
 
-def finetune_row_from_proto(message: pb.FinetuneRow) -> EvaluationRow:
+def finetune_row_from_proto(message: pb.FinetuneRow) -> FinetuneRow:
     """The fields the proto carries (requested_count and the norms are not sent)."""
-    return EvaluationRow(selection=SELECTION_FROM_PROTO[message.selection], count=int(message.count),
-                         reference_corrected=bool(message.reference_corrected),
-                         reference_true_conf_delta=float(message.reference_true_confidence_delta),
-                         neighbours_corrected_fraction=float(message.neighbors_corrected_fraction),
-                         neighbours_true_conf_delta=float(message.neighbors_true_confidence_delta),
-                         neighbours_evaluated=int(message.neighbors_evaluated))
+    return FinetuneRow(selection=SELECTION_FROM_PROTO[message.selection], count=int(message.count),
+                       reference_corrected=bool(message.reference_corrected),
+                       reference_true_confidence_delta=float(message.reference_true_confidence_delta),
+                       neighbors_corrected_fraction=float(message.neighbors_corrected_fraction),
+                       neighbors_true_confidence_delta=float(message.neighbors_true_confidence_delta),
+                       neighbors_evaluated=int(message.neighbors_evaluated))
 
 
 def pruning_row_to_proto(row: PruningRow) -> pb.PruningRow:
     return pb.PruningRow(selection=selection_to_proto(row.selection), count=row.count, corrected=row.corrected,
-                         incorrect_confidence_delta=row.incorrect_conf_delta,
-                         true_confidence_delta=row.true_conf_delta,
-                         neighbors_corrected_fraction=row.neighbours_corrected_fraction,
-                         neighbors_incorrect_confidence_delta=row.neighbours_incorrect_conf_delta,
-                         neighbors_true_confidence_delta=row.neighbours_true_conf_delta,
-                         neighbors_evaluated=row.neighbours_evaluated)
+                         incorrect_confidence_delta=row.incorrect_confidence_delta,
+                         true_confidence_delta=row.true_confidence_delta,
+                         neighbors_corrected_fraction=row.neighbors_corrected_fraction,
+                         neighbors_incorrect_confidence_delta=row.neighbors_incorrect_confidence_delta,
+                         neighbors_true_confidence_delta=row.neighbors_true_confidence_delta,
+                         neighbors_evaluated=row.neighbors_evaluated)
 
 
 def pruning_row_from_proto(message: pb.PruningRow) -> PruningRow:
     return PruningRow(selection=SELECTION_FROM_PROTO[message.selection], count=int(message.count),
                       requested_count=int(message.count), corrected=bool(message.corrected),
-                      incorrect_conf_delta=float(message.incorrect_confidence_delta),
-                      true_conf_delta=float(message.true_confidence_delta),
-                      neighbours_corrected_fraction=float(message.neighbors_corrected_fraction),
-                      neighbours_incorrect_conf_delta=float(message.neighbors_incorrect_confidence_delta),
-                      neighbours_true_conf_delta=float(message.neighbors_true_confidence_delta),
-                      neighbours_evaluated=int(message.neighbors_evaluated))
+                      incorrect_confidence_delta=float(message.incorrect_confidence_delta),
+                      true_confidence_delta=float(message.true_confidence_delta),
+                      neighbors_corrected_fraction=float(message.neighbors_corrected_fraction),
+                      neighbors_incorrect_confidence_delta=float(message.neighbors_incorrect_confidence_delta),
+                      neighbors_true_confidence_delta=float(message.neighbors_true_confidence_delta),
+                      neighbors_evaluated=int(message.neighbors_evaluated))
 
 
-def reference_state(sample_id: int | None, label: int, predicted: int, true_confidence: float,
-                    predicted_confidence: float) -> pb.ReferenceState:
-    state = pb.ReferenceState(label=label, predicted=predicted, true_confidence=true_confidence,
-                              predicted_confidence=predicted_confidence)
+def reference_state_to_proto(state: ReferenceState, sample_id: int | None) -> pb.ReferenceState:
+    """``sample_id`` is set only for an indexed reference (None: an upload)."""
+    message = pb.ReferenceState(label=state.label, predicted=state.predicted, true_confidence=state.true_confidence,
+                                predicted_confidence=state.predicted_confidence)
     if sample_id is not None:
-        state.sample_id = int(sample_id)
-    return state
+        message.sample_id = int(sample_id)
+    return message
 
 
-def finetune_result_to_proto(report, sample_id: int | None, neighbor_ids: Sequence[int]) -> pb.FinetuneEvaluationResult:
-    """A core FinetuneReport (plus the reference's id and the neighbour ids) as a result message."""
+def reference_state_from_proto(message: pb.ReferenceState) -> ReferenceState:
+    return ReferenceState(label=int(message.label), predicted=int(message.predicted),
+                          true_confidence=float(message.true_confidence),
+                          predicted_confidence=float(message.predicted_confidence))
+
+
+def finetune_result_to_proto(report: FinetuneReport, sample_id: int | None,
+                             neighbor_ids: Sequence[int]) -> pb.FinetuneEvaluationResult:
+    """A core FinetuneReport (plus the reference's id and the neighbor ids) as a result message."""
     return pb.FinetuneEvaluationResult(
-        reference=reference_state(sample_id, report.reference_label, report.reference_predicted,
-                                  report.reference_true_confidence, report.reference_predicted_confidence),
+        reference=reference_state_to_proto(report.reference, sample_id),
         neighbor_ids=[int(i) for i in neighbor_ids], rows=[finetune_row_to_proto(r) for r in report.rows],
         step_size=report.step_size)
 
 
-def pruning_result_to_proto(report, sample_id: int | None, neighbor_ids: Sequence[int]) -> pb.PruningEvaluationResult:
+def pruning_result_to_proto(report: PruningReport, sample_id: int | None,
+                            neighbor_ids: Sequence[int]) -> pb.PruningEvaluationResult:
     return pb.PruningEvaluationResult(
-        reference=reference_state(sample_id, report.label, report.predicted, report.true_confidence,
-                                  report.predicted_confidence),
+        reference=reference_state_to_proto(report.reference, sample_id),
         neighbor_ids=[int(i) for i in neighbor_ids], rows=[pruning_row_to_proto(r) for r in report.rows])

@@ -15,8 +15,7 @@ import uuid
 
 import grpc
 
-from parasal.indexer.datasets import CorruptSample
-from parasal.indexer.errors import BundleError, SampleNotFound
+from parasal.indexer import BundleError, CorruptSample, SampleNotFound
 
 from .interceptors import WrappingInterceptor
 
@@ -31,6 +30,7 @@ __all__ = [
     "Unavailable",
     "ERROR_TABLE",
     "status_for",
+    "abort",
     "ErrorInterceptor",
 ]
 
@@ -98,7 +98,8 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE.format(ref=ref)
 
 
-def _abort(context: grpc.ServicerContext, exc: Exception):
+def abort(context: grpc.ServicerContext, exc: Exception):
+    """End the call with ``exc``'s status from the table (raises, as ``context.abort`` does)."""
     if context.code() not in (None, grpc.StatusCode.OK):
         raise exc  # already aborted further in (context.abort raises a bare Exception)
     code, message = status_for(exc)
@@ -113,7 +114,7 @@ class ErrorInterceptor(WrappingInterceptor):
             try:
                 return behavior(request, context)
             except Exception as exc:  # noqa: BLE001 - mapped, never swallowed
-                _abort(context, exc)
+                abort(context, exc)
         return wrapped
 
     def stream(self, behavior, method):
@@ -121,5 +122,5 @@ class ErrorInterceptor(WrappingInterceptor):
             try:
                 yield from behavior(request, context)
             except Exception as exc:  # noqa: BLE001 - mapped, never swallowed
-                _abort(context, exc)
+                abort(context, exc)
         return wrapped

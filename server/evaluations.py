@@ -1,13 +1,13 @@
 """Fine-tuning and pruning evaluations (paper §3.3, §3.1) as operations.
 
 Starting one checks everything that can be checked at once (bundles, sample id, image,
-counts, selections, step size, neighbour count), so those errors come back as the rpc's
+counts, selections, step size, neighbor count), so those errors come back as the rpc's
 status; the rest runs in an operation:
 
 1. the reference: an indexed sample's stored image through the bundle's preprocessing and
    its stored profile, or an upload and its freshly computed profile;
-2. its ``num_neighbors`` nearest neighbours among the misclassified samples of the
-   neighbour bundle (the reference itself excluded), their images loaded the same way;
+2. its ``num_neighbors`` nearest neighbors among the misclassified samples of the
+   neighbor bundle (the reference itself excluded), their images loaded the same way;
 3. parasal.core's evaluation on the serving model, which works on its own private copy
    (the serving model is never modified), reporting progress and polling the stop flag.
 """
@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from parasal.core.evaluation import SELECTIONS, Cancelled, finetune_evaluation, pruning_evaluation
+from parasal.core.evaluation import DEFAULT_COUNTS, SELECTIONS, Cancelled, finetune_evaluation, pruning_evaluation
 from parasal.v1 import saliency_pb2 as pb
 
 from .config import ServerConfig
@@ -34,12 +34,12 @@ from .registry import Registry, ServedBundle
 __all__ = ["FinetuneParams", "PruningParams", "Evaluations", "DEFAULT_COUNTS", "DEFAULT_STEP_SIZE",
            "DEFAULT_NEIGHBORS", "MAX_COUNTS"]
 
-DEFAULT_COUNTS = (1, 5, 25, 75)
+# DEFAULT_COUNTS is core's (re-exported here): what an empty ``counts`` on the wire means.
 DEFAULT_STEP_SIZE = 1e-3
 DEFAULT_NEIGHBORS = 10
 #: Distinct counts one evaluation may ask for (each costs a forward pass per selection).
 MAX_COUNTS = 64
-#: Share of the progress bar for preparing reference and neighbours.
+#: Share of the progress bar for preparing reference and neighbors.
 PREPARE_SHARE = 0.1
 
 
@@ -77,9 +77,9 @@ class Evaluations:
 
     def start_finetune(self, params: FinetuneParams):
         served = self.registry.get(params.bundle)
-        neighbours = self.registry.get(params.neighbor_bundle or params.bundle)
-        if neighbours.fingerprint != served.fingerprint:
-            raise InvalidArgument(f"neighbor_bundle {neighbours.name!r} was indexed with a different model "
+        neighbors = self.registry.get(params.neighbor_bundle or params.bundle)
+        if neighbors.fingerprint != served.fingerprint:
+            raise InvalidArgument(f"neighbor_bundle {neighbors.name!r} was indexed with a different model "
                                   f"than {served.name!r}")
         counts = _counts(params.counts, served.layout.num_filters)
         selections = tuple(params.selections) or SELECTIONS
@@ -91,10 +91,11 @@ class Evaluations:
 
         def job(progress: Progress, should_stop: StopFlag) -> pb.FinetuneEvaluationResult:
             x, label, profile = self._resolve(served, reference, progress)
-            ids, inputs, labels = self._neighbours(neighbours, served, reference, profile, k, progress, should_stop)
-            report = finetune_evaluation(served.master, served.layout, x, label, profile, inputs, labels,
-                                         counts=counts, selections=selections, step_size=step, seed=params.seed,
-                                         progress=_scaled(progress), should_stop=should_stop)
+            ids, inputs, labels = self._neighbors(neighbors, served, reference, profile, k, progress, should_stop)
+            report = finetune_evaluation(served.master, served.layout, x, label, profile, neighbor_inputs=inputs,
+                                         neighbor_labels=labels, counts=counts, selections=selections,
+                                         step_size=step, seed=params.seed, progress=_scaled(progress),
+                                         should_stop=should_stop)
             return finetune_result_to_proto(report, reference.sample_id, ids)
 
         return self.operations.start(pb.OPERATION_KIND_FINETUNE_EVALUATION, served.name, job)
@@ -110,9 +111,9 @@ class Evaluations:
             x, label, profile = self._resolve(served, reference, progress)
             ids, inputs, labels = [], None, None
             if k:
-                ids, inputs, labels = self._neighbours(served, served, reference, profile, k, progress, should_stop)
-            report = pruning_evaluation(served.master, served.layout, x, label, profile, neighbour_inputs=inputs,
-                                        neighbour_labels=labels, counts=counts, selections=selections,
+                ids, inputs, labels = self._neighbors(served, served, reference, profile, k, progress, should_stop)
+            report = pruning_evaluation(served.master, served.layout, x, label, profile, neighbor_inputs=inputs,
+                                        neighbor_labels=labels, counts=counts, selections=selections,
                                         seed=params.seed, progress=_scaled(progress), should_stop=should_stop)
             return pruning_result_to_proto(report, reference.sample_id, ids)
 
@@ -136,20 +137,20 @@ class Evaluations:
         x = served.preprocessing(served.bundle.load_image(reference.sample_id))
         return x, int(meta.label), served.profile(reference.sample_id)
 
-    def _neighbours(self, neighbours: ServedBundle, served: ServedBundle, reference: _Reference, profile: np.ndarray,
+    def _neighbors(self, neighbors: ServedBundle, served: ServedBundle, reference: _Reference, profile: np.ndarray,
                     k: int, progress: Progress, should_stop: StopFlag):
         """(ids, inputs (N, C, H, W), labels (N,)) of the nearest misclassified samples."""
-        progress(PREPARE_SHARE / 2, f"finding {k} nearest misclassified neighbours")
-        exclude = [reference.sample_id] if reference.sample_id is not None and neighbours is served else None
-        allowed = neighbours.bundle.rows_where(misclassified=True)
-        hits = neighbours.bundle.search(np.asarray(profile, np.float32)[None], k, allowed=allowed, exclude_ids=exclude)[0]
+        progress(PREPARE_SHARE / 2, f"finding {k} nearest misclassified neighbors")
+        exclude = [reference.sample_id] if reference.sample_id is not None and neighbors is served else None
+        allowed = neighbors.bundle.rows_where(misclassified=True)
+        hits = neighbors.bundle.search(np.asarray(profile, np.float32)[None], k, allowed=allowed, exclude_ids=exclude)[0]
         ids = [int(i) for i, _ in hits]
         images = []
         for i in ids:
             if should_stop():
-                raise Cancelled("cancelled while loading neighbour images")
-            images.append(neighbours.preprocessing(neighbours.bundle.load_image(i)))
-        labels = [int(m.label) for m in neighbours.metas(ids)]
+                raise Cancelled("cancelled while loading neighbor images")
+            images.append(neighbors.preprocessing(neighbors.bundle.load_image(i)))
+        labels = [int(m.label) for m in neighbors.metas(ids)]
         if not ids:
             return ids, None, None
         return ids, torch.stack(images), torch.tensor(labels, dtype=torch.long)

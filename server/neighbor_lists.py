@@ -15,7 +15,7 @@ with) the k best. Lists holding a whole row set have ``bound = -inf``. Otherwise
 that leave too few rows, large ``k``, layer subsets) the caller searches.
 
 Cost: one (N, d) x (d, N) product, about 1 s for 10k x 672 on 2 cores, growing with N²,
-hence ``max_samples``; memory N x size x 8 bytes per list.
+hence ``ServerConfig.neighbor_lists_max_samples``; memory N x size x 8 bytes per list.
 """
 
 from __future__ import annotations
@@ -27,13 +27,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["NeighborList", "NeighborLists", "DEFAULT_LIST_SIZE", "DEFAULT_MAX_SAMPLES"]
+from .config import NEIGHBOR_LIST_SIZE
+
+__all__ = ["NeighborList", "NeighborLists"]
 
 log = logging.getLogger("parasal.server")
 
-DEFAULT_LIST_SIZE = 64
-#: Above this many samples the lists are not built (N² work: ~25 s at 50k on 2 cores).
-DEFAULT_MAX_SAMPLES = 50_000
 _BLOCK_ROWS = 1024  # query rows per product: a (1024, N) float32 block
 
 
@@ -77,7 +76,7 @@ class NeighborLists:
         self.ids = ids  # (N,) sample id of each row
 
     @classmethod
-    def build(cls, vectors: torch.Tensor, ids: np.ndarray, misclassified: np.ndarray, size: int = DEFAULT_LIST_SIZE,
+    def build(cls, vectors: torch.Tensor, ids: np.ndarray, misclassified: np.ndarray, size: int = NEIGHBOR_LIST_SIZE,
               name: str = "") -> "NeighborLists":  # fmt: skip
         """``vectors`` (N, d): the normalised rows of the exact index (queries by id use
         these same vectors, so the lists equal what a search would return)."""
@@ -103,6 +102,11 @@ class NeighborLists:
 
 def build_list(vectors: torch.Tensor, size: int, subset: np.ndarray | None) -> NeighborList:
     """The ``size`` nearest rows of every row among ``subset`` (None = all), exactly."""
+    # Not parasal.indexer.cosine_top_k, the indexer's chunked top-k: it normalises the rows
+    # again and multiplies in numpy, so its scores differ from the exact search's (a torch
+    # product over these same vectors, scoring.flat_scan) by up to ~8e-7, enough to reorder
+    # near-ties and break "a list answers what a search would"; and for 10k x 672 on 2 cores
+    # it took twice as long (8.8 s against 4.5 s, measured side by side).
     n = len(vectors)
     columns = np.arange(n) if subset is None else np.flatnonzero(subset)
     candidates = vectors if subset is None else vectors[torch.from_numpy(columns)]  # (m, d)

@@ -26,7 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from parasal.core.evaluation import Cancelled
+from parasal.core import Cancelled
 from parasal.v1 import saliency_pb2 as pb
 
 from .conversions import timestamp

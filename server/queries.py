@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from parasal.core.input_saliency import heatmap_overlay_png, input_saliency
+from parasal.core import heatmap_overlay_png, input_saliency, top_k_filters
 
 from .config import ServerConfig
 from .errors import InvalidArgument
@@ -276,14 +276,14 @@ def check_vector(values: np.ndarray, num_filters: int) -> np.ndarray:
 
 
 def filter_score(served: ServedBundle, index: int, z: float) -> FilterScore:
-    layer, j = served.locate(int(index))
-    return FilterScore(int(index), layer, int(j), float(z))
+    span, j = served.layout.locate(int(index))
+    return FilterScore(int(index), span.name, int(j), float(z))
 
 
 def top_filters(served: ServedBundle, vector: np.ndarray, k: int) -> list[FilterScore]:
     """The k highest z-scores, highest first (ties: lower index first)."""
-    order = np.argsort(-vector.astype(np.float64), kind="stable")[:k]
-    return [filter_score(served, int(i), float(vector[i])) for i in order]
+    indices, values = top_k_filters(vector, k)
+    return [filter_score(served, i, z) for i, z in zip(indices.tolist(), values.tolist())]
 
 
 def decode_image(data: bytes, max_pixels: int) -> Image.Image:

@@ -13,7 +13,8 @@ reading the answer with the GIL released. (A ``ProcessPoolExecutor`` moves each 
 through two helper threads each way, and in a busy server every one of those hand-offs
 waits for the GIL: measured ~8 ms per batch of 4 on top of the ~16 ms computation.)
 
-The child loads the model from the bundle's manifest like the server does (and refuses to
+The child loads the model from the bundle's :class:`~parasal.indexer.Manifest` (plain data,
+pickled to it) like the server does (and refuses to
 start when the weights no longer match the recorded fingerprint). When it dies (killed, out of
 memory), the batch it held fails with :class:`Unavailable` (clients retry) and a new child
 starts for the next one.
@@ -25,10 +26,14 @@ import logging
 import multiprocessing
 import threading
 import traceback
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import Unavailable
+
+if TYPE_CHECKING:
+    from parasal.indexer import Manifest
 
 __all__ = ["SaliencyProcess"]
 
@@ -42,7 +47,7 @@ class SaliencyProcess:
     """One child process computing ``filter_saliency`` batches for one bundle, one batch at
     a time (callers are serialized)."""
 
-    def __init__(self, manifest: dict, device: str = "cpu", torch_threads: int = 1):
+    def __init__(self, manifest: "Manifest", device: str = "cpu", torch_threads: int = 1):
         self._args = (manifest, device, torch_threads)
         self._lock = threading.Lock()  # one exchange on the pipe at a time
         self._process = None
@@ -138,7 +143,7 @@ class _ChildDied(Exception):
 # In the child
 
 
-def _serve(conn, manifest: dict, device: str, torch_threads: int) -> None:
+def _serve(conn, manifest: "Manifest", device: str, torch_threads: int) -> None:
     """The child's loop: load the model, say ready, then answer batches until told to stop
     (None) or the parent goes away (EOF)."""
     try:
@@ -165,19 +170,18 @@ def _serve(conn, manifest: dict, device: str, torch_threads: int) -> None:
             conn.send(("error", RuntimeError(f"{type(exc).__name__}: {exc}")))
 
 
-def _loader(manifest: dict, device: str, torch_threads: int):
+def _loader(manifest: "Manifest", device: str, torch_threads: int):
     """Load the model; return the function that computes one batch."""
     import torch
 
-    from parasal.core.layout import FilterLayout
-    from parasal.core.saliency import filter_saliency
-    from parasal.indexer.models import load_model_from_manifest
+    from parasal.core import filter_saliency
+    from parasal.indexer import load_model_from_manifest
 
     if torch_threads:
         torch.set_num_threads(torch_threads)
     loaded = load_model_from_manifest(manifest)  # ModelMismatch if the weights changed
     model = loaded.model.to(device).eval()
-    layout = FilterLayout.from_dict(manifest["layout"])
+    layout = manifest.layout
     where = torch.device(device)
 
     def compute(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

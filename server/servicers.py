@@ -33,10 +33,10 @@ class SaliencyServicer(pb_grpc.SaliencyServiceServicer):
         self.registry, self.queries = registry, queries
         # Per bundle: sample messages with their top filters (GetSample, asked-for neighbours)
         # and without (plain neighbour answers).
-        self._samples = {b.name: cv.SampleMessages(b.meta, b.locate, b.class_names, maxsize=b.cache_size)
+        self._samples = {b.name: cv.SampleMessages(b.meta, b.layout.locate, b.class_names, maxsize=b.cache_size)
                          for b in registry}
-        self._plain_samples = {b.name: cv.SampleMessages(b.meta, b.locate, b.class_names, maxsize=b.cache_size,
-                                                         top_filters=False) for b in registry}
+        self._plain_samples = {b.name: cv.SampleMessages(b.meta, b.layout.locate, b.class_names,
+                                                         maxsize=b.cache_size, top_filters=False) for b in registry}
 
     def warm(self) -> None:
         """Fill every bundle's metadata and plain neighbour messages with its hot ids (the

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Iterator
 
 import lmdb
+from google.rpc import code_pb2
 
 from parasal.v1 import saliency_pb2 as pb
 
@@ -31,8 +32,8 @@ __all__ = ["OperationStore", "new_operation_id", "TERMINAL_STATES", "ABORTED_MES
 TERMINAL_STATES = frozenset({pb.OPERATION_STATE_SUCCEEDED, pb.OPERATION_STATE_FAILED,
                              pb.OPERATION_STATE_CANCELLED, pb.OPERATION_STATE_ABORTED})
 ABORTED_MESSAGE = "the server stopped while it was running"
-#: google.rpc.Code ABORTED, the error code recorded for aborted operations.
-ABORTED_CODE = 10
+#: The error code recorded for aborted operations (google.rpc.Code, as gRPC status codes are).
+ABORTED_CODE = code_pb2.ABORTED
 #: Address space reserved for the environment (a sparse file; records are a few KB each).
 MAP_SIZE = 1 << 30
 

@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from parasal.demo.metrics import neighbour_agreement
+from parasal.demo.metrics import neighbor_agreement
 from parasal.demo.run import DemoOptions, run_demo
 from parasal.indexer.bundle import open_bundle
 
@@ -23,7 +23,7 @@ def test_report_has_every_section(demo):
     opts, summary = demo
     page = (opts.report_dir / "index.html").read_text()
     assert summary["samples indexed"] == 1000
-    for heading in ("Dataset", "Most frequent confusions", "Neighbour agreement", "Top salient filters",
+    for heading in ("Dataset", "Most frequent confusions", "Neighbor agreement", "Top salient filters",
                     "10 nearest failures", "Fine-tuning evaluation", "Pruning evaluation"):
         assert heading in page, heading
     queried = re.findall(r"<h2>Sample (\d+):", page)
@@ -32,8 +32,8 @@ def test_report_has_every_section(demo):
         for suffix in ("", "-heat", "-profile"):
             png = opts.report_dir / f"sample-{sid}{suffix}.png"
             assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
-        neighbours = list(opts.report_dir.glob(f"sample-{sid}-nn-*.png"))
-        assert len(neighbours) == 10
+        neighbors = list(opts.report_dir.glob(f"sample-{sid}-nn-*.png"))
+        assert len(neighbors) == 10
     # every <img> on the page points at a file that exists
     for src in re.findall(r"src='([^']+)'", page):
         assert (opts.report_dir / src).exists(), src
@@ -46,21 +46,21 @@ def test_metrics_are_shares_computed_from_the_bundle(demo):
     metrics = json.loads((opts.report_dir / "metrics.json").read_text())
     for space in ("saliency", "penultimate"):
         m = metrics[space]
-        values = [m["misclassified"]["neighbours_misclassified"], m["misclassified"]["neighbours_same_confusion_pair"],
-                  m["correct"]["neighbours_correct"]]
+        values = [m["misclassified"]["neighbors_misclassified"], m["misclassified"]["neighbors_same_confusion_pair"],
+                  m["correct"]["neighbors_correct"]]
         assert all(0.0 <= v <= 1.0 for v in values), values
         assert m["misclassified"]["count"] + m["correct"]["count"] == 1000
     with open_bundle(opts.bundle_dir) as bundle:
         ids = [int(i) for i in bundle.ids]
         profiles = bundle.profiles(ids).astype(np.float32)
         labels, predicted = np.asarray(bundle.labels), np.asarray(bundle.predicted)
-    assert neighbour_agreement(profiles, labels, predicted, 10) == metrics["saliency"]
+    assert neighbor_agreement(profiles, labels, predicted, 10) == metrics["saliency"]
     # the numbers come from the data: other profiles give other numbers
     shuffled = profiles[np.random.default_rng(0).permutation(len(profiles))]
-    assert neighbour_agreement(shuffled, labels, predicted, 10) != metrics["saliency"]
+    assert neighbor_agreement(shuffled, labels, predicted, 10) != metrics["saliency"]
     # samples close in saliency space fail alike far more often than the base rate
     base_rate = float((labels != predicted).mean())
-    assert metrics["saliency"]["misclassified"]["neighbours_misclassified"] > 2 * base_rate
+    assert metrics["saliency"]["misclassified"]["neighbors_misclassified"] > 2 * base_rate
 
 
 def test_second_run_reuses_the_bundle_and_a_changed_bundle_changes_the_metrics(demo, capsys):

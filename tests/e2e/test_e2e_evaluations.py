@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from parasal.client import OperationCancelled
+from parasal.core import DEFAULT_COUNTS, WHOLE_NETWORK
 
 COUNTS = [1, 5, 25]
 
@@ -30,8 +31,8 @@ def test_finetune_evaluation(client, bundle, probe):
     result = handle.result(timeout=120)
     assert result.reference.sample_id == reference and result.reference.label == bundle.meta(reference).label
     assert len(result.neighbor_ids) == 5 and reference not in result.neighbor_ids
-    assert all(not bundle.meta(i).correct for i in result.neighbor_ids)  # misclassified neighbours only
-    expected = {(s, c) for s in ("most", "random", "least") for c in COUNTS} | {("whole_network",
+    assert all(not bundle.meta(i).correct for i in result.neighbor_ids)  # misclassified neighbors only
+    expected = {(s, c) for s in ("most", "random", "least") for c in COUNTS} | {(WHOLE_NETWORK,
                                                                                 bundle.layout.num_filters)}
     assert {(row.selection, row.count) for row in result.rows} == expected
     assert any(row.reference_true_confidence_delta != 0 for row in result.rows)  # the copy did change
@@ -56,8 +57,20 @@ def test_pruning_evaluation_from_an_upload(client, bundle, probe):
     assert list(alone.neighbor_ids) == [] and len(alone.rows) == 3
 
 
+def test_empty_counts_mean_the_default_counts(client, bundle):
+    """The proto: empty counts mean 1, 5, 25, 75 (those within the model's filters); 0 step size and
+    neighbor count mean the server's defaults."""
+    sample = misclassified(bundle)[0]
+    pruning = client.start_pruning_evaluation(sample_id=sample, selections=["most"]).result(timeout=120)
+    default = [c for c in DEFAULT_COUNTS if c <= bundle.layout.num_filters]
+    assert [row.count for row in pruning.rows] == default and list(pruning.neighbor_ids) == []
+    finetune = client.start_finetune_evaluation(sample_id=sample, selections=["most"]).result(timeout=120)
+    assert [row.count for row in finetune.rows] == default + [bundle.layout.num_filters]
+    assert finetune.step_size == pytest.approx(1e-3) and len(finetune.neighbor_ids) == 10
+
+
 def test_progress_then_cancel_a_long_evaluation(client, bundle):
-    """64 counts x 3 selections over every misclassified neighbour: seconds of work, so the
+    """64 counts x 3 selections over every misclassified neighbor: seconds of work, so the
     watch sees progress and the cancel arrives long before the end."""
     handle = client.start_finetune_evaluation(sample_id=misclassified(bundle)[0], counts=list(range(1, 65)),
                                               num_neighbors=1000)

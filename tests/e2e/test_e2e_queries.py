@@ -47,7 +47,7 @@ def brute_force(bundle, query: np.ndarray, k: int, *, exclude=(), mask=None, col
     return [int(bundle.ids[i]) for i in order], sims[order]
 
 
-def assert_same_neighbours(got, ids, sims):
+def assert_same_neighbors(got, ids, sims):
     """Same ids in the same order, except where two similarities tie within float16 noise."""
     assert len(got.neighbors) == len(ids)
     np.testing.assert_allclose([n.similarity for n in got.neighbors], sims, atol=2e-3)
@@ -96,13 +96,13 @@ def test_find_similar_by_id_equals_brute_force(client, bundle):
     query = misclassified_id(bundle)
     got = client.find_similar_failures(sample_id=query, k=20)
     ids, sims = brute_force(bundle, bundle.profile(query), 20, exclude=[query])
-    assert_same_neighbours(got, ids, sims)
+    assert_same_neighbors(got, ids, sims)
     assert all(n.id != query for n in got.neighbors)
     with_self = client.find_similar_failures(sample_id=query, k=3, exclude_self=False)
     assert with_self.neighbors[0].id == query and with_self.neighbors[0].similarity == pytest.approx(1, abs=1e-3)
 
 
-def test_neighbour_top_filters_only_when_asked(client, bundle):
+def test_neighbor_top_filters_only_when_asked(client, bundle):
     query = misclassified_id(bundle)
     plain = client.find_similar_failures(sample_id=query, k=5)
     full = client.find_similar_failures(sample_id=query, k=5, include_top_filters=True)
@@ -119,9 +119,9 @@ def test_find_similar_with_filters_and_layers(client, bundle):
     profile = bundle.profile(query)
     got = client.find_similar_failures(sample_id=query, k=10, only_misclassified=True)
     ids, sims = brute_force(bundle, profile, 10, exclude=[query], mask=~bundle.correct)
-    assert_same_neighbours(got, ids, sims)
+    assert_same_neighbors(got, ids, sims)
     assert all(not n.sample.correct for n in got.neighbors)
-    # confusions: (label, predicted) counts of the neighbours, most frequent first
+    # confusions: (label, predicted) counts of the neighbors, most frequent first
     pairs = [(n.sample.label, n.sample.predicted) for n in got.neighbors]
     assert [(c.label, c.predicted, c.count) for c in got.confusions][0][2] == max(pairs.count(p) for p in pairs)
     assert sum(c.count for c in got.confusions) == len(got.neighbors)
@@ -137,12 +137,12 @@ def test_find_similar_with_filters_and_layers(client, bundle):
     cols = np.concatenate([np.arange(s.offset, s.stop) for s in deep])
     got = client.find_similar_failures(sample_id=query, k=10, layers=[s.name for s in deep])
     ids, sims = brute_force(bundle, profile, 10, exclude=[query], cols=cols)
-    assert_same_neighbours(got, ids, sims)
+    assert_same_neighbors(got, ids, sims)
 
 
 def test_concurrent_queries_each_get_their_own_exact_answer(server, bundle):
     """Concurrent searches are batched on the server (several queries per matrix product,
-    grouped by k and filters): each caller must still get exactly its own neighbours."""
+    grouped by k and filters): each caller must still get exactly its own neighbors."""
     from concurrent.futures import ThreadPoolExecutor
 
     from parasal.client import Client
@@ -159,7 +159,7 @@ def test_concurrent_queries_each_get_their_own_exact_answer(server, bundle):
     assert len(answers) == len(queries)
     for (query, k, only), got in answers:
         ids, sims = brute_force(bundle, bundle.profile(query), k, exclude=[query], mask=wrong if only else None)
-        assert_same_neighbours(got, ids, sims)
+        assert_same_neighbors(got, ids, sims)
 
 
 def test_find_similar_by_image_and_by_vector(client, bundle):
@@ -170,7 +170,7 @@ def test_find_similar_by_image_and_by_vector(client, bundle):
     vector = bundle.profile(query)
     by_vector = client.find_similar_failures(vector=vector, k=5)
     ids, sims = brute_force(bundle, vector, 5)
-    assert_same_neighbours(by_vector, ids, sims)
+    assert_same_neighbors(by_vector, ids, sims)
 
 
 def test_explain_input(client, bundle):

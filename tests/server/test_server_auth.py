@@ -5,7 +5,7 @@ import logging
 import grpc
 import pytest
 
-from parasal.server.auth import BearerTokenInterceptor
+from parasal.server.auth import DENIED_MESSAGE, BearerTokenInterceptor
 from parasal.server.interceptors import LoggingInterceptor
 
 TOKEN = "s3cret-token"
@@ -38,6 +38,7 @@ def test_calls_without_the_token_are_unauthenticated_and_open_methods_stay_open(
                 with pytest.raises(grpc.RpcError) as err:
                     call(b"x", metadata=metadata)
                 assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+                assert err.value.details() == DENIED_MESSAGE  # through the error table, as given
                 with pytest.raises(grpc.RpcError) as err:
                     list(channel.unary_stream("/test.Svc/EchoStream")(b"x", metadata=metadata))
                 assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -80,3 +80,16 @@ def test_serving_fast_path_flags_reach_the_config(tmp_path):
     config = config_from_args(build_parser().parse_args(
         [*base, "--neighbor-lists", "0", "--neighbor-lists-max-samples", "7", "--no-saliency-process"]))
     assert (config.neighbor_lists, config.neighbor_lists_max_samples, config.saliency_process) == (0, 7, False)
+
+
+def test_limits_are_written_once_and_every_module_defaults_to_them():
+    import inspect
+
+    from parasal.server import config as limits
+    from parasal.server.neighbor_lists import NeighborLists
+
+    defaults = ServerConfig()
+    assert defaults.max_message_bytes == limits.MAX_MESSAGE_BYTES == 64 * 1024 * 1024
+    assert defaults.neighbor_lists == limits.NEIGHBOR_LIST_SIZE == 64
+    assert defaults.neighbor_lists_max_samples == limits.NEIGHBOR_LISTS_MAX_SAMPLES == 50_000
+    assert inspect.signature(NeighborLists.build).parameters["size"].default == limits.NEIGHBOR_LIST_SIZE

@@ -1,22 +1,23 @@
 """Domain <-> proto conversions survive a round trip; bad requests become InvalidArgument."""
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 
 from parasal.core import FilterLayout, LayerSpan
-from parasal.core.evaluation import EvaluationRow, PruningRow
-from parasal.indexer.metadata import SampleMeta
+from parasal.core.evaluation import (WHOLE_NETWORK, FinetuneReport, FinetuneRow, PruningReport, PruningRow,
+                                     ReferenceState)
+from parasal.indexer import SampleMeta
 from parasal.server import conversions as cv
 from parasal.server.errors import InvalidArgument
-from parasal.server.registry import FilterNames
 from parasal.server.queries import (Confusion, Explanation, FilterScore, ImageQuery, Neighbor, ProfileResult,
                                     SimilarResult)
 from parasal.v1 import saliency_pb2 as pb
 
 LAYOUT = FilterLayout((LayerSpan("stem.0", "conv2d", 4, 0), LayerSpan("layer1.0.conv1", "conv2d", 6, 4)))
-LOCATE = FilterNames(LAYOUT)
+LOCATE = LAYOUT.locate
 
 
 def meta(i=7, label=3, predicted=6):
@@ -62,11 +63,10 @@ def test_sample_messages_are_built_once_and_never_shared_into_responses():
             empty(5)
 
 
-def test_filter_names_agree_with_the_layout():
-    assert [LOCATE(i) for i in range(10)] == [(LAYOUT.locate(i)[0].name, LAYOUT.locate(i)[1]) for i in range(10)]
+def test_top_filters_outside_the_layout_are_refused():
     for bad in (-1, 10):
         with pytest.raises(IndexError):
-            LOCATE(bad)
+            cv.sample_to_proto(dataclasses.replace(meta(), top_filters=[(bad, 1.0)]), LOCATE)
 
 
 def test_filter_score_and_profile_round_trip():
@@ -119,21 +119,36 @@ def test_selections():
 
 
 def test_evaluation_rows_round_trip():
-    rows = [EvaluationRow("most", 5, True, 0.25, 0.5, 0.125, 8), EvaluationRow("all", 10, False, -0.5, 0.0, 0.0, 8),
-            EvaluationRow("least", 1, False, 0.0, float("nan"), float("nan"), 0)]
+    rows = [FinetuneRow("most", 5, True, 0.25, 0.5, 0.125, 8), FinetuneRow(WHOLE_NETWORK, 10, False, -0.5, 0.0, 0.0, 8),
+            FinetuneRow("least", 1, False, 0.0, float("nan"), float("nan"), 0)]
     for row in rows:
         back = cv.finetune_row_from_proto(pb.FinetuneRow.FromString(cv.finetune_row_to_proto(row).SerializeToString()))
         assert back.selection == row.selection and back.count == row.count
         assert back.reference_corrected == row.reference_corrected
-        for a, b in [(back.neighbours_corrected_fraction, row.neighbours_corrected_fraction),
-                     (back.reference_true_conf_delta, row.reference_true_conf_delta)]:
+        for a, b in [(back.neighbors_corrected_fraction, row.neighbors_corrected_fraction),
+                     (back.reference_true_confidence_delta, row.reference_true_confidence_delta)]:
             assert a == b or (math.isnan(a) and math.isnan(b))
     assert cv.finetune_row_to_proto(rows[1]).selection == pb.SELECTION_WHOLE_NETWORK
+    assert WHOLE_NETWORK == "whole_network"
     prune = PruningRow("random", 25, 25, -0.25, 0.125, True, -0.5, 0.25, 0.75, 3)
     assert cv.pruning_row_from_proto(cv.pruning_row_to_proto(prune)) == prune
 
 
 def test_reference_state_sets_sample_id_only_when_known():
-    assert not cv.reference_state(None, 1, 2, 0.1, 0.9).HasField("sample_id")
-    assert cv.reference_state(0, 1, 2, 0.1, 0.9).sample_id == 0
-    assert cv.reference_state(0, 1, 2, 0.1, 0.9).HasField("sample_id")
+    state = ReferenceState(label=1, predicted=2, true_confidence=0.125, predicted_confidence=0.875)
+    assert not cv.reference_state_to_proto(state, None).HasField("sample_id")
+    assert cv.reference_state_to_proto(state, 0).sample_id == 0
+    assert cv.reference_state_to_proto(state, 0).HasField("sample_id")
+    assert cv.reference_state_from_proto(cv.reference_state_to_proto(state, 7)) == state
+
+
+def test_evaluation_reports_carry_the_reference_state():
+    state = ReferenceState(label=3, predicted=1, true_confidence=0.25, predicted_confidence=0.5)
+    row = FinetuneRow("most", 5, True, 0.25, 0.5, 0.125, 8)
+    finetune = FinetuneReport(rows=[row], reference=state, neighbors_total=9, neighbors_misclassified=8,
+                              num_filters=40, step_size=0.001)
+    message = cv.finetune_result_to_proto(finetune, 11, [4, 5])
+    assert (message.reference.sample_id, message.reference.label, message.reference.predicted) == (11, 3, 1)
+    assert list(message.neighbor_ids) == [4, 5] and message.step_size == pytest.approx(0.001)
+    pruning = PruningReport(rows=[], reference=state, neighbors_total=0, neighbors_misclassified=0, num_filters=40)
+    assert cv.reference_state_from_proto(cv.pruning_result_to_proto(pruning, None, []).reference) == state

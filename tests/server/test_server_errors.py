@@ -5,8 +5,7 @@ import logging
 import grpc
 import pytest
 
-from parasal.indexer.datasets import CorruptSample
-from parasal.indexer.errors import BundleCorrupt, SampleNotFound
+from parasal.indexer import BundleCorrupt, CorruptSample, SampleNotFound
 from parasal.server.errors import (DeadlineExceeded, ErrorInterceptor, FailedPrecondition, InvalidArgument, NotFound,
                                    ResourceExhausted, Unauthenticated, status_for)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from parasal.indexer.preprocessing import Preprocessing
+from parasal.indexer import Preprocessing
 from parasal.server.errors import InvalidArgument
 from parasal.server.queries import check_top_k, check_vector, decode_image, display_pixels, image_channels
 
