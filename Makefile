@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 FMNIST  ?= /usr/share/datasets/fashion-mnist
 STAMP   := $(VENV)/.installed-stamp
 
-.PHONY: setup data demo test proto lint-proto bench clean
+.PHONY: setup data demo test lint fmt proto lint-proto bench clean
 
 setup: $(STAMP) data
 
@@ -32,8 +32,17 @@ data:
 demo: setup
 	$(BIN)/parasal demo
 
-test: setup
+test: setup lint
 	$(BIN)/python -m pytest -q
+
+# ruff: lint + format check (config in pyproject.toml). `make fmt` rewrites in place.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+fmt: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 proto: setup
 	$(BIN)/python proto/generate.py

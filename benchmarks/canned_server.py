@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
+
 from parasal.v1 import saliency_pb2 as pb
 from parasal.v1 import saliency_pb2_grpc as pb_grpc
 

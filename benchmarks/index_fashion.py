@@ -33,8 +33,11 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--out", default=None, help="bundle path (default: a temporary directory, removed)")
     p.add_argument("--random-init", action="store_true", help="untrained demo weights (timing only)")
-    p.add_argument("--model", default="demo-fashion",
-                   help="another model spec (e.g. package.module:factory), preprocessed like demo-fashion")
+    p.add_argument(
+        "--model",
+        default="demo-fashion",
+        help="another model spec (e.g. package.module:factory), preprocessed like demo-fashion",
+    )
     p.add_argument("--weights", default=None, help="state dict for --model")
     args = p.parse_args(argv)
 
@@ -54,14 +57,28 @@ def main(argv=None) -> int:
         weights = tmp / "random-demo.pt"
         torch.save(build_demo_model().state_dict(), weights)
     elif weights is None and not Path(DEMO_WEIGHTS_PATH).is_file():
-        print(f"demo weights missing at {DEMO_WEIGHTS_PATH}: run `parasal train-demo` or pass --random-init", file=sys.stderr)
+        print(
+            f"demo weights missing at {DEMO_WEIGHTS_PATH}: run `parasal train-demo` or pass --random-init",
+            file=sys.stderr,
+        )
         return 2
     try:
         t0 = time.perf_counter()
-        res = run_index(IndexJob(data=args.data, out=out, model=args.model, weights=weights, preprocessing=pre,
-                                 limit=args.limit,
-                                 batch_size=args.batch_size, shard_size=args.shard_size, device=args.device,
-                                 overwrite=True, progress=sys.stderr.isatty()))  # fmt: skip
+        res = run_index(
+            IndexJob(
+                data=args.data,
+                out=out,
+                model=args.model,
+                weights=weights,
+                preprocessing=pre,
+                limit=args.limit,
+                batch_size=args.batch_size,
+                shard_size=args.shard_size,
+                device=args.device,
+                overwrite=True,
+                progress=sys.stderr.isatty(),
+            )
+        )
         wall = time.perf_counter() - t0
         peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
         size_mib = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20
@@ -80,14 +97,20 @@ def main(argv=None) -> int:
             b.search(q, 10, allowed=filt)
             filtered_ms = (time.perf_counter() - t1) * 1000 / len(q)
             F_ = b.num_filters
-        print(f"indexed       {res.samples} samples ({res.misclassified} misclassified, {res.skipped} skipped), "
-              f"{F_} filters")
-        print(f"wall time     {wall:.1f} s  ({res.samples / wall:.0f} samples/s end to end; torch threads "
-              f"{torch.get_num_threads()}, cpus {os.cpu_count()}, batch {args.batch_size})")
+        print(
+            f"indexed       {res.samples} samples ({res.misclassified} misclassified, {res.skipped} skipped), "
+            f"{F_} filters"
+        )
+        print(
+            f"wall time     {wall:.1f} s  ({res.samples / wall:.0f} samples/s end to end; torch threads "
+            f"{torch.get_num_threads()}, cpus {os.cpu_count()}, batch {args.batch_size})"
+        )
         print(f"peak RSS      {peak_mib:.0f} MiB")
         print(f"bundle size   {size_mib:.1f} MiB ({out})")
-        print(f"search k=10   {single_ms:.2f} ms/query one at a time, {batched_ms:.3f} ms/query in a batch of 100, "
-              f"{filtered_ms:.3f} ms/query misclassified-only")  # fmt: skip
+        print(
+            f"search k=10   {single_ms:.2f} ms/query one at a time, {batched_ms:.3f} ms/query in a batch of 100, "
+            f"{filtered_ms:.3f} ms/query misclassified-only"
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # the bundle too, unless --out put it elsewhere
     return 0

@@ -120,21 +120,27 @@ def main(argv=None) -> int:
         store = generate(tmp / "profiles.npy", args.n, centers, basis, args.seed)
         queries = sample(np.random.default_rng(args.seed + 1), args.queries, centers, basis)
         qn = normalize_rows(queries.astype(np.float16).astype(np.float32))
-        print(f"data          {args.n} x {args.dim} float16 ({store.nbytes / 2**30:.1f} GiB on disk), "
-              f"{args.clusters} clusters, latent rank {args.rank}: {time.perf_counter() - t:.0f} s")  # fmt: skip
+        print(
+            f"data          {args.n} x {args.dim} float16 ({store.nbytes / 2**30:.1f} GiB on disk), "
+            f"{args.clusters} clusters, latent rank {args.rank}: {time.perf_counter() - t:.0f} s"
+        )
         del centers, basis
         t = time.perf_counter()
         _, truth = exact_search(store, qn, args.k)
         exact_s = time.perf_counter() - t
-        print(f"exact         brute force over the float16 store: {exact_s * 1000 / args.queries:.1f} ms/query "
-              f"in a batch of {args.queries}; Flat fp32 would hold {4 * args.dim} B/vector "
-              f"({4 * args.dim * args.n / 2**30:.1f} GiB)")  # fmt: skip
+        print(
+            f"exact         brute force over the float16 store: {exact_s * 1000 / args.queries:.1f} ms/query "
+            f"in a batch of {args.queries}; Flat fp32 would hold {4 * args.dim} B/vector "
+            f"({4 * args.dim * args.n / 2**30:.1f} GiB)"
+        )
         ids = np.arange(args.n, dtype=np.int64)
         rows = []
         for factory in args.factories:
             gc.collect()
             t = time.perf_counter()
-            index, info = build_index(factory, store, ids, train_size=args.train_size, nprobe=args.nprobe, seed=args.seed)
+            index, info = build_index(
+                factory, store, ids, train_size=args.train_size, nprobe=args.nprobe, seed=args.seed
+            )
             build_s = time.perf_counter() - t
             bytes_per_vec = faiss.serialize_index(index).nbytes / args.n
             index.search(qn[:1], args.k)
@@ -154,13 +160,25 @@ def main(argv=None) -> int:
                 r, s = exact_scores(qn[j], r, store)
                 reranked.append(r[np.argsort(-s, kind="stable")][: args.k])
             rerank_ms = (time.perf_counter() - t) * 1000 / len(qn)
-            row = (factory, bytes_per_vec, build_s, single_ms, batch_ms, recall(got, truth, args.k),
-                   recall(np.array(reranked), truth, args.k), rerank_ms, info.get("nprobe"))  # fmt: skip
+            row = (
+                factory,
+                bytes_per_vec,
+                build_s,
+                single_ms,
+                batch_ms,
+                recall(got, truth, args.k),
+                recall(np.array(reranked), truth, args.k),
+                rerank_ms,
+                info.get("nprobe"),
+            )
             rows.append(row)
-            print(f"{factory:22s} {bytes_per_vec:9.0f} B/vec  build {build_s:6.1f} s  "
-                  f"{single_ms:7.2f} ms/query (1 at a time)  {batch_ms:6.3f} ms/query (batch)  "
-                  f"recall@{args.k} {row[5]:.3f}  with re-rank {row[6]:.3f} ({rerank_ms:.2f} ms/query)  "
-                  f"nprobe {info.get('nprobe')}", flush=True)  # fmt: skip
+            print(
+                f"{factory:22s} {bytes_per_vec:9.0f} B/vec  build {build_s:6.1f} s  "
+                f"{single_ms:7.2f} ms/query (1 at a time)  {batch_ms:6.3f} ms/query (batch)  "
+                f"recall@{args.k} {row[5]:.3f}  with re-rank {row[6]:.3f} ({rerank_ms:.2f} ms/query)  "
+                f"nprobe {info.get('nprobe')}",
+                flush=True,
+            )
             del index
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         print(f"peak RSS      {peak:.1f} GiB")

@@ -146,8 +146,12 @@ def _parse(argv):
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--samples", type=int, default=512, help="samples timed per method and round (whole batches)")
-    p.add_argument("--reference-samples", type=int, default=None,
-                   help="fewer samples for the slow reference (default: as --samples)")
+    p.add_argument(
+        "--reference-samples",
+        type=int,
+        default=None,
+        help="fewer samples for the slow reference (default: as --samples)",
+    )
     p.add_argument("--repeats", type=int, default=5, help="alternating rounds; the best of each counts")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
@@ -193,7 +197,7 @@ def _workload(args) -> tuple[nn.Module, torch.Tensor, torch.Tensor, list[str]]:
         y = torch.tensor([int(item.label) for item in items])
         if args.size != 28:
             x = F.interpolate(x, size=(args.size, args.size), mode="bilinear", align_corners=False)
-    except Exception as exc:  # the benchmark still runs without the dataset, on noise
+    except Exception as exc:  # noqa: BLE001 - the benchmark still runs without the dataset, on noise
         notes.append(f"Fashion-MNIST unavailable ({type(exc).__name__}: {exc}); random inputs")
         x, y = torch.randn(n, 1, args.size, args.size), torch.randint(0, 10, (n,))
     return model, x, y, notes
@@ -214,13 +218,17 @@ class _StandIn(nn.Module):
             return nn.ModuleDict(
                 {
                     "body": nn.Sequential(
-                        nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
-                        nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout),
+                        nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+                        nn.BatchNorm2d(cout),
+                        nn.ReLU(),
+                        nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
+                        nn.BatchNorm2d(cout),
                     ),
-                    "short": nn.Identity() if stride == 1 and cin == cout else
-                    nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)),
+                    "short": nn.Identity()
+                    if stride == 1 and cin == cout
+                    else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)),
                 }
-            )  # fmt: skip
+            )
 
         self.stem = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU())
         self.blocks = nn.ModuleList([block(32, 32, 1), block(32, 64, 2), block(64, 128, 2)])
@@ -258,8 +266,10 @@ def _sync(device: torch.device) -> None:
 
 def _print_table(r: dict) -> None:
     shape = "x".join(map(str, r["input_shape"]))
-    print(f"saliency throughput: {r['model']} ({r['filters']} filters), input {shape}, batch {r['batch']}, "
-          f"{r['device']}, {r['threads']} threads, torch {r['torch']}")
+    print(
+        f"saliency throughput: {r['model']} ({r['filters']} filters), input {shape}, batch {r['batch']}, "
+        f"{r['device']}, {r['threads']} threads, torch {r['torch']}"
+    )
     for note in r["notes"]:
         print(f"  note: {note}")
     rows = [
@@ -277,8 +287,10 @@ def _print_table(r: dict) -> None:
     print(f"  engine / train step: {r['engine_vs_train_step']:.2f}x   (target >= 0.6)")
     if cl:
         print(f"  engine / channels-last train step: {r['engine_sps'] / cl:.2f}x   (information)")
-    print(f"  best of {r['repeats']} alternating rounds; engine vs reference max rel. difference "
-          f"{r['max_rel_error_vs_reference']:.1e} on 4 samples")
+    print(
+        f"  best of {r['repeats']} alternating rounds; engine vs reference max rel. difference "
+        f"{r['max_rel_error_vs_reference']:.1e} on 4 samples"
+    )
 
 
 if __name__ == "__main__":

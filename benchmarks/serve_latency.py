@@ -39,10 +39,10 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-from parasal.v1 import saliency_pb2 as pb
-from parasal.v1 import saliency_pb2_grpc as pb_grpc
 
 from parasal.client import Client
+from parasal.v1 import saliency_pb2 as pb
+from parasal.v1 import saliency_pb2_grpc as pb_grpc
 
 TARGETS = {  # metric -> (target, unit)
     "find_similar_id_p50_ms": 5.0,
@@ -104,21 +104,27 @@ def timed_calls(address: str, clients: int, calls: list[tuple[str, dict]]) -> tu
 
     cpu, start = cpu_seconds(), time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
-        latencies = np.array([ms for chunk in pool.map(client_thread, [calls[i::clients] for i in range(clients)])
-                              for ms in chunk])
+        latencies = np.array(
+            [ms for chunk in pool.map(client_thread, [calls[i::clients] for i in range(clients)]) for ms in chunk]
+        )
     return latencies, time.perf_counter() - start, cpu_seconds() - cpu
 
 
-def phase(name: str, address: str, server_pid: int | None, clients: int,
-          calls: list[tuple[str, dict]]) -> dict[str, float]:  # fmt: skip
+def phase(
+    name: str, address: str, server_pid: int | None, clients: int, calls: list[tuple[str, dict]]
+) -> dict[str, float]:
     """Latency percentiles, calls/s and CPU per call (clients together; server with its
     child processes) of ``calls`` spread over ``clients``."""
     server_cpu = cpu_seconds(server_pid)
     latencies, wall, client_cpu = timed_calls(address, clients, calls)
     server_cpu = cpu_seconds(server_pid) - server_cpu
-    return {f"{name}_p50_ms": float(np.percentile(latencies, 50)), f"{name}_p99_ms": float(np.percentile(latencies, 99)),
-            f"{name}_qps": len(calls) / wall, f"{name}_client_cpu_ms": client_cpu / len(calls) * 1e3,
-            f"{name}_server_cpu_ms": server_cpu / len(calls) * 1e3}
+    return {
+        f"{name}_p50_ms": float(np.percentile(latencies, 50)),
+        f"{name}_p99_ms": float(np.percentile(latencies, 99)),
+        f"{name}_qps": len(calls) / wall,
+        f"{name}_client_cpu_ms": client_cpu / len(calls) * 1e3,
+        f"{name}_server_cpu_ms": server_cpu / len(calls) * 1e3,
+    }
 
 
 def main(argv=None) -> int:
@@ -139,9 +145,26 @@ def main(argv=None) -> int:
     proc = state = None
     if args.bundle is not None:
         state = tempfile.TemporaryDirectory(prefix="parasal-bench-state-")
-        proc, address = start([sys.executable, "-m", "parasal.server", "--bundle", str(args.bundle), "--host",
-                               "127.0.0.1", "--port", "0", "--state-dir", state.name, "--threads",
-                               str(args.server_threads), "--log-level", "WARNING", *args.server_arg])
+        proc, address = start(
+            [
+                sys.executable,
+                "-m",
+                "parasal.server",
+                "--bundle",
+                str(args.bundle),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--state-dir",
+                state.name,
+                "--threads",
+                str(args.server_threads),
+                "--log-level",
+                "WARNING",
+                *args.server_arg,
+            ]
+        )
     else:
         address = args.address
     server_pid = proc.pid if proc is not None else None
@@ -159,25 +182,42 @@ def main(argv=None) -> int:
             for data, label in images[:5]:
                 client.find_similar_failures(image=data, label=label, k=args.k)
             with grpc.insecure_channel(address) as channel:  # one real answer, as bytes, for the floor phase
-                canned = pb_grpc.SaliencyServiceStub(channel).FindSimilarFailures(
-                    pb.FindSimilarFailuresRequest(sample_id=ids[0], k=args.k)).SerializeToString()
+                canned = (
+                    pb_grpc.SaliencyServiceStub(channel)
+                    .FindSimilarFailures(pb.FindSimilarFailuresRequest(sample_id=ids[0], k=args.k))
+                    .SerializeToString()
+                )
 
         by_id = [("find_similar_failures", dict(sample_id=i, k=args.k)) for i in ids]
         with_filters = [(m, dict(kw, include_top_filters=True)) for m, kw in by_id]
         warm = len(ids) // 10  # concurrent warm-up, untimed: the server's thread pool grows, caches fill
         timed_calls(address, args.clients, by_id[:warm] + with_filters[:warm])
         figures |= phase("find_similar_id", address, server_pid, args.clients, by_id)
-        figures |= {k: v for k, v in phase("find_similar_id_top_filters", address, server_pid, args.clients,
-                                           with_filters).items() if k.endswith(("p50_ms", "qps"))}
+        figures |= {
+            k: v
+            for k, v in phase("find_similar_id_top_filters", address, server_pid, args.clients, with_filters).items()
+            if k.endswith(("p50_ms", "qps"))
+        }
         uploads = [images[j % len(images)] for j in range(args.image_requests)]
-        figures |= phase("find_similar_image", address, server_pid, args.clients,
-                         [("find_similar_failures", dict(image=d, label=l, k=args.k)) for d, l in uploads])
+        figures |= phase(
+            "find_similar_image",
+            address,
+            server_pid,
+            args.clients,
+            [("find_similar_failures", dict(image=d, label=l, k=args.k)) for d, l in uploads],
+        )
         with Client(address, timeout=120) as client:
             begin = time.perf_counter()
-            result = client.start_finetune_evaluation(sample_id=failing, counts=(1, 5, 25, 75), num_neighbors=10,
-                                                      ).result(timeout=600)
-            figures |= {"finetune_evaluation_s": time.perf_counter() - begin, "finetune_rows": len(result.rows),
-                        "finetune_neighbors": len(result.neighbor_ids)}
+            result = client.start_finetune_evaluation(
+                sample_id=failing,
+                counts=(1, 5, 25, 75),
+                num_neighbors=10,
+            ).result(timeout=600)
+            figures |= {
+                "finetune_evaluation_s": time.perf_counter() - begin,
+                "finetune_rows": len(result.rows),
+                "finetune_neighbors": len(result.neighbor_ids),
+            }
     finally:
         if proc is not None:
             stop(proc)
@@ -189,8 +229,15 @@ def main(argv=None) -> int:
         with tempfile.NamedTemporaryFile(suffix=".bin") as response:
             response.write(canned)
             response.flush()
-            floor, floor_address = start([sys.executable, str(Path(__file__).with_name("canned_server.py")),
-                                          response.name, "--threads", str(args.server_threads)])
+            floor, floor_address = start(
+                [
+                    sys.executable,
+                    str(Path(__file__).with_name("canned_server.py")),
+                    response.name,
+                    "--threads",
+                    str(args.server_threads),
+                ]
+            )
             try:
                 got = phase("floor_id", floor_address, floor.pid, args.clients, by_id)
             finally:
@@ -198,19 +245,31 @@ def main(argv=None) -> int:
         figures |= {k: got[k] for k in ("floor_id_p50_ms", "floor_id_qps", "floor_id_server_cpu_ms")}
         figures["find_similar_id_p50_over_floor"] = figures["find_similar_id_p50_ms"] / figures["floor_id_p50_ms"]
 
-    print(f"server {address}: bundle {info.name!r}, {info.num_samples} samples, {info.num_filters} filters, "
-          f"index {info.index_type}; {args.clients} client threads, "
-          f"{len(ids)} calls per by-id phase, {args.image_requests} uploads, k={args.k}")
+    print(
+        f"server {address}: bundle {info.name!r}, {info.num_samples} samples, {info.num_filters} filters, "
+        f"index {info.index_type}; {args.clients} client threads, "
+        f"{len(ids)} calls per by-id phase, {args.image_requests} uploads, k={args.k}"
+    )
     print(f"{'metric':34s} {'value':>10s} {'target':>8s}  ok")
     for name, value in figures.items():
         target = TARGETS.get(name)
         verdict = "" if target is None else ("yes" if value <= target else "NO")
         print(f"{name:34s} {value:10.2f} {'' if target is None else f'{target:8.1f}'}  {verdict}")
-    print(json.dumps({"benchmark": "serve_latency", **{k: round(v, 3) if isinstance(v, float) else v
-                                                          for k, v in figures.items()},
-                      "clients": args.clients, "samples": info.num_samples,
-                      "filters": info.num_filters, "index_type": info.index_type, "cpus": os.cpu_count(),
-                      "machine": platform.machine(), "targets_met": all(figures[k] <= t for k, t in TARGETS.items())}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "serve_latency",
+                **{k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()},
+                "clients": args.clients,
+                "samples": info.num_samples,
+                "filters": info.num_filters,
+                "index_type": info.index_type,
+                "cpus": os.cpu_count(),
+                "machine": platform.machine(),
+                "targets_met": all(figures[k] <= t for k, t in TARGETS.items()),
+            }
+        )
+    )
     return 0
 
 

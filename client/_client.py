@@ -9,6 +9,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+
 from parasal.v1 import saliency_pb2 as pb
 from parasal.v1 import saliency_pb2_grpc as pb_grpc
 
@@ -55,9 +56,7 @@ class Client:
                 root_certificates = Path(root_certificates).read_bytes()
             credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
             if token:
-                credentials = grpc.composite_channel_credentials(
-                    credentials, grpc.access_token_call_credentials(token)
-                )
+                credentials = grpc.composite_channel_credentials(credentials, grpc.access_token_call_credentials(token))
             self._channel = grpc.secure_channel(target, credentials, options=channel_options)
             self._metadata: tuple[tuple[str, str], ...] | None = None
         else:
@@ -131,8 +130,9 @@ class Client:
 
         `top_k` None: the server default (the proto: 10)."""
         query = _query(sample_id, image, label)
-        request = pb.GetProfileRequest(bundle=bundle, top_k=_positive_or_default(top_k, "top_k"),
-                                       include_vector=full, **query)
+        request = pb.GetProfileRequest(
+            bundle=bundle, top_k=_positive_or_default(top_k, "top_k"), include_vector=full, **query
+        )
         return _convert.profile_from_proto(self._call(self._saliency_stub.GetProfile, request, timeout))
 
     def find_similar_failures(
@@ -299,7 +299,9 @@ class Client:
         if bundle:
             self.operation(op_id, bundle=bundle, timeout=timeout)  # refuse another bundle's operation
         request = pb.CancelOperationRequest(id=_op_id(op_id))
-        return _convert.operation_from_proto(self._call(self._operations_stub.CancelOperation, request, timeout).operation)
+        return _convert.operation_from_proto(
+            self._call(self._operations_stub.CancelOperation, request, timeout).operation
+        )
 
     def operation_handle(self, op_id: str) -> OperationHandle:
         """A handle on an operation started earlier (e.g. by another process)."""

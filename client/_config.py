@@ -32,11 +32,11 @@ RETRY_POLICY = {
 
 
 def _version() -> str:
-    try:
-        from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
         return version("parasal")
-    except Exception:  # not installed as a distribution (e.g. a source checkout)
+    except PackageNotFoundError:  # not installed as a distribution (e.g. a source checkout)
         return "0"
 
 

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 from google.protobuf import timestamp_pb2
+
 from parasal.v1 import saliency_pb2 as pb
 
 from ._images import encode_image
@@ -64,7 +65,7 @@ _KIND_FROM_PROTO = {v: k for k, v in _KIND_TO_PROTO.items()}
 
 
 def selection_to_proto(name: str) -> int:
-    """"most" / "random" / "least" (case-insensitive) -> `Selection`; InvalidArgument otherwise."""
+    """ "most" / "random" / "least" (case-insensitive) -> `Selection`; InvalidArgument otherwise."""
     key = name.strip().lower() if isinstance(name, str) else name
     if key not in REQUESTABLE_SELECTIONS:
         raise InvalidArgument(f"unknown selection {name!r}; choose from {', '.join(REQUESTABLE_SELECTIONS)}")
@@ -273,7 +274,9 @@ def similar_failures_from_proto(msg: pb.FindSimilarFailuresResponse) -> SimilarF
 
 def similar_failures_to_proto(value: SimilarFailures) -> pb.FindSimilarFailuresResponse:
     return pb.FindSimilarFailuresResponse(
-        neighbors=[pb.Neighbor(id=n.id, similarity=n.similarity, sample=sample_to_proto(n.sample)) for n in value.neighbors],
+        neighbors=[
+            pb.Neighbor(id=n.id, similarity=n.similarity, sample=sample_to_proto(n.sample)) for n in value.neighbors
+        ],
         confusions=[pb.ConfusionCount(label=c.label, predicted=c.predicted, count=c.count) for c in value.confusions],
     )
 

@@ -49,8 +49,7 @@ def encode_image(image) -> bytes:
     if Image is not None and isinstance(image, Image.Image):
         return _pil_to_png(image)
     raise TypeError(
-        "image must be PNG/JPEG bytes, a file path, a PIL.Image or a uint8 numpy array, "
-        f"not {type(image).__name__}"
+        f"image must be PNG/JPEG bytes, a file path, a PIL.Image or a uint8 numpy array, not {type(image).__name__}"
     )
 
 

@@ -31,10 +31,10 @@ _REWATCH_DELAY = 0.5
 class OperationHandle:
     """A started operation. `result()` waits for it; iterating yields progress snapshots.
 
-        handle = client.start_finetune_evaluation(sample_id=7)
-        for op in tqdm(handle):          # Operation snapshots until a terminal state
-            ...
-        result = handle.result()         # FinetuneResult, or a typed error
+    handle = client.start_finetune_evaluation(sample_id=7)
+    for op in tqdm(handle):          # Operation snapshots until a terminal state
+        ...
+    result = handle.result()         # FinetuneResult, or a typed error
     """
 
     def __init__(self, client: Client, operation: Operation | str) -> None:
@@ -120,15 +120,13 @@ class OperationHandle:
         """
         op = self._last
         if op is None or not op.done:
-            for op in self.watch(timeout):
+            for op in self.watch(timeout):  # noqa: B007 - the last snapshot is the outcome
                 pass
         return _outcome(op)
 
     def _timeout_error(self, timeout) -> OperationTimeout:
         state = self._last.state if self._last is not None else "unknown"
-        return OperationTimeout(
-            f"operation {self._id} is still {state} after {timeout:g} s", operation=self._last
-        )
+        return OperationTimeout(f"operation {self._id} is still {state} after {timeout:g} s", operation=self._last)
 
 
 def _outcome(op: Operation) -> FinetuneResult | PruningResult:

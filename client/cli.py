@@ -123,8 +123,10 @@ def _run_engine_command(name: str, rest: list[str]) -> int:
             print(f"error: `parasal {name}` needs the engine extras: pip install 'parasal[engine]'", file=sys.stderr)
             return EXIT_ERROR
         if missing and (module_name == missing or module_name.startswith(missing + ".")):
-            print(f"error: `parasal {name}` is not available in this installation ({module_name} is missing)",
-                  file=sys.stderr)
+            print(
+                f"error: `parasal {name}` is not available in this installation ({module_name} is missing)",
+                file=sys.stderr,
+            )
             return EXIT_ERROR
         raise
     try:
@@ -155,16 +157,31 @@ def _add_connection_options(parser: argparse.ArgumentParser, defaults: bool) -> 
     def d(value):
         return value if defaults else argparse.SUPPRESS
 
-    parser.add_argument("--target", default=d(os.environ.get(TARGET_ENV) or _config.DEFAULT_TARGET),
-                        help=f"server address host:port (${TARGET_ENV}; default {_config.DEFAULT_TARGET})")
-    parser.add_argument("--token-file", type=Path, default=d(None),
-                        help=f"file holding the bearer token (else ${TOKEN_ENV} or ${TOKEN_FILE_ENV})")
+    parser.add_argument(
+        "--target",
+        default=d(os.environ.get(TARGET_ENV) or _config.DEFAULT_TARGET),
+        help=f"server address host:port (${TARGET_ENV}; default {_config.DEFAULT_TARGET})",
+    )
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        default=d(None),
+        help=f"file holding the bearer token (else ${TOKEN_ENV} or ${TOKEN_FILE_ENV})",
+    )
     parser.add_argument("--tls", action="store_true", default=d(False), help="connect with TLS")
-    parser.add_argument("--ca-file", type=Path, default=d(None),
-                        help="PEM root certificates for TLS (implies --tls; default: the system's)")
+    parser.add_argument(
+        "--ca-file",
+        type=Path,
+        default=d(None),
+        help="PEM root certificates for TLS (implies --tls; default: the system's)",
+    )
     parser.add_argument("--bundle", default=d(""), help="bundle name (default: the server's first)")
-    parser.add_argument("--timeout", type=float, default=d(_config.DEFAULT_TIMEOUT),
-                        help="seconds per call (default %(default)s)" if defaults else "seconds per call")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=d(_config.DEFAULT_TIMEOUT),
+        help="seconds per call (default %(default)s)" if defaults else "seconds per call",
+    )
     parser.add_argument("--json", action="store_true", default=d(False), help="print one JSON document")
 
 
@@ -181,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="parasal",
         description="Parameter-space saliency as a service: find images that fail for the same reason, "
-                    "explain them, and test fixes.",
+        "explain them, and test fixes.",
     )
     _add_connection_options(parser, defaults=True)
     common = argparse.ArgumentParser(add_help=False)
@@ -213,8 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=_comma_names, metavar="A,B", help="compare only these layers' filters")
     p.add_argument("--true-labels", type=_comma_ints, metavar="1,2")
     p.add_argument("--predicted-labels", type=_comma_ints, metavar="1,2")
-    p.add_argument("--top-filters", action="store_true",
-                   help="also fetch each neighbour's most salient filters (table: the first; --json: all)")
+    p.add_argument(
+        "--top-filters",
+        action="store_true",
+        help="also fetch each neighbour's most salient filters (table: the first; --json: all)",
+    )
 
     p = command("explain", cmd_explain, "input-space saliency heatmap of a sample or an image")
     _add_query_options(p)
@@ -226,19 +246,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate salient filters (long-running operations)")
     eval_sub = p.add_subparsers(title="evaluations", metavar="KIND", required=True)
-    for kind, help in (("finetune", "one gradient step on the most/random/least salient filters"),
-                       ("pruning", "zero the most/random/least salient filters")):
+    for kind, help in (
+        ("finetune", "one gradient step on the most/random/least salient filters"),
+        ("pruning", "zero the most/random/least salient filters"),
+    ):
         e = command(kind, cmd_eval, help, parent=eval_sub)
         e.set_defaults(kind=kind)
         _add_query_options(e)
         # Unset options go out as 0 / empty: the server applies the proto's defaults.
-        e.add_argument("--counts", type=_comma_ints, metavar="1,5,25,75",
-                       help="numbers of filters to change (default: the server's, 1,5,25,75)")
-        e.add_argument("--selections", type=_comma_names, metavar="most,random,least",
-                       help="which filters (default: the server's, most,random,least)")
-        e.add_argument("--neighbors", dest="num_neighbors", type=int, metavar="N",
-                       help="nearest misclassified neighbours to measure on "
-                            f"(default: the server's, {10 if kind == 'finetune' else 0})")
+        e.add_argument(
+            "--counts",
+            type=_comma_ints,
+            metavar="1,5,25,75",
+            help="numbers of filters to change (default: the server's, 1,5,25,75)",
+        )
+        e.add_argument(
+            "--selections",
+            type=_comma_names,
+            metavar="most,random,least",
+            help="which filters (default: the server's, most,random,least)",
+        )
+        e.add_argument(
+            "--neighbors",
+            dest="num_neighbors",
+            type=int,
+            metavar="N",
+            help="nearest misclassified neighbours to measure on "
+            f"(default: the server's, {10 if kind == 'finetune' else 0})",
+        )
         e.add_argument("--seed", type=int, default=0, help="seed of the random selection")
         if kind == "finetune":
             e.add_argument("--step-size", type=float, help="gradient step size (default: the server's, 0.001)")
@@ -250,9 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
     o = command("list", cmd_ops_list, "operations, newest first", parent=ops_sub)
     o.add_argument("--state", choices=["pending", "running", "succeeded", "failed", "cancelled", "aborted"])
     o.add_argument("--limit", type=int, help="at most this many (default: the server's, 100)")
-    for action, func, help in (("get", cmd_ops_get, "one operation and its result"),
-                               ("cancel", cmd_ops_cancel, "ask an operation to stop"),
-                               ("watch", cmd_ops_watch, "follow an operation until it ends")):
+    for action, func, help in (
+        ("get", cmd_ops_get, "one operation and its result"),
+        ("cancel", cmd_ops_cancel, "ask an operation to stop"),
+        ("watch", cmd_ops_watch, "follow an operation until it ends"),
+    ):
         command(action, func, help, parent=ops_sub).add_argument("id")
 
     for name, help in ENGINE_HELP.items():  # dispatched before parsing; listed for --help
@@ -329,8 +366,10 @@ def cmd_profile(args) -> int:
         return _print_json({"profile": profile})
     who = f"sample {profile.sample_id}" if profile.sample_id is not None else f"image {args.image}"
     print(f"{who}: label {profile.label}, predicted {profile.predicted} ({'correct' if profile.correct else 'wrong'})")
-    print(f"  true confidence {profile.true_confidence:.4f}, predicted confidence "
-          f"{profile.predicted_confidence:.4f}, loss {profile.loss:.4f}")
+    print(
+        f"  true confidence {profile.true_confidence:.4f}, predicted confidence "
+        f"{profile.predicted_confidence:.4f}, loss {profile.loss:.4f}"
+    )
     if profile.vector is not None:
         v = profile.vector
         print(f"  vector: {v.size} filters, z from {v.min():.3f} to {v.max():.3f}, mean {v.mean():.3f}")
@@ -344,21 +383,38 @@ def cmd_profile(args) -> int:
 def cmd_similar(args) -> int:
     with _client(args) as client:
         result = client.find_similar_failures(
-            **_query_kwargs(args), k=args.k, only_misclassified=args.only_misclassified,
-            exclude_self=not args.include_self, layers=args.layers, true_labels=args.true_labels,
-            predicted_labels=args.predicted_labels, include_top_filters=args.top_filters, bundle=args.bundle)
+            **_query_kwargs(args),
+            k=args.k,
+            only_misclassified=args.only_misclassified,
+            exclude_self=not args.include_self,
+            layers=args.layers,
+            true_labels=args.true_labels,
+            predicted_labels=args.predicted_labels,
+            include_top_filters=args.top_filters,
+            bundle=args.bundle,
+        )
     if args.json:
         return _print_json({"neighbors": result.neighbors, "confusions": result.confusions})
     header = ["rank", "id", "similarity", "label", "predicted", "correct", "uri"] + ["top filter"] * args.top_filters
-    rows = [[i + 1, n.id, n.similarity, _class(n.sample.label, n.sample.label_name),
-             _class(n.sample.predicted, n.sample.predicted_name), n.sample.correct, n.sample.uri]
-            + [_top_filter(n.sample.top_filters)] * args.top_filters
-            for i, n in enumerate(result)]
+    rows = [
+        [
+            i + 1,
+            n.id,
+            n.similarity,
+            _class(n.sample.label, n.sample.label_name),
+            _class(n.sample.predicted, n.sample.predicted_name),
+            n.sample.correct,
+            n.sample.uri,
+        ]
+        + [_top_filter(n.sample.top_filters)] * args.top_filters
+        for i, n in enumerate(result)
+    ]
     print(_format_table(header, rows) if rows else "no neighbours matched")
     if result.confusions:
         print("\nconfusions among the neighbours:")
-        print(_format_table(["label", "predicted", "count"],
-                            [[c.label, c.predicted, c.count] for c in result.confusions]))
+        print(
+            _format_table(["label", "predicted", "count"], [[c.label, c.predicted, c.count] for c in result.confusions])
+        )
     return EXIT_OK
 
 
@@ -368,18 +424,27 @@ def _top_filter(filters) -> str:
 
 def cmd_explain(args) -> int:
     with _client(args) as client:
-        explanation = client.explain_input(**_query_kwargs(args), top_k=args.top_k, filters=args.filters,
-                                           boost=args.boost, bundle=args.bundle)
+        explanation = client.explain_input(
+            **_query_kwargs(args), top_k=args.top_k, filters=args.filters, boost=args.boost, bundle=args.bundle
+        )
     args.out.write_bytes(explanation.overlay_png)
     if args.heatmap_out is not None:
         np.save(args.heatmap_out, explanation.heatmap)
     if args.json:
-        return _print_json({"out": args.out, "heatmap_out": args.heatmap_out,
-                            "heatmap_shape": list(explanation.heatmap.shape), "label": explanation.label,
-                            "predicted": explanation.predicted, "filters": explanation.filters})
+        return _print_json(
+            {
+                "out": args.out,
+                "heatmap_out": args.heatmap_out,
+                "heatmap_shape": list(explanation.heatmap.shape),
+                "label": explanation.label,
+                "predicted": explanation.predicted,
+                "filters": explanation.filters,
+            }
+        )
     h, w = explanation.heatmap.shape
-    print(f"overlay written to {args.out} ({h}x{w} heatmap; label {explanation.label}, "
-          f"predicted {explanation.predicted})")
+    print(
+        f"overlay written to {args.out} ({h}x{w} heatmap; label {explanation.label}, predicted {explanation.predicted})"
+    )
     print("boosted filters:")
     print(_filters_table(explanation.filters))
     return EXIT_OK
@@ -387,11 +452,18 @@ def cmd_explain(args) -> int:
 
 def cmd_eval(args) -> int:
     with _client(args) as client:
-        common = dict(**_query_kwargs(args), counts=args.counts, selections=args.selections,
-                      num_neighbors=args.num_neighbors, seed=args.seed, bundle=args.bundle)
+        common = dict(
+            **_query_kwargs(args),
+            counts=args.counts,
+            selections=args.selections,
+            num_neighbors=args.num_neighbors,
+            seed=args.seed,
+            bundle=args.bundle,
+        )
         if args.kind == "finetune":
-            handle = client.start_finetune_evaluation(**common, step_size=args.step_size,
-                                                      neighbor_bundle=args.neighbor_bundle)
+            handle = client.start_finetune_evaluation(
+                **common, step_size=args.step_size, neighbor_bundle=args.neighbor_bundle
+            )
         else:
             handle = client.start_pruning_evaluation(**common)
         if args.no_wait:
@@ -410,8 +482,7 @@ def cmd_ops_list(args) -> int:
     if not ops:
         print("no operations")
         return EXIT_OK
-    rows = [[op.id, op.kind, op.state, f"{op.progress:.0%}", op.bundle, _time(op.created_at), op.message]
-            for op in ops]
+    rows = [[op.id, op.kind, op.state, f"{op.progress:.0%}", op.bundle, _time(op.created_at), op.message] for op in ops]
     print(_format_table(["id", "kind", "state", "progress", "bundle", "created", "message"], rows))
     return EXIT_OK
 
@@ -445,14 +516,22 @@ def _wait_and_print(handle: OperationHandle, args) -> int:
 
     op = handle.operation
     try:
-        with tqdm(total=100, desc=f"{op.kind if op else 'operation'} {handle.id}", file=sys.stderr,
-                  disable=None, bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} {postfix}") as bar:
+        with tqdm(
+            total=100,
+            desc=f"{op.kind if op else 'operation'} {handle.id}",
+            file=sys.stderr,
+            disable=None,
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} {postfix}",
+        ) as bar:
             for op in handle:
                 bar.n = round(100 * op.progress, 1)
                 bar.set_postfix_str(op.message or op.state)
     except KeyboardInterrupt:
-        print(f"\ninterrupted; operation {handle.id} keeps running "
-              f"(parasal ops watch {handle.id} / parasal ops cancel {handle.id})", file=sys.stderr)
+        print(
+            f"\ninterrupted; operation {handle.id} keeps running "
+            f"(parasal ops watch {handle.id} / parasal ops cancel {handle.id})",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
     if args.json:
         _print_json({"operation": op})
@@ -495,8 +574,12 @@ def _print_bundle(b: BundleInfo, default: bool) -> None:
     for key, value in fields:
         print(f"  {key:<8} {value}")
     if b.layers:
-        print(_format_table(["layer", "kind", "filters", "offset"],
-                            [[layer.name, layer.kind, layer.filters, layer.offset] for layer in b.layers]))
+        print(
+            _format_table(
+                ["layer", "kind", "filters", "offset"],
+                [[layer.name, layer.kind, layer.filters, layer.offset] for layer in b.layers],
+            )
+        )
 
 
 def _print_sample(s: Sample) -> None:
@@ -518,16 +601,21 @@ def _print_operation(op: Operation) -> None:
     if op.result is not None:
         ref = op.result.reference
         who = f"sample {ref.sample_id}" if ref.sample_id is not None else "uploaded image"
-        print(f"reference {who}: label {ref.label}, predicted {ref.predicted}, true confidence "
-              f"{ref.true_confidence:.4f}; {len(op.result.neighbor_ids)} neighbours")
+        print(
+            f"reference {who}: label {ref.label}, predicted {ref.predicted}, true confidence "
+            f"{ref.true_confidence:.4f}; {len(op.result.neighbor_ids)} neighbours"
+        )
         print(op.result.table())
 
 
 def _jsonable(value):
     """SDK values as JSON-ready data: arrays as lists, times as ISO 8601, bytes left out."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)
-                if not isinstance(getattr(value, f.name), (bytes, bytearray))}
+        return {
+            f.name: _jsonable(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if not isinstance(getattr(value, f.name), (bytes, bytearray))
+        }
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, np.generic):

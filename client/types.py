@@ -58,9 +58,7 @@ class _ArrayEq:
     def __eq__(self, other):
         if other.__class__ is not self.__class__:
             return NotImplemented
-        return all(
-            _values_equal(getattr(self, f.name), getattr(other, f.name)) for f in dataclasses.fields(self)
-        )
+        return all(_values_equal(getattr(self, f.name), getattr(other, f.name)) for f in dataclasses.fields(self))
 
 
 def _format_table(headers: list[str], rows: list[list]) -> str:

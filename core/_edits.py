@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import operator
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,8 +21,17 @@ from torch import nn
 from .layout import FilterLayout
 
 __all__ = [
-    "Slice", "filter_slices", "prune_slices", "all_slices", "unique_tensors",
-    "loss_grads", "restricted_norm", "scale", "apply_step", "zero", "restored",
+    "Slice",
+    "filter_slices",
+    "prune_slices",
+    "all_slices",
+    "unique_tensors",
+    "loss_grads",
+    "restricted_norm",
+    "scale",
+    "apply_step",
+    "zero",
+    "restored",
 ]
 
 #: (tensor, rows): the rows ``tensor[rows]`` of one parameter or buffer; rows None = all of it.
@@ -43,13 +52,15 @@ def _layer(modules: dict[str, nn.Module], layout: FilterLayout, name: str) -> nn
     if module is None or getattr(module, "weight", None) is None:
         raise ValueError(f"layout layer {name!r} is not a weighted module of this model")
     if module.weight.shape[0] != layout.layer(name).filters:
-        raise ValueError(f"layer {name!r} has {module.weight.shape[0]} filters, layout says "
-                         f"{layout.layer(name).filters}")
+        raise ValueError(
+            f"layer {name!r} has {module.weight.shape[0]} filters, layout says {layout.layer(name).filters}"
+        )
     return module
 
 
-def filter_slices(model: nn.Module, layout: FilterLayout, filters: Iterable[int], *,
-                  with_bias: bool = True) -> list[Slice]:
+def filter_slices(
+    model: nn.Module, layout: FilterLayout, filters: Iterable[int], *, with_bias: bool = True
+) -> list[Slice]:
     """``weight[c]`` (and ``bias[c]`` where the layer has one) of every given filter."""
     modules = dict(model.named_modules())
     slices: list[Slice] = []
@@ -62,8 +73,9 @@ def filter_slices(model: nn.Module, layout: FilterLayout, filters: Iterable[int]
     return slices
 
 
-def prune_slices(model: nn.Module, layout: FilterLayout, filters: Iterable[int],
-                 consumers: dict[str, tuple[str, ...]]) -> list[Slice]:
+def prune_slices(
+    model: nn.Module, layout: FilterLayout, filters: Iterable[int], consumers: dict[str, tuple[str, ...]]
+) -> list[Slice]:
     """What to zero to prune ``filters``: the filters' weights/biases and their BN channels."""
     modules = dict(model.named_modules())
     slices = filter_slices(model, layout, filters)
@@ -90,8 +102,9 @@ def unique_tensors(slices: Sequence[Slice]) -> list[torch.Tensor]:
     return list(seen.values())
 
 
-def loss_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-               params: Sequence[torch.Tensor]) -> dict[int, torch.Tensor]:
+def loss_grads(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: Sequence[torch.Tensor]
+) -> dict[int, torch.Tensor]:
     """id(param) -> d mean-CE / d param, via autograd.grad (no ``.grad`` is written).
 
     ``model`` must be a private copy: parameters that do not require grad are switched on.

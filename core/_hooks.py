@@ -9,7 +9,7 @@ STYLE.md; compare pytorch-grad-cam ``activations_and_gradients.py`` and Captum
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -41,10 +41,9 @@ class HookOwner:
         for handle in handles:
             handle.remove()
 
-    def __enter__(self) -> "HookOwner":
+    def __enter__(self) -> HookOwner:
         return self
 
     def __exit__(self, *exc_info) -> bool:
         self.release()
         return False  # never swallow the exception that ended the block
-

@@ -22,25 +22,43 @@ from __future__ import annotations
 
 import logging
 import operator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._edits import (all_slices, apply_step, filter_slices, loss_grads, prune_slices, restored, restricted_norm, scale,
-                     zero)
+from ._edits import (
+    all_slices,
+    apply_step,
+    filter_slices,
+    loss_grads,
+    prune_slices,
+    restored,
+    restricted_norm,
+    scale,
+    zero,
+)
 from ._state import as_batch, eval_copy
 from .interventions import batchnorm_consumers
 from .layout import FilterLayout
 from .ranking import top_k_filters
 
 __all__ = [
-    "DEFAULT_COUNTS", "SELECTIONS", "WHOLE_NETWORK", "Cancelled", "select_filters", "ReferenceState",
-    "FinetuneRow", "FinetuneReport", "finetune_evaluation",
-    "PruningRow", "PruningReport", "pruning_evaluation",
+    "DEFAULT_COUNTS",
+    "SELECTIONS",
+    "WHOLE_NETWORK",
+    "Cancelled",
+    "select_filters",
+    "ReferenceState",
+    "FinetuneRow",
+    "FinetuneReport",
+    "finetune_evaluation",
+    "PruningRow",
+    "PruningReport",
+    "pruning_evaluation",
 ]
 
 log = logging.getLogger(__name__)
@@ -153,11 +171,22 @@ class PruningReport:
     notes: list[str] = field(default_factory=list)
 
 
-def finetune_evaluation(model: nn.Module, layout: FilterLayout, input: torch.Tensor, label: int, profile, *,
-                        neighbor_inputs: torch.Tensor | None = None, neighbor_labels: torch.Tensor | None = None,
-                        counts: Sequence[int] = DEFAULT_COUNTS, selections: Sequence[str] = SELECTIONS,
-                        step_size: float = 1e-3, seed: int = 0, progress: ProgressFn | None = None,
-                        should_stop: StopFn | None = None) -> FinetuneReport:
+def finetune_evaluation(
+    model: nn.Module,
+    layout: FilterLayout,
+    input: torch.Tensor,
+    label: int,
+    profile,
+    *,
+    neighbor_inputs: torch.Tensor | None = None,
+    neighbor_labels: torch.Tensor | None = None,
+    counts: Sequence[int] = DEFAULT_COUNTS,
+    selections: Sequence[str] = SELECTIONS,
+    step_size: float = 1e-3,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> FinetuneReport:
     """§3.3: one step on the reference alone per (selection, count), plus the whole network.
 
     ``profile`` is the reference's standardized profile (F,). For each count, "most" takes
@@ -167,8 +196,20 @@ def finetune_evaluation(model: nn.Module, layout: FilterLayout, input: torch.Ten
     are clipped and noted. ``progress(fraction, message)`` is called after every row;
     ``should_stop()`` is polled before every row and raises :class:`Cancelled`.
     """
-    bench = _Bench(model, layout, input, label, profile, neighbor_inputs, neighbor_labels, counts, selections,
-                   extra_rows=1, progress=progress, should_stop=should_stop)
+    bench = _Bench(
+        model,
+        layout,
+        input,
+        label,
+        profile,
+        neighbor_inputs,
+        neighbor_labels,
+        counts,
+        selections,
+        extra_rows=1,
+        progress=progress,
+        should_stop=should_stop,
+    )
     grads = loss_grads(bench.work, bench.x, bench.y, list(bench.work.parameters()))  # at θ0, serves every row
     salient_norms: dict[int, float] = {}  # count -> ‖g‖₂ over the "most" set of that count
 
@@ -178,11 +219,17 @@ def finetune_evaluation(model: nn.Module, layout: FilterLayout, input: torch.Ten
         after = bench.after(slices, lambda edited: apply_step(edited, grads, factor))
         corrected, true_delta, _, evaluated = bench.neighbor_figures(after)
         return FinetuneRow(
-            selection=selection, count=count, requested_count=requested,
-            reference_corrected=bench.corrected(after), reference_true_confidence_delta=bench.true_delta(after),
-            neighbors_corrected_fraction=corrected, neighbors_true_confidence_delta=true_delta,
-            neighbors_evaluated=evaluated, gradient_norm=norm,
-            update_norm=norm if target_norm is None or norm == 0 else float(target_norm))
+            selection=selection,
+            count=count,
+            requested_count=requested,
+            reference_corrected=bench.corrected(after),
+            reference_true_confidence_delta=bench.true_delta(after),
+            neighbors_corrected_fraction=corrected,
+            neighbors_true_confidence_delta=true_delta,
+            neighbors_evaluated=evaluated,
+            gradient_norm=norm,
+            update_norm=norm if target_norm is None or norm == 0 else float(target_norm),
+        )
 
     def row(selection: str, count: int, requested: int, chosen: list[int]) -> FinetuneRow:
         if count not in salient_norms:
@@ -198,11 +245,21 @@ def finetune_evaluation(model: nn.Module, layout: FilterLayout, input: torch.Ten
     return FinetuneReport(rows=rows, step_size=step_size, **bench.summary())
 
 
-def pruning_evaluation(model: nn.Module, layout: FilterLayout, input: torch.Tensor, label: int, profile, *,
-                       neighbor_inputs: torch.Tensor | None = None, neighbor_labels: torch.Tensor | None = None,
-                       counts: Sequence[int] = DEFAULT_COUNTS, selections: Sequence[str] = SELECTIONS,
-                       seed: int = 0, progress: ProgressFn | None = None,
-                       should_stop: StopFn | None = None) -> PruningReport:
+def pruning_evaluation(
+    model: nn.Module,
+    layout: FilterLayout,
+    input: torch.Tensor,
+    label: int,
+    profile,
+    *,
+    neighbor_inputs: torch.Tensor | None = None,
+    neighbor_labels: torch.Tensor | None = None,
+    counts: Sequence[int] = DEFAULT_COUNTS,
+    selections: Sequence[str] = SELECTIONS,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> PruningReport:
     """§3.1: per (selection, count), prune the filters chosen from the sample's profile.
 
     Pruning is :func:`prune_filters` with ``example_input`` = the sample (its BatchNorm
@@ -210,8 +267,20 @@ def pruning_evaluation(model: nn.Module, layout: FilterLayout, input: torch.Tens
     model (filters chosen from the sample). Counts above F are clipped and noted;
     ``progress`` / ``should_stop`` as in :func:`finetune_evaluation`.
     """
-    bench = _Bench(model, layout, input, label, profile, neighbor_inputs, neighbor_labels, counts, selections,
-                   extra_rows=0, progress=progress, should_stop=should_stop)
+    bench = _Bench(
+        model,
+        layout,
+        input,
+        label,
+        profile,
+        neighbor_inputs,
+        neighbor_labels,
+        counts,
+        selections,
+        extra_rows=0,
+        progress=progress,
+        should_stop=should_stop,
+    )
     consumers = batchnorm_consumers(bench.work, layout, example_input=bench.x)
     predicted = bench.reference.predicted
 
@@ -219,11 +288,17 @@ def pruning_evaluation(model: nn.Module, layout: FilterLayout, input: torch.Tens
         after = bench.after(prune_slices(bench.work, layout, chosen, consumers), zero)
         corrected, true_delta, incorrect_delta, evaluated = bench.neighbor_figures(after)
         return PruningRow(
-            selection=selection, count=count, requested_count=requested,
+            selection=selection,
+            count=count,
+            requested_count=requested,
             incorrect_confidence_delta=float(after[0, predicted] - bench.before[0, predicted]),
-            true_confidence_delta=bench.true_delta(after), corrected=bench.corrected(after),
-            neighbors_incorrect_confidence_delta=incorrect_delta, neighbors_true_confidence_delta=true_delta,
-            neighbors_corrected_fraction=corrected, neighbors_evaluated=evaluated)
+            true_confidence_delta=bench.true_delta(after),
+            corrected=bench.corrected(after),
+            neighbors_incorrect_confidence_delta=incorrect_delta,
+            neighbors_true_confidence_delta=true_delta,
+            neighbors_corrected_fraction=corrected,
+            neighbors_evaluated=evaluated,
+        )
 
     rows = bench.grid(counts, selections, seed, "pruned", row)
     return PruningReport(rows=rows, **bench.summary())
@@ -237,10 +312,22 @@ class _Bench:
     as one batch (row 0 the sample), their probabilities before any edit, and the
     apply-measure-restore step each row runs on the copy."""
 
-    def __init__(self, model: nn.Module, layout: FilterLayout, input: torch.Tensor, label: int, profile,
-                 neighbor_inputs: torch.Tensor | None, neighbor_labels: torch.Tensor | None, counts: Sequence[int],
-                 selections: Sequence[str], *, extra_rows: int, progress: ProgressFn | None,
-                 should_stop: StopFn | None):
+    def __init__(
+        self,
+        model: nn.Module,
+        layout: FilterLayout,
+        input: torch.Tensor,
+        label: int,
+        profile,
+        neighbor_inputs: torch.Tensor | None,
+        neighbor_labels: torch.Tensor | None,
+        counts: Sequence[int],
+        selections: Sequence[str],
+        *,
+        extra_rows: int,
+        progress: ProgressFn | None,
+        should_stop: StopFn | None,
+    ):
         _check_choices(counts, selections)
         self.work = eval_copy(model)
         self.profile = _as_profile(profile, layout)  # (F,) float64
@@ -255,12 +342,21 @@ class _Bench:
         self.notes = _clip_notes(counts, self.num_filters)
         self.label = int(self.y[0])
         self.wrong = self.before[1:].argmax(1) != self.y_nb  # (N,) the neighbors evaluated
-        self.reference = ReferenceState(label=self.label, predicted=int(self.before[0].argmax()),
-                                        true_confidence=float(self.before[0, self.label]),
-                                        predicted_confidence=float(self.before[0].max()))
+        self.reference = ReferenceState(
+            label=self.label,
+            predicted=int(self.before[0].argmax()),
+            true_confidence=float(self.before[0, self.label]),
+            predicted_confidence=float(self.before[0].max()),
+        )
 
-    def grid(self, counts: Sequence[int], selections: Sequence[str], seed: int, verb: str,
-             row: Callable[[str, int, int, list[int]], object]) -> list:
+    def grid(
+        self,
+        counts: Sequence[int],
+        selections: Sequence[str],
+        seed: int,
+        verb: str,
+        row: Callable[[str, int, int, list[int]], object],
+    ) -> list:
         """``row(selection, count, requested, chosen)`` for every count (clipped to F) and selection, in order."""
         rows = []
         for requested in counts:
@@ -290,8 +386,13 @@ class _Bench:
 
     def summary(self) -> dict:
         """The report fields both evaluations share."""
-        return dict(reference=self.reference, neighbors_total=len(self.y_nb),
-                    neighbors_misclassified=int(self.wrong.sum()), num_filters=self.num_filters, notes=self.notes)
+        return dict(
+            reference=self.reference,
+            neighbors_total=len(self.y_nb),
+            neighbors_misclassified=int(self.wrong.sum()),
+            num_filters=self.num_filters,
+            notes=self.notes,
+        )
 
 
 class _Steps:
@@ -317,8 +418,9 @@ def _probabilities(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return F.softmax(model(x).double(), dim=1)
 
 
-def _neighbor_figures(before: torch.Tensor, after: torch.Tensor, labels: torch.Tensor,
-                       wrong: torch.Tensor) -> tuple[float, float, float, int]:
+def _neighbor_figures(
+    before: torch.Tensor, after: torch.Tensor, labels: torch.Tensor, wrong: torch.Tensor
+) -> tuple[float, float, float, int]:
     """(corrected fraction, mean true-class Δ, mean originally-predicted-class Δ, count), over ``wrong``."""
     evaluated = int(wrong.sum())
     if evaluated == 0:
@@ -370,8 +472,11 @@ def _check_choices(counts: Sequence[int], selections: Sequence[str]) -> None:
 
 
 def _clip_notes(counts: Sequence[int], num_filters: int) -> list[str]:
-    notes = [f"count {c} exceeds the model's {num_filters} filters: clipped to {num_filters}"
-             for c in dict.fromkeys(counts) if c > num_filters]
+    notes = [
+        f"count {c} exceeds the model's {num_filters} filters: clipped to {num_filters}"
+        for c in dict.fromkeys(counts)
+        if c > num_filters
+    ]
     for note in notes:
         log.info(note)
     return notes

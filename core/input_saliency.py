@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -47,9 +47,17 @@ class InputSaliency:
     predicted: int  # the model's class for x
 
 
-def input_saliency(model: nn.Module, image: torch.Tensor, target: int, stats: RunningStats, *,
-                   layout: FilterLayout | None = None, filters: Sequence[int] | None = None,
-                   top_k: int = 10, boost: float = 100.0) -> InputSaliency:
+def input_saliency(
+    model: nn.Module,
+    image: torch.Tensor,
+    target: int,
+    stats: RunningStats,
+    *,
+    layout: FilterLayout | None = None,
+    filters: Sequence[int] | None = None,
+    top_k: int = 10,
+    boost: float = 100.0,
+) -> InputSaliency:
     """Input-space saliency of ``image`` (``(C, H, W)`` or ``(1, C, H, W)``) for label ``target``.
 
     ``filters`` (profile indices) chooses F explicitly; otherwise F is the ``top_k`` most
@@ -96,8 +104,13 @@ def input_saliency(model: nn.Module, image: torch.Tensor, target: int, stats: Ru
             w.requires_grad_(False)
 
     gradient = gradient[0].abs().detach()
-    return InputSaliency(gradient=gradient, heatmap=saliency_heatmap(gradient), filters=chosen,
-                         profile=profile.detach(), predicted=int(logits.argmax(1)[0]))
+    return InputSaliency(
+        gradient=gradient,
+        heatmap=saliency_heatmap(gradient),
+        filters=chosen,
+        profile=profile.detach(),
+        predicted=int(logits.argmax(1)[0]),
+    )
 
 
 def _choose(profile: torch.Tensor, filters: Sequence[int] | None, top_k: int) -> list[int]:
@@ -118,8 +131,13 @@ def _choose(profile: torch.Tensor, filters: Sequence[int] | None, top_k: int) ->
     return [candidates[i] for i in order.tolist()]
 
 
-def saliency_heatmap(gradient: torch.Tensor | np.ndarray, *, low: float = 90.0, high: float = 99.0,
-                     blur_sigma: float = HEATMAP_BLUR_SIGMA) -> np.ndarray:
+def saliency_heatmap(
+    gradient: torch.Tensor | np.ndarray,
+    *,
+    low: float = 90.0,
+    high: float = 99.0,
+    blur_sigma: float = HEATMAP_BLUR_SIGMA,
+) -> np.ndarray:
     """(H, W) float32 in [0, 1] from a (C, H, W) input gradient, as in B.2 and the paper's code.
 
     max |g| over channels; clipped to its [``low``, ``high``] percentiles and rescaled
@@ -128,7 +146,11 @@ def saliency_heatmap(gradient: torch.Tensor | np.ndarray, *, low: float = 90.0, 
     If the two percentiles coincide the maximum is used as the upper bound instead, and an
     all-constant map gives zeros.
     """
-    g = gradient.detach().cpu().double().numpy() if isinstance(gradient, torch.Tensor) else np.asarray(gradient, np.float64)
+    g = (
+        gradient.detach().cpu().double().numpy()
+        if isinstance(gradient, torch.Tensor)
+        else np.asarray(gradient, np.float64)
+    )
     if g.ndim == 2:
         g = g[None]
     if g.ndim != 3:
@@ -153,8 +175,7 @@ def _gaussian_blur3(m: np.ndarray, sigma: float) -> np.ndarray:
     return kernel[0] * rows[:, :-2] + kernel[1] * rows[:, 1:-1] + kernel[2] * rows[:, 2:]
 
 
-def heatmap_overlay_png(image, heatmap, *, alpha: float = 0.5, upscale: int | None = None,
-                        cmap: str = "jet") -> bytes:
+def heatmap_overlay_png(image, heatmap, *, alpha: float = 0.5, upscale: int | None = None, cmap: str = "jet") -> bytes:
     """PNG bytes of ``image`` with ``heatmap`` drawn over it in a colormap.
 
     ``image``: (H, W) grey or (H, W, 3) colour; uint8, or float in [0, 1]. ``heatmap``:

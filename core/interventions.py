@@ -11,13 +11,22 @@ owns ``weight[c]`` and, when the layer has one, ``bias[c]``.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
 
-from ._edits import (all_slices, apply_step, filter_slices, loss_grads, prune_slices, restricted_norm, scale,
-                     unique_tensors, zero)
+from ._edits import (
+    all_slices,
+    apply_step,
+    filter_slices,
+    loss_grads,
+    prune_slices,
+    restricted_norm,
+    scale,
+    unique_tensors,
+    zero,
+)
 from ._hooks import HookOwner
 from ._state import as_batch, eval_copy, eval_mode, model_device
 from .layout import FilterLayout
@@ -35,8 +44,9 @@ _BatchNorm = nn.modules.batchnorm._BatchNorm
 # --------------------------------------------------------------------------- BatchNorm
 
 
-def batchnorm_consumers(model: nn.Module, layout: FilterLayout, *,
-                        example_input: torch.Tensor | None = None) -> dict[str, tuple[str, ...]]:
+def batchnorm_consumers(
+    model: nn.Module, layout: FilterLayout, *, example_input: torch.Tensor | None = None
+) -> dict[str, tuple[str, ...]]:
     """Filtered layer name -> names of the BatchNorm layers that normalise its output directly.
 
     Two rules, both requiring ``bn.num_features == layer.filters``:
@@ -75,8 +85,9 @@ def batchnorm_consumers(model: nn.Module, layout: FilterLayout, *,
     return _traced_batchnorm_consumers(model, layout, example_input)
 
 
-def _traced_batchnorm_consumers(model: nn.Module, layout: FilterLayout,
-                                example_input: torch.Tensor) -> dict[str, tuple[str, ...]]:
+def _traced_batchnorm_consumers(
+    model: nn.Module, layout: FilterLayout, example_input: torch.Tensor
+) -> dict[str, tuple[str, ...]]:
     modules = dict(model.named_modules())
     producers: dict[int, str] = {}  # id(output tensor) -> layer name
     alive: list[torch.Tensor] = []  # keeps outputs alive so their ids are not reused mid-trace
@@ -87,6 +98,7 @@ def _traced_batchnorm_consumers(model: nn.Module, layout: FilterLayout,
             if isinstance(output, torch.Tensor):
                 producers[id(output)] = name
                 alive.append(output)
+
         return hook
 
     def on_input(name):
@@ -95,6 +107,7 @@ def _traced_batchnorm_consumers(model: nn.Module, layout: FilterLayout,
             if source is not None and module.num_features == layout.layer(source).filters:
                 if name not in found.setdefault(source, []):
                     found[source].append(name)
+
         return hook
 
     with HookOwner() as hooks, eval_mode(model), torch.no_grad():
@@ -110,8 +123,9 @@ def _traced_batchnorm_consumers(model: nn.Module, layout: FilterLayout,
 # --------------------------------------------------------------------------- public API
 
 
-def prune_filters(model: nn.Module, layout: FilterLayout, filters: Iterable[int], *,
-                  example_input: torch.Tensor | None = None) -> nn.Module:
+def prune_filters(
+    model: nn.Module, layout: FilterLayout, filters: Iterable[int], *, example_input: torch.Tensor | None = None
+) -> nn.Module:
     """A copy of ``model`` with those filters turned off (§3.1).
 
     Zeroes ``weight[c]`` and ``bias[c]`` of each filter and, for the BatchNorm that
@@ -127,9 +141,16 @@ def prune_filters(model: nn.Module, layout: FilterLayout, filters: Iterable[int]
     return pruned
 
 
-def finetune_step(model: nn.Module, layout: FilterLayout, inputs: torch.Tensor, targets,
-                  filters: Sequence[int] | None, *, step_size: float = 1e-3,
-                  target_norm: float | None = None) -> tuple[nn.Module, float]:
+def finetune_step(
+    model: nn.Module,
+    layout: FilterLayout,
+    inputs: torch.Tensor,
+    targets,
+    filters: Sequence[int] | None,
+    *,
+    step_size: float = 1e-3,
+    target_norm: float | None = None,
+) -> tuple[nn.Module, float]:
     """One gradient-descent step on the mean cross-entropy of ``inputs``, on a copy.
 
     Only the given filters move: ``weight[c]`` and, where the layer has one, ``bias[c]``
@@ -151,8 +172,14 @@ def finetune_step(model: nn.Module, layout: FilterLayout, inputs: torch.Tensor, 
     return tuned, norm
 
 
-def perturb_filters(model: nn.Module, layout: FilterLayout, filters: Iterable[int], *,
-                    sigma: float = 1e-3, generator: torch.Generator | None = None) -> nn.Module:
+def perturb_filters(
+    model: nn.Module,
+    layout: FilterLayout,
+    filters: Iterable[int],
+    *,
+    sigma: float = 1e-3,
+    generator: torch.Generator | None = None,
+) -> nn.Module:
     """A copy of ``model`` with i.i.d. Gaussian noise of standard deviation ``sigma`` added
     to each given filter's weights (A.6; biases untouched).
 
@@ -174,9 +201,16 @@ def perturb_filters(model: nn.Module, layout: FilterLayout, filters: Iterable[in
     return noisy
 
 
-def smoothgrad_saliency(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *,
-                        samples: int = 8, noise: float = 0.1, layout: FilterLayout | None = None,
-                        generator: torch.Generator | None = None) -> torch.Tensor:
+def smoothgrad_saliency(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    samples: int = 8,
+    noise: float = 0.1,
+    layout: FilterLayout | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """(B, F) float32 parameter SmoothGrad (A.1): raw filter saliency averaged over noisy inputs.
 
     Each of ``samples`` draws adds ``N(0, std_i²)`` to every input ``i``, with

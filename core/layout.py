@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import functools
 import operator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 from torch import nn
@@ -100,7 +100,7 @@ class FilterLayout:
         return [{"name": s.name, "kind": s.kind, "filters": s.filters, "offset": s.offset} for s in self.layers]
 
     @classmethod
-    def from_dict(cls, rows: Sequence[dict]) -> "FilterLayout":
+    def from_dict(cls, rows: Sequence[dict]) -> FilterLayout:
         return cls(tuple(LayerSpan(r["name"], r["kind"], int(r["filters"]), int(r["offset"])) for r in rows))
 
 

@@ -38,8 +38,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -111,8 +112,9 @@ def filter_saliency(
     return (saliency, logits) if return_logits else saliency
 
 
-def _run(model, inputs, targets, layers, num_filters: int, budget: int,
-         channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def _run(
+    model, inputs, targets, layers, num_filters: int, budget: int, channels_last: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     # Gradients are needed even when the caller runs under no_grad or inference_mode.
     with frozen_eval(model), HookOwner() as hooks, torch.inference_mode(False), torch.enable_grad():
         out = torch.zeros(inputs.shape[0], num_filters, dtype=torch.float32, device=inputs.device)
@@ -443,10 +445,12 @@ def _conv_operand(conv: nn.Conv2d, x: torch.Tensor, h_out: int, w_out: int) -> _
         return _ConvOperand("rows", "rows-ck", span, (ins, kw, height, w_out), (sc, dw * sx, sy, sw * sx), 0, last)
     span = kh * kw * h_out * w_out
     if last:
-        return _ConvOperand("full", "kc", span, (h_out, w_out, kh, kw, ins),
-                            (sh * sy, sw * sx, dh * sy, dw * sx, sc), 4, last)
-    return _ConvOperand("full", "ck", span, (ins, kh, kw, h_out, w_out), (sc, dh * sy, dw * sx, sh * sy, sw * sx), 0,
-                        last)
+        return _ConvOperand(
+            "full", "kc", span, (h_out, w_out, kh, kw, ins), (sh * sy, sw * sx, dh * sy, dw * sx, sc), 4, last
+        )
+    return _ConvOperand(
+        "full", "ck", span, (ins, kh, kw, h_out, w_out), (sc, dh * sy, dw * sx, sh * sy, sw * sx), 0, last
+    )
 
 
 def _conv_blocks(
@@ -500,8 +504,9 @@ def _conv_blocks(
                     yield _Block(s, g, o, c, result if rows else result[0], op.order, whole)
 
 
-def _conv_columns(x: torch.Tensor, op: _ConvOperand, buffer: torch.Tensor | None, s: slice, g: slice, c: slice,
-                  ins: int) -> torch.Tensor:
+def _conv_columns(
+    x: torch.Tensor, op: _ConvOperand, buffer: torch.Tensor | None, s: slice, g: slice, c: slice, ins: int
+) -> torch.Tensor:
     """The (unfolded) input of samples ``s``, groups ``g`` and input channels ``c`` within each group."""
     sb, sc = x.stride()[:2]
     b, gc, cic = s.stop - s.start, g.stop - g.start, c.stop - c.start
@@ -515,8 +520,15 @@ def _conv_columns(x: torch.Tensor, op: _ConvOperand, buffer: torch.Tensor | None
     return cols
 
 
-def _conv_matmuls(conv: nn.Conv2d, op: _ConvOperand, grad: torch.Tensor, cols: torch.Tensor, result: torch.Tensor,
-                  height: int, w_out: int) -> None:
+def _conv_matmuls(
+    conv: nn.Conv2d,
+    op: _ConvOperand,
+    grad: torch.Tensor,
+    cols: torch.Tensor,
+    result: torch.Tensor,
+    height: int,
+    w_out: int,
+) -> None:
     """``result`` ← grad (n, coc, L) @ operand (n, L, K): one bmm, or one per kernel row in "rows" mode."""
     n, _, length = grad.shape
     if op.mode == "rows":

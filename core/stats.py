@@ -26,11 +26,11 @@ class RunningStats:
     m2: np.ndarray  # (F,) float64
 
     @classmethod
-    def empty(cls, num_filters: int) -> "RunningStats":
+    def empty(cls, num_filters: int) -> RunningStats:
         return cls(0, np.zeros(num_filters, np.float64), np.zeros(num_filters, np.float64))
 
     @classmethod
-    def of(cls, batch) -> "RunningStats":
+    def of(cls, batch) -> RunningStats:
         """Statistics of one batch ``(B, F)`` (numpy or torch)."""
         x = _as_f64(batch)
         mean = x.mean(axis=0) if len(x) else np.zeros(x.shape[1])
@@ -40,13 +40,13 @@ class RunningStats:
     def num_filters(self) -> int:
         return int(self.mean.shape[0])
 
-    def update(self, batch) -> "RunningStats":
+    def update(self, batch) -> RunningStats:
         """Fold a batch ``(B, F)`` into these statistics, in place; returns self."""
         merged = self.merge(RunningStats.of(batch))
         self.count, self.mean, self.m2 = merged.count, merged.mean, merged.m2
         return self
 
-    def merge(self, other: "RunningStats") -> "RunningStats":
+    def merge(self, other: RunningStats) -> RunningStats:
         """Chan et al.'s parallel combination; neither input is modified."""
         if other.num_filters != self.num_filters:
             raise ValueError(f"cannot merge stats over {self.num_filters} and {other.num_filters} filters")
@@ -79,7 +79,7 @@ class RunningStats:
         return {"count": np.array(self.count, np.int64), "mean": self.mean, "m2": self.m2}
 
     @classmethod
-    def from_arrays(cls, arrays) -> "RunningStats":
+    def from_arrays(cls, arrays) -> RunningStats:
         return cls(int(arrays["count"]), np.asarray(arrays["mean"], np.float64), np.asarray(arrays["m2"], np.float64))
 
 

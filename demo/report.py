@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -69,9 +70,13 @@ def write_report(
     """Writes index.html, metrics.json and the PNGs into ``out_dir``; returns the page path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     name = _namer(class_names)
-    parts = [f"<!doctype html><meta charset=utf-8><title>{_e(title)}</title><style>{CSS}</style>",
-             f"<h1>{_e(title)}</h1>", _summary_html(summary), "<h2>Dataset</h2>",
-             _dataset_html(dataset_confusions, metrics, name)]
+    parts = [
+        f"<!doctype html><meta charset=utf-8><title>{_e(title)}</title><style>{CSS}</style>",
+        f"<h1>{_e(title)}</h1>",
+        _summary_html(summary),
+        "<h2>Dataset</h2>",
+        _dataset_html(dataset_confusions, metrics, name),
+    ]
     for q in queries:
         parts.append(_query_html(out_dir, q, layers, name))
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -90,7 +95,7 @@ def profile_plot_png(path: Path, profile: np.ndarray, layers: Sequence[tuple[str
 
     fig, ax = plt.subplots(figsize=(9, 2.6), dpi=100)
     x0 = 0
-    for i, (lname, filters, offset) in enumerate(layers):
+    for i, (_name, filters, offset) in enumerate(layers):
         values = np.sort(np.asarray(profile[offset : offset + filters]))[::-1]
         xs = np.arange(x0, x0 + filters)
         ax.bar(xs, values, width=1.0, color="#3b6fb6" if i % 2 == 0 else "#e07b39", linewidth=0)
@@ -123,8 +128,9 @@ def _summary_html(summary: dict[str, Any]) -> str:
 
 
 def _dataset_html(confusions, metrics: dict[str, Any], name) -> str:
-    pairs = "".join(f"<tr><td class=l>{_e(name(t))}</td><td class=l>{_e(name(p))}</td><td>{c}</td></tr>"
-                    for t, p, c in confusions)
+    pairs = "".join(
+        f"<tr><td class=l>{_e(name(t))}</td><td class=l>{_e(name(p))}</td><td>{c}</td></tr>" for t, p, c in confusions
+    )
     rows = []
     for space, label in (("saliency", "parameter saliency profiles"), ("penultimate", "penultimate-layer features")):
         m = metrics[space]
@@ -132,7 +138,8 @@ def _dataset_html(confusions, metrics: dict[str, Any], name) -> str:
             f"<tr><td class=l>{label}</td><td>{_pct(m['misclassified']['neighbors_misclassified'])}</td>"
             f"<td>{_pct(m['misclassified']['neighbors_same_confusion_pair'])}</td>"
             f"<td>{_pct(m['correct']['neighbors_correct'])}</td>"
-            f"<td>{_pct(1 - m['misclassified']['neighbors_misclassified'])}</td></tr>")
+            f"<td>{_pct(1 - m['misclassified']['neighbors_misclassified'])}</td></tr>"
+        )
     k = metrics["saliency"]["k"]
     return (
         "<div class=row><div><h3>Most frequent confusions</h3><table><tr><th class=l>true</th>"
@@ -140,24 +147,32 @@ def _dataset_html(confusions, metrics: dict[str, Any], name) -> str:
         f"<div><h3>Neighbor agreement ({k} nearest, excluding self)</h3><table><tr><th class=l>space</th>"
         "<th>misclassified:<br>neighbors misclassified</th><th>misclassified:<br>same confusion pair</th>"
         "<th>correct:<br>neighbors correct</th><th>misclassified:<br>neighbors correct</th></tr>"
-        + "".join(rows) + "</table><p class=muted>The paper (A.2, ResNet-50 on ImageNet) reports 89.0% correct "
+        + "".join(rows)
+        + "</table><p class=muted>The paper (A.2, ResNet-50 on ImageNet) reports 89.0% correct "
         "neighbors for correct samples vs 10.8% for misclassified ones. Counts: "
         f"{metrics['saliency']['misclassified']['count']} misclassified, "
-        f"{metrics['saliency']['correct']['count']} correct.</p></div></div>")
+        f"{metrics['saliency']['correct']['count']} correct.</p></div></div>"
+    )
 
 
 def _query_html(out_dir: Path, q: QueryView, layers, name) -> str:
     stem = f"sample-{q.id}"
     (out_dir / f"{stem}.png").write_bytes(q.image_png)
     (out_dir / f"{stem}-heat.png").write_bytes(q.overlay_png)
-    profile_plot_png(out_dir / f"{stem}-profile.png", q.profile, layers,
-                     f"sample {q.id}: {name(q.label)} predicted as {name(q.predicted)}")
+    profile_plot_png(
+        out_dir / f"{stem}-profile.png",
+        q.profile,
+        layers,
+        f"sample {q.id}: {name(q.label)} predicted as {name(q.predicted)}",
+    )
     cells = []
     for n in q.neighbors:
         (out_dir / f"{stem}-nn-{n.id}.png").write_bytes(n.image_png)
         cls = "ok" if n.label == n.predicted else "bad"
-        cells.append(f"<figure><img src='{stem}-nn-{n.id}.png' alt='sample {n.id}'><figcaption>#{n.id} · sim {n.similarity:.3f}"
-                     f"<br><span class={cls}>{_e(name(n.label))} → {_e(name(n.predicted))}</span></figcaption></figure>")
+        cells.append(
+            f"<figure><img src='{stem}-nn-{n.id}.png' alt='sample {n.id}'><figcaption>#{n.id} · sim {n.similarity:.3f}"
+            f"<br><span class={cls}>{_e(name(n.label))} → {_e(name(n.predicted))}</span></figcaption></figure>"
+        )
     top = "".join(f"<tr><td class=l>{_e(layer)}</td><td>{f}</td><td>{z:.2f}</td></tr>" for layer, f, z in q.top_filters)
     conf = ", ".join(f"{_e(name(t))} → {_e(name(p))}: {c}" for t, p, c in q.confusions)
     return (
@@ -170,7 +185,8 @@ def _query_html(out_dir: Path, q: QueryView, layers, name) -> str:
         f"<p><img src='{stem}-profile.png' alt='saliency profile' style='max-width:100%'></p>"
         f"<h3>10 nearest failures</h3><p class=muted>Confusions among them: {conf}</p><div class=grid>{''.join(cells)}</div>"
         + _rows_table("Fine-tuning evaluation (one normalised step on the reference)", q.finetune_rows)
-        + _rows_table("Pruning evaluation", q.pruning_rows))
+        + _rows_table("Pruning evaluation", q.pruning_rows)
+    )
 
 
 def _rows_table(title: str, rows: list[dict]) -> str:

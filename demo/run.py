@@ -78,14 +78,22 @@ def run_demo(opts: DemoOptions) -> dict:
         "bundle": str(bundle_dir),
         "seconds": round(time.perf_counter() - started, 1),
     }
-    page = write_report(opts.report_dir, title="parasal demo: where demo-fashion goes wrong", summary=summary,
-                        class_names=info.class_names, layers=[(l.name, l.filters, l.offset) for l in info.layers],
-                        queries=queries, dataset_confusions=pairs, metrics=metrics)
+    page = write_report(
+        opts.report_dir,
+        title="parasal demo: where demo-fashion goes wrong",
+        summary=summary,
+        class_names=info.class_names,
+        layers=[(l.name, l.filters, l.offset) for l in info.layers],
+        queries=queries,
+        dataset_confusions=pairs,
+        metrics=metrics,
+    )
     _print_summary(summary, queries, metrics, info.class_names, page)
     return summary
 
 
 # -- 1. the bundle ------------------------------------------------------------------------
+
 
 def _ensure_bundle(opts: DemoOptions) -> Path:
     """Reuses ``opts.bundle_dir`` if it opens cleanly and was made by this model from this data."""
@@ -99,8 +107,18 @@ def _ensure_bundle(opts: DemoOptions) -> Path:
                     return opts.bundle_dir
         except BundleError as exc:
             print(f"Rebuilding {opts.bundle_dir}: {exc}")
-    cmd = [sys.executable, "-m", "parasal.indexer", "--model", MODEL, "--data", opts.data,
-           "--out", str(opts.bundle_dir), "--overwrite"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "parasal.indexer",
+        "--model",
+        MODEL,
+        "--data",
+        opts.data,
+        "--out",
+        str(opts.bundle_dir),
+        "--overwrite",
+    ]
     if opts.limit:
         cmd += ["--limit", str(opts.limit)]
     print("Indexing:", " ".join(cmd[2:]))
@@ -119,6 +137,7 @@ def _expected_samples(opts: DemoOptions) -> int:
 
 # -- 2. the server ------------------------------------------------------------------------
 
+
 @contextlib.contextmanager
 def _server(bundle_dir: Path, log_path: Path):
     """`parasal serve` on a free port; yields its address; SIGTERM and wait on the way out.
@@ -126,10 +145,10 @@ def _server(bundle_dir: Path, log_path: Path):
     Its request log goes to ``log_path`` so the terminal shows the demo, not every call.
     """
     with tempfile.TemporaryDirectory(prefix="parasal-demo-state-") as state, open(log_path, "w") as log_file:
-        cmd = [sys.executable, "-m", "parasal.server", "--bundle", str(bundle_dir), "--port", "0",
-               "--state-dir", state]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log_file, text=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        cmd = [sys.executable, "-m", "parasal.server", "--bundle", str(bundle_dir), "--port", "0", "--state-dir", state]
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=log_file, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        )
         try:
             target = _wait_for_address(proc)
             print(f"Server started on {target} (pid {proc.pid}; log: {log_path}).")
@@ -161,6 +180,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 # -- 3. questions through the SDK -----------------------------------------------------------
 
+
 def _investigate(client: Client, bundle, info, opts: DemoOptions) -> list[QueryView]:
     ids = _pick_queries(bundle, opts.queries)
     views = []
@@ -169,21 +189,44 @@ def _investigate(client: Client, bundle, info, opts: DemoOptions) -> list[QueryV
         profile = client.profile(sample_id=sid, full=True)
         similar = client.find_similar_failures(sample_id=sid, k=opts.k, only_misclassified=True)
         explanation = client.explain_input(sample_id=sid)
-        neighbors = [NeighborView(n.id, n.similarity, n.sample.label, n.sample.predicted,
-                                  client.sample(n.id, include_image=True).image_png) for n in similar.neighbors]
+        neighbors = [
+            NeighborView(
+                n.id,
+                n.similarity,
+                n.sample.label,
+                n.sample.predicted,
+                client.sample(n.id, include_image=True).image_png,
+            )
+            for n in similar.neighbors
+        ]
         view = QueryView(
-            id=sid, label=sample.label, predicted=sample.predicted, true_confidence=sample.true_confidence,
-            predicted_confidence=sample.predicted_confidence, image_png=sample.image_png,
-            overlay_png=explanation.overlay_png, profile=profile.vector,
+            id=sid,
+            label=sample.label,
+            predicted=sample.predicted,
+            true_confidence=sample.true_confidence,
+            predicted_confidence=sample.predicted_confidence,
+            image_png=sample.image_png,
+            overlay_png=explanation.overlay_png,
+            profile=profile.vector,
             top_filters=[(f.layer, f.filter, f.z) for f in profile.top_filters],
-            neighbors=neighbors, confusions=[(c.label, c.predicted, c.count) for c in similar.confusions])
+            neighbors=neighbors,
+            confusions=[(c.label, c.predicted, c.count) for c in similar.confusions],
+        )
         if i == 0:  # one of each evaluation, on the first query
             view.finetune_rows = _run_operation(
-                client.start_finetune_evaluation(sample_id=sid, counts=opts.eval_counts, num_neighbors=opts.eval_neighbors),
-                "fine-tuning evaluation", opts.timeout)
+                client.start_finetune_evaluation(
+                    sample_id=sid, counts=opts.eval_counts, num_neighbors=opts.eval_neighbors
+                ),
+                "fine-tuning evaluation",
+                opts.timeout,
+            )
             view.pruning_rows = _run_operation(
-                client.start_pruning_evaluation(sample_id=sid, counts=opts.eval_counts, num_neighbors=opts.eval_neighbors),
-                "pruning evaluation", opts.timeout)
+                client.start_pruning_evaluation(
+                    sample_id=sid, counts=opts.eval_counts, num_neighbors=opts.eval_neighbors
+                ),
+                "pruning evaluation",
+                opts.timeout,
+            )
         views.append(view)
     return views
 
@@ -210,6 +253,7 @@ def _run_operation(handle, what: str, timeout: float) -> list[dict]:
 
 
 # -- 4. dataset metrics ---------------------------------------------------------------------
+
 
 def _label_arrays(bundle) -> tuple[np.ndarray, np.ndarray]:
     """(N,) true and predicted labels in the bundle's row order (the order of ``bundle.ids``)."""
@@ -250,14 +294,18 @@ def _print_summary(summary, queries: list[QueryView], metrics: dict, class_names
         print(f"  {key:>20}: {value}")
     for q in queries:
         same = sum(1 for n in q.neighbors if {n.label, n.predicted} == {q.label, q.predicted})
-        print(f"  sample {q.id}: {name(q.label)} -> {name(q.predicted)}; top filter "
-              f"{q.top_filters[0][0]}[{q.top_filters[0][1]}] z={q.top_filters[0][2]:.1f}; "
-              f"{same}/{len(q.neighbors)} nearest failures share its confusion")
+        print(
+            f"  sample {q.id}: {name(q.label)} -> {name(q.predicted)}; top filter "
+            f"{q.top_filters[0][0]}[{q.top_filters[0][1]}] z={q.top_filters[0][2]:.1f}; "
+            f"{same}/{len(q.neighbors)} nearest failures share its confusion"
+        )
     for space in ("saliency", "penultimate"):
         m = metrics[space]
-        print(f"  {space:>11} space: misclassified -> {m['misclassified']['neighbors_misclassified']:.1%} neighbors "
-              f"misclassified, {m['misclassified']['neighbors_same_confusion_pair']:.1%} same pair; "
-              f"correct -> {m['correct']['neighbors_correct']:.1%} neighbors correct")
+        print(
+            f"  {space:>11} space: misclassified -> {m['misclassified']['neighbors_misclassified']:.1%} neighbors "
+            f"misclassified, {m['misclassified']['neighbors_same_confusion_pair']:.1%} same pair; "
+            f"correct -> {m['correct']['neighbors_correct']:.1%} neighbors correct"
+        )
     print(f"  report: {page.resolve()}")
 
 
@@ -270,8 +318,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:
-        run_demo(DemoOptions(limit=args.limit, bundle_dir=args.bundle_dir, report_dir=args.report_dir,
-                             queries=args.queries))
+        run_demo(
+            DemoOptions(limit=args.limit, bundle_dir=args.bundle_dir, report_dir=args.report_dir, queries=args.queries)
+        )
     except DemoError as exc:
         print(f"parasal demo: error: {exc}", file=sys.stderr)
         return 1

@@ -129,14 +129,30 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # what type checkers and IDEs see
     from .bundle import Bundle, open_bundle
     from .datasets import FASHION_MNIST_CLASSES, CorruptSample, Dataset, Sample, load_image, open_dataset
-    from .errors import (BundleCorrupt, BundleError, BundleVersionMismatch, DataSpecError, DistributedError,
-                         IndexBuildError, IndexerError, InputMismatch, ModelMismatch, ModelSpecError, OutputExists,
-                         SampleNotFound)
-    from .manifest import (Counts, DatasetInfo, FileEntry, IndexInfo, Manifest, ModelInfo, SkippedSample,
-                           is_bundle_dir)
+    from .errors import (
+        BundleCorrupt,
+        BundleError,
+        BundleVersionMismatch,
+        DataSpecError,
+        DistributedError,
+        IndexBuildError,
+        IndexerError,
+        InputMismatch,
+        ModelMismatch,
+        ModelSpecError,
+        OutputExists,
+        SampleNotFound,
+    )
+    from .manifest import Counts, DatasetInfo, FileEntry, IndexInfo, Manifest, ModelInfo, SkippedSample, is_bundle_dir
     from .metadata import SampleMeta
-    from .models import (LoadedModel, load_model, load_model_from_manifest, model_display_name, parse_model_spec,
-                         state_dict_fingerprint)
+    from .models import (
+        LoadedModel,
+        load_model,
+        load_model_from_manifest,
+        model_display_name,
+        parse_model_spec,
+        state_dict_fingerprint,
+    )
     from .pipeline import IndexJob, IndexResult, run_index
     from .preprocessing import Preprocessing
     from .scoring import cosine_top_k, normalize_rows

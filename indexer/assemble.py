@@ -33,8 +33,19 @@ from parasal.core import RunningStats, top_k_filters
 from . import faiss_index
 from .durable import fsync_dir, fsync_file, write_npz
 from .errors import DataSpecError
-from .manifest import (FORMAT, FORMAT_VERSION, INDEX_FILE, META_FILE, PROFILES_FILE, STATS_FILE, TABLE_FILE,
-                       file_entries, tool_versions, utc_now, write_manifest)  # fmt: skip
+from .manifest import (
+    FORMAT,
+    FORMAT_VERSION,
+    INDEX_FILE,
+    META_FILE,
+    PROFILES_FILE,
+    STATS_FILE,
+    TABLE_FILE,
+    file_entries,
+    tool_versions,
+    utc_now,
+    write_manifest,
+)
 from .metadata import TOP_FILTERS, MetadataWriter, SampleMeta, encode_meta
 from .shards import ShardPlan, WorkDir
 
@@ -109,8 +120,10 @@ def _statistics(inp: GenerationInputs) -> _Totals:
         stats = base.stats  # frozen: new data never moves µ/σ
     n_old = 0 if base is None else base.num_samples
     if n_old + n_new == 0:
-        raise DataSpecError(f"no sample could be indexed: all {len(skipped)} were skipped "
-                            f"(first reason: {skipped[0][1] if skipped else 'none'})")
+        raise DataSpecError(
+            f"no sample could be indexed: all {len(skipped)} were skipped "
+            f"(first reason: {skipped[0][1] if skipped else 'none'})"
+        )
     if base is None and stats.count < 2:
         log.warning("statistics from %d sample(s): σ is undefined and treated as 1", stats.count)
     return _Totals(stats, n_old, n_new, skipped)
@@ -119,10 +132,13 @@ def _statistics(inp: GenerationInputs) -> _Totals:
 def _write_rows(gen_dir: Path, inp: GenerationInputs, totals: _Totals) -> dict[str, np.ndarray]:
     """2. profiles.npy, meta.lmdb, table.npz and stats.npz; returns the table's columns."""
     n = totals.n_old + totals.n_new
-    profiles = np.lib.format.open_memmap(gen_dir / PROFILES_FILE, mode="w+", dtype=np.float16,
-                                         shape=(n, inp.num_filters))
-    table = {c: np.zeros(n, np.bool_ if c == "correct" else (np.int64 if c in ("ids", "label", "predicted") else np.float64))
-             for c in TABLE_COLUMNS}
+    profiles = np.lib.format.open_memmap(
+        gen_dir / PROFILES_FILE, mode="w+", dtype=np.float16, shape=(n, inp.num_filters)
+    )
+    table = {
+        c: np.zeros(n, np.bool_ if c == "correct" else (np.int64 if c in ("ids", "label", "predicted") else np.float64))
+        for c in TABLE_COLUMNS
+    }
     meta = MetadataWriter(gen_dir / META_FILE, n)
     row = 0 if inp.base is None else inp.base.copy_rows(profiles, table, meta)  # old rows first, byte for byte
     for shard in inp.plan.shards:
@@ -142,8 +158,9 @@ def _write_rows(gen_dir: Path, inp: GenerationInputs, totals: _Totals) -> dict[s
     return table
 
 
-def _write_shard(res, row: int, profiles: np.ndarray, table: dict, meta: MetadataWriter, inp: GenerationInputs,
-                 stats: RunningStats) -> None:
+def _write_shard(
+    res, row: int, profiles: np.ndarray, table: dict, meta: MetadataWriter, inp: GenerationInputs, stats: RunningStats
+) -> None:
     """One shard's rows from ``row`` on: standardized float16 profiles, table, metadata."""
     m = len(res.ids)
     z = stats.standardize(res.raw.astype(np.float32))  # (m, F) float32
@@ -151,18 +168,35 @@ def _write_shard(res, row: int, profiles: np.ndarray, table: dict, meta: Metadat
     profiles[row : row + m] = z16
     idx, vals = top_k_filters(z16.astype(np.float32), TOP_FILTERS)  # (m, 10): from the stored precision
     correct = res.predicted == res.label
-    block = {"ids": res.ids, "label": res.label, "predicted": res.predicted, "correct": correct,
-             "true_confidence": res.true_confidence, "predicted_confidence": res.predicted_confidence,
-             "loss": res.loss}
+    block = {
+        "ids": res.ids,
+        "label": res.label,
+        "predicted": res.predicted,
+        "correct": correct,
+        "true_confidence": res.true_confidence,
+        "predicted_confidence": res.predicted_confidence,
+        "loss": res.loss,
+    }
     for c in TABLE_COLUMNS:
         table[c][row : row + m] = block[c]
     for j in range(m):
         sample_id = int(res.ids[j])
-        meta.put(sample_id, encode_meta(SampleMeta(
-            id=sample_id, uri=inp.ds.uri(sample_id - inp.plan.id_offset), label=int(res.label[j]),
-            predicted=int(res.predicted[j]), true_confidence=float(res.true_confidence[j]),
-            predicted_confidence=float(res.predicted_confidence[j]), loss=float(res.loss[j]),
-            correct=bool(correct[j]), top_filters=list(zip(idx[j].tolist(), vals[j].tolist())))))
+        meta.put(
+            sample_id,
+            encode_meta(
+                SampleMeta(
+                    id=sample_id,
+                    uri=inp.ds.uri(sample_id - inp.plan.id_offset),
+                    label=int(res.label[j]),
+                    predicted=int(res.predicted[j]),
+                    true_confidence=float(res.true_confidence[j]),
+                    predicted_confidence=float(res.predicted_confidence[j]),
+                    loss=float(res.loss[j]),
+                    correct=bool(correct[j]),
+                    top_filters=list(zip(idx[j].tolist(), vals[j].tolist())),
+                )
+            ),
+        )
 
 
 def _write_index(gen_dir: Path, inp: GenerationInputs, ids: np.ndarray) -> dict:
@@ -171,8 +205,9 @@ def _write_index(gen_dir: Path, inp: GenerationInputs, ids: np.ndarray) -> dict:
     base = inp.base
     stored = np.load(gen_dir / PROFILES_FILE, mmap_mode="r")
     base_index = None if base is None else faiss.read_index(str(base.generation_path / INDEX_FILE))
-    index, index_info = faiss_index.build_index(inp.index_type, stored, ids, train_size=inp.train_size,
-                                                seed=inp.seed, nprobe=inp.nprobe, base=base_index)
+    index, index_info = faiss_index.build_index(
+        inp.index_type, stored, ids, train_size=inp.train_size, seed=inp.seed, nprobe=inp.nprobe, base=base_index
+    )
     if base is not None:
         index_info = {**base.manifest.index.entry, "ntotal": int(index.ntotal)}
     del stored

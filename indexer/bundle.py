@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import lmdb
 import numpy as np
@@ -30,8 +30,17 @@ from parasal.core import RunningStats
 from . import faiss_index
 from .durable import read_npz
 from .errors import BundleCorrupt, ModelMismatch, SampleNotFound
-from .manifest import (INDEX_FILE, META_FILE, PROFILES_FILE, STATS_FILE, TABLE_FILE, Manifest, read_manifest,
-                       resolve_generation, verify_files)
+from .manifest import (
+    INDEX_FILE,
+    META_FILE,
+    PROFILES_FILE,
+    STATS_FILE,
+    TABLE_FILE,
+    Manifest,
+    read_manifest,
+    resolve_generation,
+    verify_files,
+)
 from .metadata import MetadataWriter, SampleMeta, acquire_reader, decode_meta, get_records, iter_records, release_reader
 from .scoring import as_tensor
 from .search import BundleSearcher
@@ -41,7 +50,7 @@ __all__ = ["Bundle", "SampleMeta", "open_bundle"]
 log = logging.getLogger(__name__)
 
 
-def open_bundle(path: str | os.PathLike, *, model=None, verify: bool | str = True, gpu: bool | None = None) -> "Bundle":
+def open_bundle(path: str | os.PathLike, *, model=None, verify: bool | str = True, gpu: bool | None = None) -> Bundle:
     """Open the bundle at ``path`` (a bundle root or one generation directory).
 
     ``model``: a LoadedModel the bundle will be used with; its fingerprint and filter
@@ -100,7 +109,9 @@ class Bundle:
         n, f = len(self.ids), self.layout.num_filters
         problems = []
         if self._profiles.shape != (n, f) or self._profiles.dtype != np.float16:
-            problems.append(f"profiles.npy is {self._profiles.dtype} {self._profiles.shape}, expected float16 ({n}, {f})")
+            problems.append(
+                f"profiles.npy is {self._profiles.dtype} {self._profiles.shape}, expected float16 ({n}, {f})"
+            )
         if any(len(self._table[c]) != n for c in self._table):
             problems.append("table.npz columns differ in length")
         if self.stats.num_filters != f:
@@ -117,17 +128,27 @@ class Bundle:
         try:
             self._index = faiss_index.load_index(self.generation_path / INDEX_FILE, nprobe=self.manifest.index.nprobe)
         except RuntimeError as e:
-            raise BundleCorrupt(f"bundle {self.generation_path}: cannot read {INDEX_FILE} "
-                                f"({str(e).strip().splitlines()[-1][:200]})") from e
+            raise BundleCorrupt(
+                f"bundle {self.generation_path}: cannot read {INDEX_FILE} ({str(e).strip().splitlines()[-1][:200]})"
+            ) from e
         if self._index.ntotal != n or self._index.d != f:
-            raise BundleCorrupt(f"bundle {self.generation_path} is inconsistent: index holds {self._index.ntotal} "
-                                f"vectors of dimension {self._index.d}, expected {n} of {f}")
+            raise BundleCorrupt(
+                f"bundle {self.generation_path} is inconsistent: index holds {self._index.ntotal} "
+                f"vectors of dimension {self._index.d}, expected {n} of {f}"
+            )
         gpu_index = faiss_index.to_gpu(self._index) if gpu is not False else None
         if gpu and gpu_index is None:
             log.warning("no usable GPU for FAISS; searching on CPU")
         flat = faiss_index.flat_vectors(self._index)  # an exact Flat index's vectors: scanned as one product
-        return BundleSearcher(self.ids, self.layout, self._profiles, self._index, index_type=self.manifest.index.type,
-                              gpu=gpu_index, flat=None if flat is None else as_tensor(flat))
+        return BundleSearcher(
+            self.ids,
+            self.layout,
+            self._profiles,
+            self._index,
+            index_type=self.manifest.index.type,
+            gpu=gpu_index,
+            flat=None if flat is None else as_tensor(flat),
+        )
 
     # -- description ------------------------------------------------------------------
 
@@ -186,9 +207,11 @@ class Bundle:
                 f"{self.fingerprint[:12]}… (bundle) != {model.fingerprint[:12]}… (given model)"
             )
         if model.layout.to_dict() != self.layout.to_dict():
-            raise ModelMismatch(f"bundle {self.path} was built with a different filter layout "
-                                f"({self.layout.num_filters} filters in {len(self.layout)} layers; the model has "
-                                f"{model.layout.num_filters} in {len(model.layout)})")  # fmt: skip
+            raise ModelMismatch(
+                f"bundle {self.path} was built with a different filter layout "
+                f"({self.layout.num_filters} filters in {len(self.layout)} layers; the model has "
+                f"{model.layout.num_filters} in {len(model.layout)})"
+            )
 
     # -- rows, metadata, profiles -----------------------------------------------------
 
@@ -240,8 +263,12 @@ class Bundle:
         self._check_open()
         return np.asarray(self._profiles[self.rows_of(ids)], dtype=np.float32)  # (n, F)
 
-    def rows_where(self, misclassified: bool | None = None, labels: Sequence[int] | None = None,
-                   predicted: Sequence[int] | None = None) -> np.ndarray:  # fmt: skip
+    def rows_where(
+        self,
+        misclassified: bool | None = None,
+        labels: Sequence[int] | None = None,
+        predicted: Sequence[int] | None = None,
+    ) -> np.ndarray:
         """Bool mask over rows, from the table (no LMDB access)."""
         mask = np.ones(len(self.ids), bool)
         if misclassified is not None:
@@ -252,8 +279,9 @@ class Bundle:
             mask &= np.isin(self._table["predicted"], np.asarray(list(predicted), np.int64))
         return mask
 
-    def copy_rows(self, profiles: np.ndarray, table: dict[str, np.ndarray], meta: MetadataWriter,
-                  block_rows: int = 4096) -> int:
+    def copy_rows(
+        self, profiles: np.ndarray, table: dict[str, np.ndarray], meta: MetadataWriter, block_rows: int = 4096
+    ) -> int:
         """Copy every row into the first ``num_samples`` rows of a new generation (appends):
         the float16 profiles byte for byte into ``profiles`` (N', F), each column of the
         label table into ``table[column]``, and the metadata records, undecoded, into
@@ -271,9 +299,16 @@ class Bundle:
 
     # -- search -----------------------------------------------------------------------
 
-    def search(self, queries: np.ndarray, k: int, *, allowed: np.ndarray | None = None,
-               layers: Sequence[str] | None = None, exclude_ids: Sequence[int] | None = None,
-               rerank: int | None = None) -> list[list[tuple[int, float]]]:  # fmt: skip
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        allowed: np.ndarray | None = None,
+        layers: Sequence[str] | None = None,
+        exclude_ids: Sequence[int] | None = None,
+        rerank: int | None = None,
+    ) -> list[list[tuple[int, float]]]:
         """Nearest samples by cosine for each standardized query profile (see search.py).
 
         ``rerank``: approximate indexes fetch this many candidates and re-score them exactly
@@ -281,8 +316,7 @@ class Bundle:
         Ignored by the exact ``Flat`` index and by ``layers`` searches, which are exact.
         """
         self._check_open()
-        return self._searcher.search(queries, k, allowed=allowed, layers=layers, exclude_ids=exclude_ids,
-                                     rerank=rerank)
+        return self._searcher.search(queries, k, allowed=allowed, layers=layers, exclude_ids=exclude_ids, rerank=rerank)
 
     # -- model and images -------------------------------------------------------------
 
@@ -314,7 +348,7 @@ class Bundle:
         self._index = None
         self._profiles = None
 
-    def __enter__(self) -> "Bundle":
+    def __enter__(self) -> Bundle:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -327,6 +361,7 @@ class Bundle:
             pass
 
     def __repr__(self) -> str:
-        return (f"Bundle({str(self.path)!r}, generation={getattr(self, 'generation', '?')}, "
-                f"samples={self.num_samples}, index={self.index_type!r})")  # fmt: skip
-
+        return (
+            f"Bundle({str(self.path)!r}, generation={getattr(self, 'generation', '?')}, "
+            f"samples={self.num_samples}, index={self.index_type!r})"
+        )

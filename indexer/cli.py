@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from .errors import IndexerError
 
@@ -44,11 +44,15 @@ def _floats(values: Sequence[str] | None) -> tuple[float, ...] | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="Index a dataset's parameter-saliency profiles into a bundle "
-                "(FAISS index + LMDB metadata + statistics).", formatter_class=argparse.RawDescriptionHelpFormatter,
-                epilog="Model specs: demo-fashion | torchvision:<arch> --weights FILE | torchscript:PATH or *.pt | "
-                "package.module:factory [--weights FILE].\nData specs: fashion-mnist:test|train | an image-folder "
-                "directory | a path,label CSV.")  # fmt: skip
+    p = _Parser(
+        prog=PROG,
+        description="Index a dataset's parameter-saliency profiles into a bundle "
+        "(FAISS index + LMDB metadata + statistics).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Model specs: demo-fashion | torchvision:<arch> --weights FILE | torchscript:PATH or *.pt | "
+        "package.module:factory [--weights FILE].\nData specs: fashion-mnist:test|train | an image-folder "
+        "directory | a path,label CSV.",
+    )
     what = p.add_argument_group("what to index")
     what.add_argument("--model", help="model spec (not with --append-to)")
     what.add_argument("--weights", help="state dict for torchvision:/factory specs, or to replace demo-fashion's")
@@ -56,8 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--limit", type=int, help="index only the first N samples")
     where = p.add_argument_group("output")
     where.add_argument("--out", help="new bundle directory (must not exist unless --overwrite)")
-    where.add_argument("--append-to", dest="append_to", metavar="BUNDLE",
-                       help="add --data to this bundle as a new generation (frozen statistics)")  # fmt: skip
+    where.add_argument(
+        "--append-to",
+        dest="append_to",
+        metavar="BUNDLE",
+        help="add --data to this bundle as a new generation (frozen statistics)",
+    )
     where.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
     pre = p.add_argument_group("preprocessing (defaults depend on the model kind; recorded in the bundle)")
     pre.add_argument("--channels", choices=["L", "RGB"], help="convert images to 1 (L) or 3 (RGB) channels")
@@ -74,8 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--keep-work-dir", action="store_true", help="keep <out>.partial/ shards after publishing")
     run.add_argument("--dist-timeout", type=float, default=None, help="seconds ranks wait at barriers (default 24 h)")
     idx = p.add_argument_group("FAISS index")
-    idx.add_argument("--index-type", default="Flat",
-                     help="FAISS factory string, inner-product metric (default Flat: exact), e.g. SQfp16, PCA256,IVF1024,PQ32")  # fmt: skip
+    idx.add_argument(
+        "--index-type",
+        default="Flat",
+        help="FAISS factory string, inner-product metric (default Flat: exact), e.g. SQfp16, PCA256,IVF1024,PQ32",
+    )
     idx.add_argument("--nprobe", type=int, help="IVF lists probed per query (default min(nlist, 16))")
     idx.add_argument("--train-size", type=int, default=32768, help="rows sampled to train the index (default 32768)")
     idx.add_argument("--seed", type=int, default=0, help="seed of the training sample (default 0)")
@@ -90,16 +101,34 @@ def job_from_args(args: argparse.Namespace):
     from .pipeline import IndexJob
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    overrides = {"channels": args.channels, "resize": args.resize, "crop": args.crop,
-                 "mean": _floats(args.mean), "std": _floats(args.std)}  # fmt: skip
+    overrides = {
+        "channels": args.channels,
+        "resize": args.resize,
+        "crop": args.crop,
+        "mean": _floats(args.mean),
+        "std": _floats(args.std),
+    }
     return IndexJob(
-        data=args.data, out=args.out, append_to=args.append_to, model=args.model, weights=args.weights,
-        preprocessing={k: v for k, v in overrides.items() if v is not None}, limit=args.limit,
-        batch_size=args.batch_size, shard_size=args.shard_size, device=device, index_type=args.index_type,
-        nprobe=args.nprobe, train_size=args.train_size, seed=args.seed, overwrite=args.overwrite,
-        workers=args.workers, progress=not args.no_progress, keep_work_dir=args.keep_work_dir,
+        data=args.data,
+        out=args.out,
+        append_to=args.append_to,
+        model=args.model,
+        weights=args.weights,
+        preprocessing={k: v for k, v in overrides.items() if v is not None},
+        limit=args.limit,
+        batch_size=args.batch_size,
+        shard_size=args.shard_size,
+        device=device,
+        index_type=args.index_type,
+        nprobe=args.nprobe,
+        train_size=args.train_size,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        workers=args.workers,
+        progress=not args.no_progress,
+        keep_work_dir=args.keep_work_dir,
         dist_timeout_s=args.dist_timeout or DEFAULT_TIMEOUT_S,
-    )  # fmt: skip
+    )
 
 
 def _configure_logging(verbose: bool) -> None:

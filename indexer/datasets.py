@@ -24,9 +24,9 @@ import csv
 import functools
 import gzip
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -51,9 +51,17 @@ __all__ = [
 ]
 
 FASHION_MNIST_CLASSES: tuple[str, ...] = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)  # fmt: skip
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 FASHION_MNIST_ENV = "PARASAL_FASHION_MNIST"
 FASHION_MNIST_DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
 _FASHION_PREFIX = "fashion-mnist:"
@@ -312,7 +320,9 @@ class ImageFolder(_FileDataset):
                         paths.append(os.path.join(dirpath, fn))
                         labels.append(index)
         if not paths:
-            raise ValueError(f"{root}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) under its class subfolders")
+            raise ValueError(
+                f"{root}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) under its class subfolders"
+            )
         super().__init__(spec or str(root), root, paths, labels, classes)
 
 

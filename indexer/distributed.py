@@ -63,6 +63,11 @@ def init_world(device: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> World:
         torch.cuda.set_device(local_rank)
     if dist.is_initialized():
         return World(rank, world_size, local_rank, initialized_here=False)
-    dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world_size,
-                            timeout=datetime.timedelta(seconds=timeout_s))  # fmt: skip
+    dist.init_process_group(
+        backend=backend,
+        init_method="env://",
+        rank=rank,
+        world_size=world_size,
+        timeout=datetime.timedelta(seconds=timeout_s),
+    )
     return World(rank, world_size, local_rank, initialized_here=True)

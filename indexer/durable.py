@@ -17,13 +17,22 @@ import hashlib
 import io
 import os
 import zipfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import BinaryIO, Callable, Mapping
+from typing import BinaryIO
 
 import numpy as np
 
-__all__ = ["fsync_dir", "fsync_file", "atomic_write", "atomic_write_bytes", "write_npz", "read_npz", "sha256_file",
-           "temp_name"]
+__all__ = [
+    "fsync_dir",
+    "fsync_file",
+    "atomic_write",
+    "atomic_write_bytes",
+    "write_npz",
+    "read_npz",
+    "sha256_file",
+    "temp_name",
+]
 
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 

@@ -31,8 +31,20 @@ from .durable import fsync_file
 from .errors import IndexBuildError
 from .scoring import flat_scan, inner_index, normalize_rows  # noqa: F401 - flat_scan: tests/server still import it here
 
-__all__ = ["DEFAULT_INDEX_TYPE", "canonical_index_type", "new_index", "check_index_type", "build_index",
-           "write_index", "load_index", "to_gpu", "set_nprobe", "flat_vectors", "GpuSearcher", "GPU_MAX_K"]
+__all__ = [
+    "DEFAULT_INDEX_TYPE",
+    "canonical_index_type",
+    "new_index",
+    "check_index_type",
+    "build_index",
+    "write_index",
+    "load_index",
+    "to_gpu",
+    "set_nprobe",
+    "flat_vectors",
+    "GpuSearcher",
+    "GPU_MAX_K",
+]
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +56,9 @@ GPU_MAX_K = 2048
 def canonical_index_type(factory: str | None) -> str:
     factory = (factory or DEFAULT_INDEX_TYPE).strip()
     if factory.upper().startswith("IDMAP"):
-        raise IndexBuildError(f"--index-type {factory!r}: leave out IDMap, the indexer always wraps the index in IDMap2")
+        raise IndexBuildError(
+            f"--index-type {factory!r}: leave out IDMap, the indexer always wraps the index in IDMap2"
+        )
     return factory
 
 
@@ -52,7 +66,11 @@ def new_index(factory: str, dim: int) -> faiss.Index:
     """An empty ``IndexIDMap2`` around ``index_factory(dim, factory, METRIC_INNER_PRODUCT)``."""
     factory = canonical_index_type(factory)
     try:
-        base = faiss.IndexFlatIP(dim) if factory == "Flat" else faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+        base = (
+            faiss.IndexFlatIP(dim)
+            if factory == "Flat"
+            else faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+        )
     except RuntimeError as e:
         msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         raise IndexBuildError(f"invalid FAISS factory string {factory!r} for dimension {dim}: {msg}") from e
@@ -76,9 +94,13 @@ def check_index_type(factory: str, dim: int, num_samples: int) -> None:
     """Fail before any work on a factory string FAISS rejects or an IVF with more lists than samples."""
     index = new_index(factory, dim)
     if factory == "Flat" and num_samples * dim * 4 > _physical_memory() // 2:
-        log.warning("the exact Flat index will need %.1f GiB of RAM to build and to serve (%d x %d float32); "
-                    "consider --index-type PCA256,IVF1024,PQ32 (re-ranked exactly from the float16 profiles)",
-                    num_samples * dim * 4 / 2**30, num_samples, dim)  # fmt: skip
+        log.warning(
+            "the exact Flat index will need %.1f GiB of RAM to build and to serve (%d x %d float32); "
+            "consider --index-type PCA256,IVF1024,PQ32 (re-ranked exactly from the float16 profiles)",
+            num_samples * dim * 4 / 2**30,
+            num_samples,
+            dim,
+        )
     ivf = _find_ivf(index.index)
     if ivf is not None and ivf.nlist > num_samples:
         raise IndexBuildError(
@@ -126,8 +148,9 @@ def build_index(
             try:
                 _train(index, profiles, sample, rng, chunk_rows)
             except RuntimeError as e:
-                raise IndexBuildError(f"cannot train --index-type {factory!r} on {take} samples: "
-                                      f"{str(e).strip().splitlines()[-1]}") from e
+                raise IndexBuildError(
+                    f"cannot train --index-type {factory!r} on {take} samples: {str(e).strip().splitlines()[-1]}"
+                ) from e
             trained_on = take
     else:
         index, start, trained_on = base, int(base.ntotal), None
@@ -136,8 +159,14 @@ def build_index(
         index.add_with_ids(normalize_rows(profiles[a:b]), np.ascontiguousarray(ids[a:b], dtype=np.int64))
     if index.ntotal != n:
         raise IndexBuildError(f"index holds {index.ntotal} vectors, expected {n}")
-    info = {"type": factory, "dimension": dim, "ntotal": int(index.ntotal), "metric": "inner_product",
-            "normalized": True, "id_map": "IndexIDMap2 (internal position = row)"}  # fmt: skip
+    info = {
+        "type": factory,
+        "dimension": dim,
+        "ntotal": int(index.ntotal),
+        "metric": "inner_product",
+        "normalized": True,
+        "id_map": "IndexIDMap2 (internal position = row)",
+    }
     if trained_on:
         info["trained_on"] = trained_on
         info["train_seed"] = seed
@@ -193,8 +222,7 @@ def _train(index: faiss.Index, profiles: np.ndarray, sample: np.ndarray, rng, ch
 
 
 def _is_plain_pca(vt) -> bool:
-    return (isinstance(vt, faiss.PCAMatrix) and not vt.random_rotation and vt.eigen_power == 0
-            and vt.balanced_bins == 0)  # fmt: skip
+    return isinstance(vt, faiss.PCAMatrix) and not vt.random_rotation and vt.eigen_power == 0 and vt.balanced_bins == 0
 
 
 def _train_pca(pca: faiss.PCAMatrix, x: np.ndarray, rng, oversample: int = 32, power_iters: int = 3) -> None:

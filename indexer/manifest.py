@@ -34,9 +34,10 @@ import os
 import platform
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from parasal.core import FilterLayout
 
@@ -146,8 +147,11 @@ def read_manifest(gen_dir: str | os.PathLike, *, check: bool = True) -> dict:
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BundleCorrupt(f"{path} is not valid JSON ({e}); the bundle is truncated or damaged") from e
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise BundleCorrupt(f"{path} is not a parasal bundle manifest (format {manifest.get('format')!r})"
-                            if isinstance(manifest, dict) else f"{path} is not a parasal bundle manifest")
+        raise BundleCorrupt(
+            f"{path} is not a parasal bundle manifest (format {manifest.get('format')!r})"
+            if isinstance(manifest, dict)
+            else f"{path} is not a parasal bundle manifest"
+        )
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise BundleVersionMismatch(
@@ -223,7 +227,6 @@ def write_current(root: str | os.PathLike, generation: int) -> None:
     atomic_write_bytes(Path(root) / CURRENT, (generation_name(generation) + "\n").encode())
 
 
-
 # ---------------------------------------------------------------------------------------
 # The typed view readers use. The writer (assemble.py) builds the JSON dict itself, so the
 # bytes on disk do not depend on this view; raw sub-dicts are kept where the writer copies
@@ -251,10 +254,13 @@ class ModelInfo:
         return self.spec.get("weights")
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ModelInfo":
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelInfo:
         num_classes = d.get("num_classes")
-        return cls(spec=dict(d["spec"]), fingerprint=str(d["fingerprint"]),
-                   num_classes=None if num_classes is None else int(num_classes))
+        return cls(
+            spec=dict(d["spec"]),
+            fingerprint=str(d["fingerprint"]),
+            num_classes=None if num_classes is None else int(num_classes),
+        )
 
 
 @dataclass(frozen=True)
@@ -274,10 +280,16 @@ class DatasetInfo:
         return self.description.get("classes")
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "DatasetInfo":
-        return cls(spec=str(d.get("spec", "")), description=dict(d.get("description") or {}),
-                   generation=d.get("generation"), id_offset=d.get("id_offset"), indexed=d.get("indexed"),
-                   skipped=d.get("skipped"), entry=dict(d))
+    def from_dict(cls, d: Mapping[str, Any]) -> DatasetInfo:
+        return cls(
+            spec=str(d.get("spec", "")),
+            description=dict(d.get("description") or {}),
+            generation=d.get("generation"),
+            id_offset=d.get("id_offset"),
+            indexed=d.get("indexed"),
+            skipped=d.get("skipped"),
+            entry=dict(d),
+        )
 
 
 @dataclass(frozen=True)
@@ -350,20 +362,26 @@ class Manifest:
         return self.datasets[0].classes
 
     @classmethod
-    def from_dict(cls, m: Mapping[str, Any]) -> "Manifest":
+    def from_dict(cls, m: Mapping[str, Any]) -> Manifest:
         """Parse the JSON dict (KeyError, TypeError or ValueError when a field is malformed)."""
         counts, index = m["counts"], m["index"]
         return cls(
-            format_version=int(m["format_version"]), generation=int(m["generation"]),
-            parent_generation=m.get("parent_generation"), created=m.get("created"),
-            model=ModelInfo.from_dict(m["model"]), preprocessing=Preprocessing.from_dict(m["preprocessing"]),
+            format_version=int(m["format_version"]),
+            generation=int(m["generation"]),
+            parent_generation=m.get("parent_generation"),
+            created=m.get("created"),
+            model=ModelInfo.from_dict(m["model"]),
+            preprocessing=Preprocessing.from_dict(m["preprocessing"]),
             layout=FilterLayout.from_dict(m["layout"]),
             datasets=tuple(DatasetInfo.from_dict(d) for d in m.get("datasets", ())),
             counts=Counts(int(counts["samples"]), int(counts["misclassified"]), int(counts["skipped"])),
-            index=IndexInfo(type=str(index["type"]), nprobe=index.get("nprobe"), ntotal=index.get("ntotal"),
-                            entry=dict(index)),
-            next_id=m.get("next_id"), statistics=dict(m.get("statistics") or {}),
+            index=IndexInfo(
+                type=str(index["type"]), nprobe=index.get("nprobe"), ntotal=index.get("ntotal"), entry=dict(index)
+            ),
+            next_id=m.get("next_id"),
+            statistics=dict(m.get("statistics") or {}),
             skipped=tuple(SkippedSample(int(s["id"]), str(s["uri"]), str(s["reason"])) for s in m.get("skipped", ())),
-            versions=dict(m.get("versions") or {}), job=dict(m.get("job") or {}),
+            versions=dict(m.get("versions") or {}),
+            job=dict(m.get("job") or {}),
             files={name: FileEntry(int(e["size"]), str(e["sha256"])) for name, e in (m.get("files") or {}).items()},
         )

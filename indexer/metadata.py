@@ -24,14 +24,24 @@ import json
 import os
 import struct
 import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import lmdb
 
-__all__ = ["SampleMeta", "MetadataWriter", "encode_key", "decode_key", "encode_meta", "decode_meta",
-           "acquire_reader", "release_reader", "RECORDS_PER_TXN", "TOP_FILTERS"]  # fmt: skip
+__all__ = [
+    "SampleMeta",
+    "MetadataWriter",
+    "encode_key",
+    "decode_key",
+    "encode_meta",
+    "decode_meta",
+    "acquire_reader",
+    "release_reader",
+    "RECORDS_PER_TXN",
+    "TOP_FILTERS",
+]
 
 RECORDS_PER_TXN = 1024
 TOP_FILTERS = 10
@@ -101,8 +111,16 @@ class MetadataWriter:
         self.path = Path(path)
         if self.path.exists():
             raise FileExistsError(self.path)
-        self._env = lmdb.open(str(self.path), subdir=False, map_size=map_size_for(expected_records),
-                              metasync=True, sync=True, readahead=False, meminit=True, max_dbs=0)  # fmt: skip
+        self._env = lmdb.open(
+            str(self.path),
+            subdir=False,
+            map_size=map_size_for(expected_records),
+            metasync=True,
+            sync=True,
+            readahead=False,
+            meminit=True,
+            max_dbs=0,
+        )
         self._pending: list[tuple[bytes, bytes]] = []
         self._last_id: int | None = None
         self.count = 0

@@ -30,9 +30,10 @@ import hashlib
 import importlib
 import os
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -56,9 +57,13 @@ __all__ = [
 ]
 
 IMAGENET_PREPROCESSING = Preprocessing(
-    channels="RGB", resize=256, crop=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+    channels="RGB",
+    resize=256,
+    crop=224,
+    mean=(0.485, 0.456, 0.406),
+    std=(0.229, 0.224, 0.225),
     input_shape=(3, 224, 224),
-)  # fmt: skip
+)
 _FINGERPRINT_DOMAIN = b"parasal-state-dict-fingerprint-v1\0"
 
 
@@ -275,7 +280,7 @@ def _describe_spec(spec: Mapping[str, Any]) -> str:
 def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
+    except Exception as e:
         raise ModelSpecError(f"cannot read weights {path} as a state dict: {str(e).splitlines()[0]}") from e
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
@@ -305,8 +310,9 @@ def _load_demo(weights: str | None) -> nn.Module:
         raise ModelSpecError(str(e)) from e
     except RuntimeError as e:
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        raise ModelSpecError(f"weights {weights or DEMO_WEIGHTS_PATH} do not fit demo-fashion: "
-                             f"{' '.join(lines[1:3])[:300]}") from e  # fmt: skip
+        raise ModelSpecError(
+            f"weights {weights or DEMO_WEIGHTS_PATH} do not fit demo-fashion: {' '.join(lines[1:3])[:300]}"
+        ) from e
 
 
 def _infer_num_classes(state: Mapping[str, torch.Tensor]) -> int | None:
@@ -340,7 +346,7 @@ def _load_torchscript(path: str) -> nn.Module:
         with warnings.catch_warnings():  # torch 2.9+ marks TorchScript deprecated; archives still load
             warnings.simplefilter("ignore", FutureWarning)
             return torch.jit.load(path, map_location="cpu")
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise ModelSpecError(
             f"{path} is not a TorchScript archive ({str(e).splitlines()[0][:200]}); for a state dict use "
             "torchvision:<arch> or package.module:factory with --weights"
@@ -357,7 +363,7 @@ def _load_factory(spec: dict) -> nn.Module:
         raise ModelSpecError(f"cannot import {spec['factory']}: {e}") from e
     try:
         model = obj()
-    except Exception as e:  # noqa: BLE001 - arbitrary user code
+    except Exception as e:
         raise ModelSpecError(f"{spec['factory']}() failed: {type(e).__name__}: {e}") from e
     if not isinstance(model, nn.Module):
         raise ModelSpecError(f"{spec['factory']}() returned {type(model).__name__}, not an nn.Module")

@@ -22,9 +22,9 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -33,8 +33,17 @@ from .assemble import GenerationInputs, assemble_generation
 from .distributed import DEFAULT_TIMEOUT_S, World, init_world
 from .durable import fsync_dir
 from .errors import DataSpecError, IndexerError, ModelSpecError, OutputExists
-from .manifest import (CURRENT, FORMAT_VERSION, generation_name, is_bundle_dir, parse_generation, read_manifest,
-                       resolve_generation, verify_files, write_current)  # fmt: skip
+from .manifest import (
+    CURRENT,
+    FORMAT_VERSION,
+    generation_name,
+    is_bundle_dir,
+    parse_generation,
+    read_manifest,
+    resolve_generation,
+    verify_files,
+    write_current,
+)
 from .models import LoadedModel, load_model, load_model_from_manifest
 from .profiling import ProfileEngine, compute_shard, preflight
 from .shards import SHARD_FORMAT, ShardPlan, WorkDir
@@ -88,8 +97,10 @@ class IndexResult:
     def summary(self) -> str:
         if self.manifest is None:
             return f"rank {self.rank}: computed {self.computed_samples} samples in {self.seconds:.1f} s"
-        return (f"indexed {self.samples} samples ({self.misclassified} misclassified, {self.skipped} skipped) "
-                f"in {self.seconds:.1f} s -> {self.bundle} ({generation_name(self.generation)})")  # fmt: skip
+        return (
+            f"indexed {self.samples} samples ({self.misclassified} misclassified, {self.skipped} skipped) "
+            f"in {self.seconds:.1f} s -> {self.bundle} ({generation_name(self.generation)})"
+        )
 
 
 def work_dir_for(bundle_path: str | os.PathLike) -> Path:
@@ -142,9 +153,19 @@ def run_index(job: IndexJob) -> IndexResult:
         if not job.keep_work_dir:
             prep.work.remove()
         c = manifest["counts"]
-        return IndexResult(bundle_path, generation, c["samples"], c["misclassified"], c["skipped"],
-                           manifest["datasets"][-1]["indexed"], computed, resumed, time.perf_counter() - t0, 0,
-                           manifest)
+        return IndexResult(
+            bundle_path,
+            generation,
+            c["samples"],
+            c["misclassified"],
+            c["skipped"],
+            manifest["datasets"][-1]["indexed"],
+            computed,
+            resumed,
+            time.perf_counter() - t0,
+            0,
+            manifest,
+        )
     finally:
         world.close()
 
@@ -165,7 +186,9 @@ def _prepare(job: IndexJob, device: str, base_manifest: dict | None) -> _Prepare
     """Load the model (the base's for an append), open the data, preflight one sample and
     lay out the shards and the work directory (not created yet)."""
     append = base_manifest is not None
-    loaded = load_model_from_manifest(base_manifest) if append else load_model(job.model, job.weights, job.preprocessing)
+    loaded = (
+        load_model_from_manifest(base_manifest) if append else load_model(job.model, job.weights, job.preprocessing)
+    )
     ds = _open_data(job.data)
     n = len(ds) if job.limit is None else min(len(ds), int(job.limit))
     if n <= 0:
@@ -186,16 +209,32 @@ def _prepare(job: IndexJob, device: str, base_manifest: dict | None) -> _Prepare
 def _generation_inputs(job: IndexJob, prep: _Prepared, world: World, device: str) -> GenerationInputs:
     loaded, check = prep.loaded, prep.check
     return GenerationInputs(
-        generation=0, plan=prep.plan, work=prep.work, ds=prep.ds,
-        dataset_entry={"spec": job.data, "description": prep.ds.describe(), "limit": job.limit,
-                       "id_offset": prep.plan.id_offset, "num_ids": prep.num_samples},
+        generation=0,
+        plan=prep.plan,
+        work=prep.work,
+        ds=prep.ds,
+        dataset_entry={
+            "spec": job.data,
+            "description": prep.ds.describe(),
+            "limit": job.limit,
+            "id_offset": prep.plan.id_offset,
+            "num_ids": prep.num_samples,
+        },
         model={"spec": loaded.spec, "fingerprint": loaded.fingerprint, "num_classes": check.num_classes},
         preprocessing=_recorded_preprocessing(loaded, check),
-        layout=loaded.layout.to_dict(), num_filters=loaded.layout.num_filters, index_type=prep.index_type,
-        nprobe=job.nprobe, train_size=job.train_size, seed=job.seed,
-        job={"batch_size": job.batch_size, "shard_size": job.shard_size, "world_size": world.world_size,
-             "device": str(torch.device(device).type),
-             "saliency": "reference" if prep.engine.use_reference else "filter_saliency"},
+        layout=loaded.layout.to_dict(),
+        num_filters=loaded.layout.num_filters,
+        index_type=prep.index_type,
+        nprobe=job.nprobe,
+        train_size=job.train_size,
+        seed=job.seed,
+        job={
+            "batch_size": job.batch_size,
+            "shard_size": job.shard_size,
+            "world_size": world.world_size,
+            "device": str(torch.device(device).type),
+            "saliency": "reference" if prep.engine.use_reference else "filter_saliency",
+        },
     )
 
 
@@ -230,8 +269,9 @@ def _check_out(out: Path, overwrite: bool) -> None:
     if not out.exists():
         return
     if not overwrite:
-        raise OutputExists(f"output {out} already exists; pass --overwrite to replace it "
-                           "(or --append-to to add data to a bundle)")  # fmt: skip
+        raise OutputExists(
+            f"output {out} already exists; pass --overwrite to replace it (or --append-to to add data to a bundle)"
+        )
     if not (is_bundle_dir(out) or (out.is_dir() and not any(out.iterdir()))):
         raise OutputExists(f"refusing to overwrite {out}: it is not a parasal bundle")
 
@@ -277,9 +317,10 @@ def _job_params(job, loaded, ds, n, id_offset, device, check, base_manifest) -> 
         "batch_size": int(job.batch_size),
         "shard_size": int(job.shard_size),
         "device": torch.device(device).type,
-        "base": None if base_manifest is None else {"generation": base_manifest["generation"],
-                                                    "manifest_sha256": base_manifest["manifest_sha256"]},
-    }  # fmt: skip
+        "base": None
+        if base_manifest is None
+        else {"generation": base_manifest["generation"], "manifest_sha256": base_manifest["manifest_sha256"]},
+    }
 
 
 def _compute(job: IndexJob, world: World, engine, ds, plan: ShardPlan, work: WorkDir, check) -> tuple[int, int]:
@@ -292,14 +333,27 @@ def _compute(job: IndexJob, world: World, engine, ds, plan: ShardPlan, work: Wor
     if job.progress and world.is_main:
         from tqdm import tqdm
 
-        bar = tqdm(total=sum(len(s) for s in mine), initial=sum(len(s) for s in done), unit="img",
-                   desc="indexing" if world.world_size == 1 else f"indexing (rank 0 of {world.world_size})",
-                   dynamic_ncols=True, smoothing=0.05)  # fmt: skip
+        bar = tqdm(
+            total=sum(len(s) for s in mine),
+            initial=sum(len(s) for s in done),
+            unit="img",
+            desc="indexing" if world.world_size == 1 else f"indexing (rank 0 of {world.world_size})",
+            dynamic_ncols=True,
+            smoothing=0.05,
+        )
     computed = 0
     try:
         for shard in todo:
-            result = compute_shard(engine, ds, shard, plan, check, batch_size=job.batch_size, workers=job.workers,
-                                   on_samples=bar.update if bar is not None else None)  # fmt: skip
+            result = compute_shard(
+                engine,
+                ds,
+                shard,
+                plan,
+                check,
+                batch_size=job.batch_size,
+                workers=job.workers,
+                on_samples=bar.update if bar is not None else None,
+            )
             work.write(result)
             computed += len(shard)
             if job.on_shard_written is not None:
@@ -364,8 +418,10 @@ def _publish_append(root: Path, base_gen: Path, inputs: GenerationInputs) -> tup
             manifest = assemble_generation(staging, inputs)
             inputs.base = None
         if resolve_generation(root).resolve() != base_gen.resolve():
-            raise IndexerError(f"{root} changed while appending (its {CURRENT} no longer points to {base_gen.name}); "
-                               "rerun the command to append to the new generation")  # fmt: skip
+            raise IndexerError(
+                f"{root} changed while appending (its {CURRENT} no longer points to {base_gen.name}); "
+                "rerun the command to append to the new generation"
+            )
         os.rename(staging, root / name)
         fsync_dir(root)
         write_current(root, number)

@@ -14,8 +14,8 @@ mismatch. Unreadable images found later are skipped with their reason, not fatal
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -93,38 +93,47 @@ def preflight(engine: ProfileEngine, ds, num_samples: int) -> Preflight:
         except CorruptSample as e:
             errors.append(e.reason)
     if sample is None:
-        raise DataSpecError(f"none of the first {min(num_samples, MAX_PROBE)} images of {ds.spec!r} can be read"
-                            + (f" (e.g. {errors[0]})" if errors else ""))  # fmt: skip
+        raise DataSpecError(
+            f"none of the first {min(num_samples, MAX_PROBE)} images of {ds.spec!r} can be read"
+            + (f" (e.g. {errors[0]})" if errors else "")
+        )
     x = pre(sample.image)  # (C, H, W)
     shape = tuple(int(v) for v in x.shape)
     where = f"first image {sample.uri} (mode {sample.image.mode}, {sample.image.size[0]}x{sample.image.size[1]})"
     if pre.input_shape is not None and shape != tuple(pre.input_shape):
-        raise InputMismatch(f"size mismatch: {where} preprocesses to {_chw(shape)} but the model expects "
-                            f"{_chw(pre.input_shape)}; adjust --resize/--crop/--channels")  # fmt: skip
+        raise InputMismatch(
+            f"size mismatch: {where} preprocesses to {_chw(shape)} but the model expects "
+            f"{_chw(pre.input_shape)}; adjust --resize/--crop/--channels"
+        )
     first = dict(engine.model.named_modules())[engine.layout.layers[0].name]
     in_channels = int(first.weight.shape[1]) * int(getattr(first, "groups", 1))
     try:
         with torch.no_grad():
             logits = engine.model(x[None].to(engine.device))
-    except Exception as e:  # noqa: BLE001 - the model's own error, whatever it is, is the message
+    except Exception as e:
         detail = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
         if in_channels != shape[0]:
-            hint = {1: "pass --channels L", 3: "pass --channels RGB"}.get(in_channels, "no --channels setting gives that")
+            hint = {1: "pass --channels L", 3: "pass --channels RGB"}.get(
+                in_channels, "no --channels setting gives that"
+            )
             raise InputMismatch(
                 f"channel mismatch: the model's first convolution ({engine.layout.layers[0].name}) takes "
                 f"{in_channels} channel(s) but images are preprocessed to {shape[0]} (channels={pre.channels!r}; "
                 f"{where}); {hint}"
             ) from e
-        raise InputMismatch(f"size mismatch: the model cannot take images preprocessed to {_chw(shape)} "
-                            f"({where}): {detail}; use --resize/--crop to give it the size it expects") from e  # fmt: skip
+        raise InputMismatch(
+            f"size mismatch: the model cannot take images preprocessed to {_chw(shape)} "
+            f"({where}): {detail}; use --resize/--crop to give it the size it expects"
+        ) from e
     if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != 1:
         got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise InputMismatch(f"the model must return logits of shape (batch, classes); it returned {got}")
     num_classes = int(logits.shape[1])
     classes = getattr(ds, "classes", None)
     if classes is not None and len(classes) > num_classes:
-        raise InputMismatch(f"class mismatch: {ds.spec!r} has {len(classes)} classes but the model outputs "
-                            f"{num_classes} logits")  # fmt: skip
+        raise InputMismatch(
+            f"class mismatch: {ds.spec!r} has {len(classes)} classes but the model outputs {num_classes} logits"
+        )
     label = int(sample.label)
     if not 0 <= label < num_classes:
         raise InputMismatch(f"class mismatch: {where} has label {label}, outside the model's {num_classes} classes")
@@ -139,7 +148,7 @@ def _check_saliency(engine: ProfileEngine, x: torch.Tensor, y: torch.Tensor) -> 
     x, y = x.to(engine.device), y.to(engine.device)
     try:
         sal, _ = engine.saliency(x, y)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         if not engine.loaded.is_torchscript:
             raise
         log.warning("filter_saliency cannot handle this TorchScript model (%s); using the slower per-sample loop", e)
@@ -150,8 +159,10 @@ def _check_saliency(engine: ProfileEngine, x: torch.Tensor, y: torch.Tensor) -> 
     if engine.loaded.is_torchscript:
         ref = per_sample_filter_saliency(engine.model, x, y, layout=engine.layout)
         if not torch.allclose(sal.float().cpu(), ref.float().cpu(), rtol=1e-3, atol=1e-7):
-            log.warning("filter_saliency disagrees with the reference on this TorchScript model; "
-                        "using the slower per-sample loop")  # fmt: skip
+            log.warning(
+                "filter_saliency disagrees with the reference on this TorchScript model; "
+                "using the slower per-sample loop"
+            )
             engine.use_reference = True
 
 
@@ -182,8 +193,15 @@ class _Decoded(torch.utils.data.Dataset):
         except Exception as e:  # noqa: BLE001 - a decodable but unusable image is skipped too
             return i, None, sample.label, f"preprocessing failed: {type(e).__name__}: {e}"
         if tuple(x.shape) != self.shape:
-            return i, None, sample.label, (f"preprocessed to {_chw(tuple(x.shape))}, not {_chw(self.shape)}; "
-                                           "use --resize/--crop for images of mixed sizes")  # fmt: skip
+            return (
+                i,
+                None,
+                sample.label,
+                (
+                    f"preprocessed to {_chw(tuple(x.shape))}, not {_chw(self.shape)}; "
+                    "use --resize/--crop for images of mixed sizes"
+                ),
+            )
         if not 0 <= sample.label < self.num_classes:
             return i, None, sample.label, f"label {sample.label} outside the model's {self.num_classes} classes"
         return i, x, int(sample.label), None
@@ -231,10 +249,19 @@ def compute_shard(
         if on_samples is not None:
             on_samples(len(batch))
     F_ = engine.layout.num_filters
-    cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {
-        "index": np.zeros(0, np.int64), "raw": np.zeros((0, F_), np.float32), "label": np.zeros(0, np.int64),
-        "predicted": np.zeros(0, np.int64), "true_confidence": np.zeros(0), "predicted_confidence": np.zeros(0),
-        "loss": np.zeros(0)}  # fmt: skip
+    cat = (
+        {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        if parts
+        else {
+            "index": np.zeros(0, np.int64),
+            "raw": np.zeros((0, F_), np.float32),
+            "label": np.zeros(0, np.int64),
+            "predicted": np.zeros(0, np.int64),
+            "true_confidence": np.zeros(0),
+            "predicted_confidence": np.zeros(0),
+            "loss": np.zeros(0),
+        }
+    )
     skipped.sort()
     return ShardResult(
         shard=shard,

@@ -15,8 +15,16 @@ import faiss
 import numpy as np
 import torch
 
-__all__ = ["normalize_rows", "cosine_top_k", "top_rows", "exact_scores", "flat_scan", "as_tensor", "inner_index",
-           "row_selector_params"]
+__all__ = [
+    "normalize_rows",
+    "cosine_top_k",
+    "top_rows",
+    "exact_scores",
+    "flat_scan",
+    "as_tensor",
+    "inner_index",
+    "row_selector_params",
+]
 
 #: float32 working set of one (queries, rows) similarity block of ``cosine_top_k``, and of
 #: the stored rows it normalises at a time.
@@ -31,12 +39,10 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
     return x
 
 
-
 def inner_index(index: faiss.Index) -> faiss.Index:
     """The index inside the IDMap (searching it returns row positions)."""
     index = faiss.downcast_index(index)
     return faiss.downcast_index(index.index) if isinstance(index, (faiss.IndexIDMap, faiss.IndexIDMap2)) else index
-
 
 
 def exact_scores(q: np.ndarray, rows: np.ndarray, profiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -50,14 +56,12 @@ def exact_scores(q: np.ndarray, rows: np.ndarray, profiles: np.ndarray) -> tuple
     return rows, scores
 
 
-
 def as_tensor(x: np.ndarray) -> torch.Tensor:
     """A CPU tensor sharing ``x``'s memory, read-only arrays included (nothing here writes
     to it; torch warns about read-only arrays because it cannot enforce that)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*not writable.*")
         return torch.from_numpy(x)
-
 
 
 def flat_scan(xb: np.ndarray | torch.Tensor, qn: np.ndarray, k: int, mask: np.ndarray | None = None):
@@ -86,7 +90,6 @@ def flat_scan(xb: np.ndarray | torch.Tensor, qn: np.ndarray, k: int, mask: np.nd
         rows = np.flatnonzero(s >= t[0])
         out.append((rows.astype(np.int64), s[rows]))
     return out
-
 
 
 def row_selector_params(index: faiss.Index, mask: np.ndarray):
@@ -121,9 +124,15 @@ def top_rows(rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, 
     return rows[order], scores[order]
 
 
-def cosine_top_k(queries: np.ndarray, vectors, k: int, *, mask: np.ndarray | None = None,
-                 cols: list[slice] | None = None, exclude: np.ndarray | None = None,
-                 ) -> list[tuple[np.ndarray, np.ndarray]]:
+def cosine_top_k(
+    queries: np.ndarray,
+    vectors,
+    k: int,
+    *,
+    mask: np.ndarray | None = None,
+    cols: list[slice] | None = None,
+    exclude: np.ndarray | None = None,
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Exact cosine top-k, brute force in chunks: [(rows, scores)] per query, best first
     (score descending, then row ascending), each of ``min(k, #candidate rows)`` entries.
 
@@ -151,7 +160,7 @@ def cosine_top_k(queries: np.ndarray, vectors, k: int, *, mask: np.ndarray | Non
         block = vectors[a:b] if mask is None else vectors[a:b][rows - a]
         x = normalize_rows(block if cols is None else np.concatenate([block[:, s] for s in cols], axis=1))  # (m, d)
         for j, qa in enumerate(range(0, nq, q_block)):
-            sims = queries[qa:qa + q_block] @ x.T  # (q, m)
+            sims = queries[qa : qa + q_block] @ x.T  # (q, m)
             best_s[j], best_r[j] = _merge_top(best_s[j], best_r[j], sims, rows, take)
     out = [top_rows(r, s, take) for bs, br in zip(best_s, best_r) for r, s in zip(br, bs)]
     if exclude is None:

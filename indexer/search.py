@@ -21,7 +21,7 @@ Each query's result is a list of ``(sample id, cosine)``, best first, of exactly
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -39,8 +39,17 @@ class BundleSearcher:
     """Searches one generation's rows: its FAISS index (a GPU clone when there is one, the
     exact ``Flat`` vectors as a tensor when there are those) and its stored profiles."""
 
-    def __init__(self, ids: np.ndarray, layout: FilterLayout, profiles: np.ndarray, index, *, index_type: str,
-                 gpu=None, flat=None):
+    def __init__(
+        self,
+        ids: np.ndarray,
+        layout: FilterLayout,
+        profiles: np.ndarray,
+        index,
+        *,
+        index_type: str,
+        gpu=None,
+        flat=None,
+    ):
         self.ids = ids  # (N,) int64 ascending sample ids, row order
         self.layout = layout
         self.profiles = profiles  # (N, F) float16 standardized, read-only memmap
@@ -49,9 +58,16 @@ class BundleSearcher:
         self.flat = flat  # (N, F) float32 tensor of an exact Flat index's vectors, or None
         self.is_exact_index = index_type == "Flat"
 
-    def search(self, queries: np.ndarray, k: int, *, allowed: np.ndarray | None = None,
-               layers: Sequence[str] | None = None, exclude_ids: Sequence[int] | None = None,
-               rerank: int | None = None) -> list[list[tuple[int, float]]]:
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        allowed: np.ndarray | None = None,
+        layers: Sequence[str] | None = None,
+        exclude_ids: Sequence[int] | None = None,
+        rerank: int | None = None,
+    ) -> list[list[tuple[int, float]]]:
         """See ``Bundle.search`` and the module docstring."""
         q = self._check_queries(queries, k)
         mask = self._row_mask(allowed, exclude_ids)

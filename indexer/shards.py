@@ -89,10 +89,14 @@ class ShardResult:
         expected = np.arange(self.shard.start, self.shard.stop, dtype=np.int64) + plan.id_offset
         seen = np.concatenate([self.ids, self.skipped_ids])
         if len(seen) != len(expected) or not np.array_equal(np.sort(seen), expected):
-            raise DistributedError(f"shard {self.shard.index} does not cover ids {expected[0]}..{expected[-1]} exactly once")
+            raise DistributedError(
+                f"shard {self.shard.index} does not cover ids {expected[0]}..{expected[-1]} exactly once"
+            )
         if self.raw.shape != (len(self.ids), num_filters) or self.stats.count != len(self.ids):
-            raise DistributedError(f"shard {self.shard.index} has profiles of shape {self.raw.shape}, "
-                                   f"expected ({len(self.ids)}, {num_filters})")  # fmt: skip
+            raise DistributedError(
+                f"shard {self.shard.index} has profiles of shape {self.raw.shape}, "
+                f"expected ({len(self.ids)}, {num_filters})"
+            )
 
     def to_arrays(self, job_key: str) -> dict[str, np.ndarray]:
         return {
@@ -113,7 +117,7 @@ class ShardResult:
         }
 
     @classmethod
-    def from_arrays(cls, a: dict[str, np.ndarray]) -> "ShardResult":
+    def from_arrays(cls, a: dict[str, np.ndarray]) -> ShardResult:
         _, index, start, stop = (int(v) for v in a["header"])
         return cls(
             shard=Shard(index, start, stop),
@@ -156,11 +160,18 @@ class WorkDir:
                 for stale in self.path.glob(".*.tmp-*"):  # temp files of a killed run
                     stale.unlink(missing_ok=True)
                 return
-            changed = sorted(k for k in set(self.params) | set((old or {}).get("params", {}))
-                             if (old or {}).get("params", {}).get(k) != self.params.get(k))  # fmt: skip
+            changed = sorted(
+                k
+                for k in set(self.params) | set((old or {}).get("params", {}))
+                if (old or {}).get("params", {}).get(k) != self.params.get(k)
+            )
             shards = list(self.path.glob("shard-*.npz"))
-            log.warning("discarding %d shard(s) in %s from a different job (%s differ)", len(shards), self.path,
-                        ", ".join(changed) or "format")  # fmt: skip
+            log.warning(
+                "discarding %d shard(s) in %s from a different job (%s differ)",
+                len(shards),
+                self.path,
+                ", ".join(changed) or "format",
+            )
             shutil.rmtree(self.path)
         self.path.mkdir(parents=True)
         atomic_write_bytes(job, json.dumps({"key": self.key, "params": self.params}, indent=2, sort_keys=True).encode())
@@ -169,8 +180,10 @@ class WorkDir:
         """Any rank, after the barrier: the directory was prepared for this same job."""
         old = _read_json(self.path / JOB_FILE)
         if old is None or old.get("key") != self.key:
-            raise DistributedError(f"{self.path / JOB_FILE} is not this job's: ranks disagree on the job parameters "
-                                   "(same model, data and options on every rank?)")  # fmt: skip
+            raise DistributedError(
+                f"{self.path / JOB_FILE} is not this job's: ranks disagree on the job parameters "
+                "(same model, data and options on every rank?)"
+            )
 
     def is_done(self, shard: Shard) -> bool:
         """True when the shard's file exists, is a readable npz and belongs to this job."""
@@ -190,8 +203,10 @@ class WorkDir:
 
     def load(self, shard: Shard) -> ShardResult:
         if not self.is_done(shard):
-            raise DistributedError(f"shard {shard.index} (samples {shard.start}..{shard.stop - 1}) is missing from "
-                                   f"{self.path}: a rank did not finish; rerun the same command to resume")  # fmt: skip
+            raise DistributedError(
+                f"shard {shard.index} (samples {shard.start}..{shard.stop - 1}) is missing from "
+                f"{self.path}: a rank did not finish; rerun the same command to resume"
+            )
         return ShardResult.from_arrays(read_npz(self.shard_path(shard.index)))
 
     def load_summary(self, shard: Shard) -> ShardResult:

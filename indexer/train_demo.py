@@ -38,7 +38,6 @@ from .zoo import ARCHITECTURE, DEMO_BLOCKS, DEMO_PREPROCESSING, DEMO_WEIGHTS_PAT
 __all__ = ["main", "build_parser", "train", "evaluate"]
 
 
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="parasal train-demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--epochs", type=int, default=9, help="training epochs (default 9)")
@@ -81,7 +80,9 @@ def _augment(padded: torch.Tensor, gen: torch.Generator, pad: int) -> torch.Tens
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, batch_size: int = 250) -> tuple[float, float]:
+def evaluate(
+    model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, batch_size: int = 250
+) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) of ``model`` in eval mode on uint8 ``(N, 28, 28)`` images."""
     model.eval()
     correct, loss = 0, 0.0
@@ -118,8 +119,9 @@ def train(args: argparse.Namespace) -> tuple[torch.nn.Module, dict]:
     history, start = [], time.perf_counter()
     for epoch in range(1, args.epochs + 1):
         t0 = time.perf_counter()
-        seen, loss_sum, correct = _train_epoch(model, optimizer, scheduler, padded, targets, gen, args, epoch,
-                                               steps_per_epoch)
+        seen, loss_sum, correct = _train_epoch(
+            model, optimizer, scheduler, padded, targets, gen, args, epoch, steps_per_epoch
+        )
         test_acc, test_loss = evaluate(model, test_x, test_y)
         row = {
             "epoch": epoch,
@@ -147,17 +149,33 @@ def _optimizer(model: torch.nn.Module, args: argparse.Namespace, total_steps: in
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
     optimizer = torch.optim.SGD(
         [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=args.lr, momentum=0.9, nesterov=True,
-    )  # fmt: skip
+        lr=args.lr,
+        momentum=0.9,
+        nesterov=True,
+    )
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=args.lr, total_steps=total_steps, pct_start=0.2,
-        div_factor=25.0, final_div_factor=1e3, cycle_momentum=False,
-    )  # fmt: skip
+        optimizer,
+        max_lr=args.lr,
+        total_steps=total_steps,
+        pct_start=0.2,
+        div_factor=25.0,
+        final_div_factor=1e3,
+        cycle_momentum=False,
+    )
     return optimizer, scheduler
 
 
-def _train_epoch(model, optimizer, scheduler, padded: torch.Tensor, targets: torch.Tensor, gen: torch.Generator,
-                 args: argparse.Namespace, epoch: int, steps_per_epoch: int) -> tuple[int, float, int]:
+def _train_epoch(
+    model,
+    optimizer,
+    scheduler,
+    padded: torch.Tensor,
+    targets: torch.Tensor,
+    gen: torch.Generator,
+    args: argparse.Namespace,
+    epoch: int,
+    steps_per_epoch: int,
+) -> tuple[int, float, int]:
     """One pass over the shuffled, augmented training set: (samples seen, loss sum, correct)."""
     model.train()
     order = torch.randperm(len(targets), generator=gen)
@@ -201,7 +219,12 @@ def main(argv: list[str] | None = None) -> int:
     test = FashionMNIST("test", args.data_dir).describe()
     record = {
         "architecture": ARCHITECTURE,
-        "model": {"class": "FashionResNet", "widths": list(DEMO_WIDTHS), "blocks": list(DEMO_BLOCKS), "num_classes": 10},
+        "model": {
+            "class": "FashionResNet",
+            "widths": list(DEMO_WIDTHS),
+            "blocks": list(DEMO_BLOCKS),
+            "num_classes": 10,
+        },
         "preprocessing": DEMO_PREPROCESSING.to_dict(),
         "seed": args.seed,
         "command": shlex.join(["parasal", "train-demo", *argv_used]),
@@ -214,14 +237,19 @@ def main(argv: list[str] | None = None) -> int:
             "weight_decay": args.weight_decay,
             "weight_decay_on_bn_and_bias": False,
             "label_smoothing": args.label_smoothing,
-            "augmentation": (f"random crop 28 from {args.pad}-px zero pad + " if args.pad else "") + "horizontal flip p=0.5",
+            "augmentation": (f"random crop 28 from {args.pad}-px zero pad + " if args.pad else "")
+            + "horizontal flip p=0.5",
             "train_limit": args.limit,
             "test_limit": args.test_limit,
         },
         "epochs": args.epochs,
         "test_accuracy": final["test_accuracy"],
         "test_loss": final["test_loss"],
-        "test_set": {"spec": test["spec"], "size": min(test["size"], args.test_limit or test["size"]), "sha256": test["sha256"]},
+        "test_set": {
+            "spec": test["spec"],
+            "size": min(test["size"], args.test_limit or test["size"]),
+            "sha256": test["sha256"],
+        },
         "train_seconds": round(result["train_seconds"], 1),
         "threads": args.threads,
         "history": result["history"],

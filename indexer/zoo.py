@@ -7,8 +7,8 @@ The weights (``weights/demo-fashion.pt``) are a plain state dict loaded with
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F

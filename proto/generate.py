@@ -28,12 +28,21 @@ def generate(out: Path) -> list[Path]:
     protos = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "parasal" / "v1").glob("*.proto"))
     out.mkdir(parents=True, exist_ok=True)
     include = Path(grpc_tools.__file__).parent / "_proto"
-    args = ["grpc_tools.protoc", f"-I{ROOT}", f"-I{include}", f"--python_out={out}", f"--pyi_out={out}",
-            f"--grpc_python_out={out}", *protos]
+    args = [
+        "grpc_tools.protoc",
+        f"-I{ROOT}",
+        f"-I{include}",
+        f"--python_out={out}",
+        f"--pyi_out={out}",
+        f"--grpc_python_out={out}",
+        *protos,
+    ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
     pkg = out / "parasal" / "v1"
-    (pkg / "__init__.py").write_text('"""Generated gRPC stubs for parasal.v1 (do not edit; run proto/generate.py)."""\n')
+    (pkg / "__init__.py").write_text(
+        '"""Generated gRPC stubs for parasal.v1 (do not edit; run proto/generate.py)."""\n'
+    )
     return generated_files(pkg)
 
 

@@ -32,12 +32,12 @@ from parasal.v1 import saliency_pb2_grpc as pb_grpc
 
 from .auth import BearerTokenInterceptor
 from .config import ConfigError, ServerConfig
+from .devices import limit_faiss_threads
 from .errors import ErrorInterceptor
 from .evaluations import Evaluations
 from .interceptors import LoggingInterceptor
 from .operations import Operations
 from .queries import Queries
-from .devices import limit_faiss_threads
 from .registry import Registry
 from .servicers import EvaluationServicer, OperationsServicer, SaliencyServicer
 from .store import OperationStore
@@ -93,13 +93,19 @@ def create_server(config: ServerConfig, registry: Registry | None = None) -> tup
         raise ConfigError(f"cannot listen on {host}:{config.port} (in use, or not an address of this machine)")
     server.start()
     running = RunningServer(server, port, f"{host}:{port}", health_servicer, registry, operations, config)
-    log.info("serving %d bundle(s) on %s%s%s", len(registry), running.address, " with TLS" if tls else "",
-             " with token authentication" if token else "")
+    log.info(
+        "serving %d bundle(s) on %s%s%s",
+        len(registry),
+        running.address,
+        " with TLS" if tls else "",
+        " with token authentication" if token else "",
+    )
     return server, port, running
 
 
-def _open_services(config: ServerConfig,
-                   registry: Registry | None) -> tuple[Registry, Operations, SaliencyServicer, Evaluations]:
+def _open_services(
+    config: ServerConfig, registry: Registry | None
+) -> tuple[Registry, Operations, SaliencyServicer, Evaluations]:
     """The operation store, the bundles (unless given) and the domain services, warmed;
     what was opened is closed again when a later step fails."""
     store = OperationStore(config.state_dir)
@@ -108,8 +114,13 @@ def _open_services(config: ServerConfig,
     except BaseException:
         store.close()
         raise
-    operations = Operations(store, max_operations=config.max_operations, workers=config.operation_workers,
-                            progress_interval_s=config.progress_interval_s, max_stored=config.max_stored_operations)
+    operations = Operations(
+        store,
+        max_operations=config.max_operations,
+        workers=config.operation_workers,
+        progress_interval_s=config.progress_interval_s,
+        max_stored=config.max_stored_operations,
+    )
     queries = Queries(registry, config)
     evaluations = Evaluations(registry, queries, operations, config)
     saliency = SaliencyServicer(registry, queries)
@@ -128,28 +139,36 @@ def _grpc_server(config: ServerConfig, token: str | None) -> grpc.Server:
     if token is not None:
         interceptors.append(BearerTokenInterceptor(token))
     interceptors.append(ErrorInterceptor())
-    options = [("grpc.max_receive_message_length", config.max_message_bytes),
-               ("grpc.max_send_message_length", config.max_message_bytes),
-               ("grpc.so_reuseport", 0)]  # never share a port with another process by accident
-    rpc_threads = futures.ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="parasal-rpc",
-                                             initializer=limit_faiss_threads, initargs=(config.faiss_threads,))
-    return grpc.server(rpc_threads, interceptors=interceptors, options=options,
-                       maximum_concurrent_rpcs=config.max_concurrent_rpcs)
+    options = [
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]  # never share a port with another process by accident
+    rpc_threads = futures.ThreadPoolExecutor(
+        max_workers=config.threads,
+        thread_name_prefix="parasal-rpc",
+        initializer=limit_faiss_threads,
+        initargs=(config.faiss_threads,),
+    )
+    return grpc.server(
+        rpc_threads, interceptors=interceptors, options=options, maximum_concurrent_rpcs=config.max_concurrent_rpcs
+    )
 
 
-def _add_services(server: grpc.Server, saliency: SaliencyServicer, evaluation: EvaluationServicer,
-                  operations: OperationsServicer) -> health.HealthServicer:
+def _add_services(
+    server: grpc.Server, saliency: SaliencyServicer, evaluation: EvaluationServicer, operations: OperationsServicer
+) -> health.HealthServicer:
     """The parasal services, health (each reported SERVING) and reflection; returns the health servicer."""
     pb_grpc.add_SaliencyServiceServicer_to_server(saliency, server)
     pb_grpc.add_EvaluationServiceServicer_to_server(evaluation, server)
     pb_grpc.add_OperationsServiceServicer_to_server(operations, server)
-    health_servicer = health.HealthServicer(experimental_non_blocking=True,
-                                            experimental_thread_pool=futures.ThreadPoolExecutor(max_workers=1))
+    health_servicer = health.HealthServicer(
+        experimental_non_blocking=True, experimental_thread_pool=futures.ThreadPoolExecutor(max_workers=1)
+    )
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     return health_servicer
 
 

@@ -51,7 +51,8 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
         if handler_call_details.method.startswith(OPEN_METHOD_PREFIXES) or self.authorized(
-                handler_call_details.invocation_metadata):
+            handler_call_details.invocation_metadata
+        ):
             return handler
 
         # The denying handler replaces the real one, so the error interceptor (inside this
@@ -66,6 +67,7 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):
             def denied(_request, context):
                 deny(context)
                 yield  # pragma: no cover - makes this a generator like the handler it replaces
+
             return denied
 
         return wrap_handler(handler, unary=unary, stream=stream)

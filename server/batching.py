@@ -23,9 +23,10 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Callable, Generic, Hashable, Sequence, TypeVar
+from typing import Generic, TypeVar
 
 import numpy as np
 import torch
@@ -33,8 +34,16 @@ import torch.nn.functional as F
 
 from parasal.core import filter_saliency
 
-__all__ = ["GreedyBatcher", "UploadProfile", "ProfileBatcher", "SearchBatcher", "DEFAULT_MAX_BATCH",
-           "DEFAULT_MAX_SEARCH_BATCH", "DEFAULT_PROFILE_LINGER_S", "DEFAULT_SEARCH_LINGER_S"]
+__all__ = [
+    "GreedyBatcher",
+    "UploadProfile",
+    "ProfileBatcher",
+    "SearchBatcher",
+    "DEFAULT_MAX_BATCH",
+    "DEFAULT_MAX_SEARCH_BATCH",
+    "DEFAULT_PROFILE_LINGER_S",
+    "DEFAULT_SEARCH_LINGER_S",
+]
 
 DEFAULT_MAX_BATCH = 32
 #: Query vectors per search: past a few dozen the product stops getting cheaper per query.
@@ -56,16 +65,24 @@ class GreedyBatcher(Generic[Req]):
     with a ``future`` attribute; :meth:`submit` queues it and waits for its result.
     """
 
-    def __init__(self, name: str, *, workers: int, max_batch: int, linger_s: float = 0.0,
-                 initializer: Callable[[], None] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        name: str,
+        *,
+        workers: int,
+        max_batch: int,
+        linger_s: float = 0.0,
+        initializer: Callable[[], None] | None = None,
+    ):
         if workers < 1 or max_batch < 1 or linger_s < 0:
             raise ValueError("a batcher needs at least one worker, a batch of at least one and linger_s >= 0")
         self._max_batch = max_batch
         self._linger_s = linger_s
         self._initializer = initializer
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._threads = [threading.Thread(target=self._loop, name=f"parasal-{name}-{i}", daemon=True)
-                         for i in range(workers)]
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"parasal-{name}-{i}", daemon=True) for i in range(workers)
+        ]
         for thread in self._threads:
             thread.start()
 
@@ -162,8 +179,15 @@ class ProfileBatcher(GreedyBatcher[_ProfileRequest]):
     In eval mode samples do not interact, so each answer is the one computed alone (up to
     float rounding)."""
 
-    def __init__(self, served, *, workers: int, max_batch: int = DEFAULT_MAX_BATCH,
-                 linger_s: float = DEFAULT_PROFILE_LINGER_S, process=None):  # fmt: skip
+    def __init__(
+        self,
+        served,
+        *,
+        workers: int,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        linger_s: float = DEFAULT_PROFILE_LINGER_S,
+        process=None,
+    ):
         """``process``: a :class:`~parasal.server.saliency_process.SaliencyProcess` to
         compute in (closed with this batcher); None computes here on a model replica."""
         self._served = served
@@ -186,8 +210,9 @@ class ProfileBatcher(GreedyBatcher[_ProfileRequest]):
         else:
             with self._served.replica() as model:
                 device = next(model.parameters()).device
-                raw, logits = filter_saliency(model, x.to(device), y.to(device), layout=self._served.layout,
-                                              return_logits=True)
+                raw, logits = filter_saliency(
+                    model, x.to(device), y.to(device), layout=self._served.layout, return_logits=True
+                )
             raw, logits = raw.cpu().numpy(), logits.cpu()  # (B, F), (B, K)
         logits = logits.double()
         probs = torch.softmax(logits, 1).numpy()
@@ -221,14 +246,30 @@ class SearchBatcher(GreedyBatcher[_SearchRequest]):
     exact search answers each exactly as alone (scores up to float rounding), an
     approximate one too, since its candidates depend on ``k`` and nothing else."""
 
-    def __init__(self, bundle, name: str, *, workers: int = 1, max_batch: int = DEFAULT_MAX_SEARCH_BATCH,
-                 linger_s: float = DEFAULT_SEARCH_LINGER_S, initializer: Callable[[], None] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        bundle,
+        name: str,
+        *,
+        workers: int = 1,
+        max_batch: int = DEFAULT_MAX_SEARCH_BATCH,
+        linger_s: float = DEFAULT_SEARCH_LINGER_S,
+        initializer: Callable[[], None] | None = None,
+    ):
         self._bundle = bundle
-        super().__init__(f"search-{name}", workers=workers, max_batch=max_batch, linger_s=linger_s,
-                         initializer=initializer)
+        super().__init__(
+            f"search-{name}", workers=workers, max_batch=max_batch, linger_s=linger_s, initializer=initializer
+        )
 
-    def search(self, vector: np.ndarray, k: int, *, filters: Hashable = None, allowed: np.ndarray | None = None,
-               layers: Sequence[str] = ()) -> list[tuple[int, float]]:  # fmt: skip
+    def search(
+        self,
+        vector: np.ndarray,
+        k: int,
+        *,
+        filters: Hashable = None,
+        allowed: np.ndarray | None = None,
+        layers: Sequence[str] = (),
+    ) -> list[tuple[int, float]]:
         """The ``k`` best (sample id, cosine) for ``vector``; ``filters`` names ``allowed``
         (requests with equal ``filters`` must have equal ``allowed``)."""
         return self.submit(_SearchRequest(vector, int(k), filters, allowed, tuple(layers)))

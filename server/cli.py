@@ -27,62 +27,140 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     defaults = ServerConfig()
     p = _Parser(prog=PROG, description="Serve saliency bundles over gRPC (parasal.v1).")
-    p.add_argument("--bundle", action="append", default=[], metavar="[NAME=]DIR", required=True,
-                   help="a bundle directory to serve (repeatable; NAME defaults to the directory's name; "
-                        "requests naming no bundle get the first)")
+    p.add_argument(
+        "--bundle",
+        action="append",
+        default=[],
+        metavar="[NAME=]DIR",
+        required=True,
+        help="a bundle directory to serve (repeatable; NAME defaults to the directory's name; "
+        "requests naming no bundle get the first)",
+    )
     p.add_argument("--host", default=defaults.host, help=f"address to listen on (default {defaults.host})")
-    p.add_argument("--port", type=int, default=defaults.port, help=f"port; 0 picks a free one (default {defaults.port})")
-    p.add_argument("--token-file", type=Path, help="require 'authorization: Bearer <token>' with the token in this file")
+    p.add_argument(
+        "--port", type=int, default=defaults.port, help=f"port; 0 picks a free one (default {defaults.port})"
+    )
+    p.add_argument(
+        "--token-file", type=Path, help="require 'authorization: Bearer <token>' with the token in this file"
+    )
     p.add_argument("--tls-cert", type=Path, help="PEM certificate chain (with --tls-key)")
     p.add_argument("--tls-key", type=Path, help="PEM private key (with --tls-cert)")
-    p.add_argument("--state-dir", type=Path, default=None,
-                   help=f"operation store directory (default $PARASAL_STATE_DIR or {default_state_dir()})")
-    p.add_argument("--max-operations", type=int, default=defaults.max_operations,
-                   help=f"evaluations pending or running at once (default {defaults.max_operations})")
-    p.add_argument("--operation-workers", type=int, default=defaults.operation_workers,
-                   help=f"threads running evaluations (default {defaults.operation_workers})")
-    p.add_argument("--threads", type=int, default=defaults.threads,
-                   help=f"threads serving calls (default {defaults.threads})")
-    p.add_argument("--max-concurrent-rpcs", type=int, default=defaults.max_concurrent_rpcs,
-                   help=f"calls in progress at once; more get RESOURCE_EXHAUSTED (default {defaults.max_concurrent_rpcs})")
-    p.add_argument("--model-replicas", type=int, default=defaults.model_replicas,
-                   help=f"model copies for concurrent profile/explain calls (default {defaults.model_replicas})")
-    p.add_argument("--search-workers", type=int, default=defaults.search_workers,
-                   help=f"threads per bundle searching neighbours, concurrent queries batched "
-                        f"(default {defaults.search_workers})")
-    p.add_argument("--sample-cache", type=int, default=defaults.sample_cache,
-                   help=f"samples per bundle whose metadata is cached, filled at start-up "
-                        f"(default {defaults.sample_cache}; 0 = none)")
-    p.add_argument("--neighbor-lists", type=int, default=defaults.neighbor_lists,
-                   help=f"neighbours precomputed per indexed sample at start-up (exact index), so by-id "
-                        f"queries need no search (default {defaults.neighbor_lists}; 0 = none)")
-    p.add_argument("--neighbor-lists-max-samples", type=int, default=defaults.neighbor_lists_max_samples,
-                   help=f"no neighbour lists for bundles with more samples: N² work "
-                        f"(default {defaults.neighbor_lists_max_samples})")
-    p.add_argument("--no-saliency-process", dest="saliency_process", action="store_false",
-                   help="compute upload saliency in the server process instead of a child process per bundle")
-    p.add_argument("--torch-threads", type=int, default=defaults.torch_threads,
-                   help=f"torch intra-op threads, 0 = one per core (default {defaults.torch_threads}: "
-                        f"the server already parallelises across calls)")
-    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default=defaults.device,
-                   help=f"where models run (default {defaults.device}: cuda when available)")
-    p.add_argument("--grace", type=float, default=defaults.grace_s,
-                   help=f"seconds in-flight calls get after SIGTERM (default {defaults.grace_s:g})")
-    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-                   help="log level (default INFO); logs go to stderr")
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help=f"operation store directory (default $PARASAL_STATE_DIR or {default_state_dir()})",
+    )
+    p.add_argument(
+        "--max-operations",
+        type=int,
+        default=defaults.max_operations,
+        help=f"evaluations pending or running at once (default {defaults.max_operations})",
+    )
+    p.add_argument(
+        "--operation-workers",
+        type=int,
+        default=defaults.operation_workers,
+        help=f"threads running evaluations (default {defaults.operation_workers})",
+    )
+    p.add_argument(
+        "--threads", type=int, default=defaults.threads, help=f"threads serving calls (default {defaults.threads})"
+    )
+    p.add_argument(
+        "--max-concurrent-rpcs",
+        type=int,
+        default=defaults.max_concurrent_rpcs,
+        help=f"calls in progress at once; more get RESOURCE_EXHAUSTED (default {defaults.max_concurrent_rpcs})",
+    )
+    p.add_argument(
+        "--model-replicas",
+        type=int,
+        default=defaults.model_replicas,
+        help=f"model copies for concurrent profile/explain calls (default {defaults.model_replicas})",
+    )
+    p.add_argument(
+        "--search-workers",
+        type=int,
+        default=defaults.search_workers,
+        help=f"threads per bundle searching neighbours, concurrent queries batched (default {defaults.search_workers})",
+    )
+    p.add_argument(
+        "--sample-cache",
+        type=int,
+        default=defaults.sample_cache,
+        help=f"samples per bundle whose metadata is cached, filled at start-up "
+        f"(default {defaults.sample_cache}; 0 = none)",
+    )
+    p.add_argument(
+        "--neighbor-lists",
+        type=int,
+        default=defaults.neighbor_lists,
+        help=f"neighbours precomputed per indexed sample at start-up (exact index), so by-id "
+        f"queries need no search (default {defaults.neighbor_lists}; 0 = none)",
+    )
+    p.add_argument(
+        "--neighbor-lists-max-samples",
+        type=int,
+        default=defaults.neighbor_lists_max_samples,
+        help=f"no neighbour lists for bundles with more samples: N² work "
+        f"(default {defaults.neighbor_lists_max_samples})",
+    )
+    p.add_argument(
+        "--no-saliency-process",
+        dest="saliency_process",
+        action="store_false",
+        help="compute upload saliency in the server process instead of a child process per bundle",
+    )
+    p.add_argument(
+        "--torch-threads",
+        type=int,
+        default=defaults.torch_threads,
+        help=f"torch intra-op threads, 0 = one per core (default {defaults.torch_threads}: "
+        f"the server already parallelises across calls)",
+    )
+    p.add_argument(
+        "--device",
+        choices=("cpu", "cuda", "auto"),
+        default=defaults.device,
+        help=f"where models run (default {defaults.device}: cuda when available)",
+    )
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=defaults.grace_s,
+        help=f"seconds in-flight calls get after SIGTERM (default {defaults.grace_s:g})",
+    )
+    p.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="log level (default INFO); logs go to stderr",
+    )
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     config = ServerConfig(
-        bundles=[parse_bundle_arg(b) for b in args.bundle], host=args.host, port=args.port,
-        token_file=args.token_file, tls_cert=args.tls_cert, tls_key=args.tls_key,
-        max_operations=args.max_operations, operation_workers=args.operation_workers, threads=args.threads,
-        max_concurrent_rpcs=args.max_concurrent_rpcs, model_replicas=args.model_replicas,
-        search_workers=args.search_workers, sample_cache=args.sample_cache, neighbor_lists=args.neighbor_lists,
-        neighbor_lists_max_samples=args.neighbor_lists_max_samples, saliency_process=args.saliency_process,
+        bundles=[parse_bundle_arg(b) for b in args.bundle],
+        host=args.host,
+        port=args.port,
+        token_file=args.token_file,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        max_operations=args.max_operations,
+        operation_workers=args.operation_workers,
+        threads=args.threads,
+        max_concurrent_rpcs=args.max_concurrent_rpcs,
+        model_replicas=args.model_replicas,
+        search_workers=args.search_workers,
+        sample_cache=args.sample_cache,
+        neighbor_lists=args.neighbor_lists,
+        neighbor_lists_max_samples=args.neighbor_lists_max_samples,
+        saliency_process=args.saliency_process,
         torch_threads=args.torch_threads,
-        device=args.device, grace_s=args.grace)
+        device=args.device,
+        grace_s=args.grace,
+    )
     if args.state_dir is not None:
         config.state_dir = args.state_dir.expanduser()
     for name, path in config.bundles:
@@ -93,8 +171,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     # Imported here so `--help` and flag errors stay fast (torch, faiss load with the app).
     from parasal.indexer import IndexerError
 

@@ -11,8 +11,16 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ServerConfig", "ConfigError", "STATE_DIR_ENV", "default_state_dir", "parse_bundle_arg",
-           "MAX_MESSAGE_BYTES", "NEIGHBOR_LIST_SIZE", "NEIGHBOR_LISTS_MAX_SAMPLES"]
+__all__ = [
+    "ServerConfig",
+    "ConfigError",
+    "STATE_DIR_ENV",
+    "default_state_dir",
+    "parse_bundle_arg",
+    "MAX_MESSAGE_BYTES",
+    "NEIGHBOR_LIST_SIZE",
+    "NEIGHBOR_LISTS_MAX_SAMPLES",
+]
 
 #: Environment variable that overrides the default operation-store directory.
 STATE_DIR_ENV = "PARASAL_STATE_DIR"
@@ -114,7 +122,7 @@ class ServerConfig:
     #: Seconds in-flight calls get to finish after SIGTERM/SIGINT.
     grace_s: float = 10.0
 
-    def validate(self) -> "ServerConfig":
+    def validate(self) -> ServerConfig:
         """Raise ConfigError for settings that cannot work; returns self."""
         if not self.bundles:
             raise ConfigError("no bundle given (use --bundle DIR)")
@@ -128,15 +136,24 @@ class ServerConfig:
             raise ConfigError("--tls-cert and --tls-key go together")
         if self.device not in ("cpu", "cuda", "auto"):
             raise ConfigError(f"device must be cpu, cuda or auto, not {self.device!r}")
-        for name, value in [("sample_cache", self.sample_cache), ("neighbor_lists", self.neighbor_lists),
-                            ("neighbor_lists_max_samples", self.neighbor_lists_max_samples)]:
+        for name, value in [
+            ("sample_cache", self.sample_cache),
+            ("neighbor_lists", self.neighbor_lists),
+            ("neighbor_lists_max_samples", self.neighbor_lists_max_samples),
+        ]:
             if value < 0:
                 raise ConfigError(f"{name} must be at least 0, got {value}")
-        for name, value in [("max_operations", self.max_operations), ("operation_workers", self.operation_workers),
-                            ("max_k", self.max_k), ("threads", self.threads), ("model_replicas", self.model_replicas),
-                            ("search_workers", self.search_workers),
-                            ("max_concurrent_rpcs", self.max_concurrent_rpcs), ("max_image_pixels", self.max_image_pixels),
-                            ("max_message_bytes", self.max_message_bytes)]:
+        for name, value in [
+            ("max_operations", self.max_operations),
+            ("operation_workers", self.operation_workers),
+            ("max_k", self.max_k),
+            ("threads", self.threads),
+            ("model_replicas", self.model_replicas),
+            ("search_workers", self.search_workers),
+            ("max_concurrent_rpcs", self.max_concurrent_rpcs),
+            ("max_image_pixels", self.max_image_pixels),
+            ("max_message_bytes", self.max_message_bytes),
+        ]:
             if value < 1:
                 raise ConfigError(f"{name} must be at least 1, got {value}")
         state = Path(self.state_dir).expanduser().resolve()

@@ -10,20 +10,35 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 from google.protobuf import timestamp_pb2
 
 from parasal.core import LayerSpan
-from parasal.core.evaluation import (WHOLE_NETWORK, FinetuneReport, FinetuneRow, PruningReport, PruningRow,
-                                     ReferenceState)
+from parasal.core.evaluation import (
+    WHOLE_NETWORK,
+    FinetuneReport,
+    FinetuneRow,
+    PruningReport,
+    PruningRow,
+    ReferenceState,
+)
 from parasal.indexer import SampleMeta
 from parasal.v1 import saliency_pb2 as pb
 
 from .errors import InvalidArgument
-from .queries import (Confusion, Explanation, FilterScore, ImageQuery, Neighbor, ProfileResult, Query, SampleRecord,
-                      SimilarResult)
+from .queries import (
+    Confusion,
+    Explanation,
+    FilterScore,
+    ImageQuery,
+    Neighbor,
+    ProfileResult,
+    Query,
+    SampleRecord,
+    SimilarResult,
+)
 
 #: Profile index -> (layer, filter within the layer): ``FilterLayout.locate``.
 Locate = Callable[[int], "tuple[LayerSpan, int]"]
@@ -111,17 +126,27 @@ def filter_score_from_proto(message: pb.FilterScore) -> FilterScore:
     return FilterScore(int(message.index), message.layer, int(message.filter), float(message.z))
 
 
-def sample_to_proto(meta: SampleMeta, locate: Locate, class_names: Sequence[str] = (),
-                    top_filters: bool = True) -> pb.Sample:  # fmt: skip
+def sample_to_proto(
+    meta: SampleMeta, locate: Locate, class_names: Sequence[str] = (), top_filters: bool = True
+) -> pb.Sample:
     """``locate`` names each top filter's layer; ``class_names`` (may be empty) the labels;
     ``top_filters=False`` leaves the top filters out."""
+
     def name(label: int) -> str:
         return class_names[label] if 0 <= label < len(class_names) else ""
 
-    message = pb.Sample(id=meta.id, uri=meta.uri, label=meta.label, predicted=meta.predicted,
-                        true_confidence=meta.true_confidence, predicted_confidence=meta.predicted_confidence,
-                        loss=meta.loss, correct=meta.correct, label_name=name(meta.label),
-                        predicted_name=name(meta.predicted))
+    message = pb.Sample(
+        id=meta.id,
+        uri=meta.uri,
+        label=meta.label,
+        predicted=meta.predicted,
+        true_confidence=meta.true_confidence,
+        predicted_confidence=meta.predicted_confidence,
+        loss=meta.loss,
+        correct=meta.correct,
+        label_name=name(meta.label),
+        predicted_name=name(meta.predicted),
+    )
     add = message.top_filters.add  # half the cost of building FilterScore messages and a list
     for index, z in meta.top_filters if top_filters else ():
         span, j = locate(int(index))
@@ -130,11 +155,17 @@ def sample_to_proto(meta: SampleMeta, locate: Locate, class_names: Sequence[str]
 
 
 def sample_from_proto(message: pb.Sample) -> SampleMeta:
-    return SampleMeta(id=int(message.id), uri=message.uri, label=int(message.label), predicted=int(message.predicted),
-                      true_confidence=float(message.true_confidence),
-                      predicted_confidence=float(message.predicted_confidence), loss=float(message.loss),
-                      correct=bool(message.correct),
-                      top_filters=[(int(f.index), float(f.z)) for f in message.top_filters])
+    return SampleMeta(
+        id=int(message.id),
+        uri=message.uri,
+        label=int(message.label),
+        predicted=int(message.predicted),
+        true_confidence=float(message.true_confidence),
+        predicted_confidence=float(message.predicted_confidence),
+        loss=float(message.loss),
+        correct=bool(message.correct),
+        top_filters=[(int(f.index), float(f.z)) for f in message.top_filters],
+    )
 
 
 class SampleMessages:
@@ -147,8 +178,14 @@ class SampleMessages:
     builds them without their top filters.
     """
 
-    def __init__(self, meta: Callable[[int], SampleMeta], locate: Locate, class_names: Sequence[str] = (),
-                 maxsize: int = 100_000, top_filters: bool = True):  # fmt: skip
+    def __init__(
+        self,
+        meta: Callable[[int], SampleMeta],
+        locate: Locate,
+        class_names: Sequence[str] = (),
+        maxsize: int = 100_000,
+        top_filters: bool = True,
+    ):
         self._meta, self._locate, self._class_names = meta, locate, list(class_names)
         self._top_filters = top_filters
         self._cached = functools.lru_cache(maxsize=maxsize)(self._build)
@@ -170,10 +207,14 @@ def sample_response(record: SampleRecord, samples: Callable[[int], pb.Sample]) -
 
 
 def profile_to_proto(result: ProfileResult, include_vector: bool) -> pb.GetProfileResponse:
-    response = pb.GetProfileResponse(label=result.label, predicted=result.predicted,
-                                     true_confidence=result.true_confidence,
-                                     predicted_confidence=result.predicted_confidence, loss=result.loss,
-                                     top_filters=[filter_score_to_proto(f) for f in result.top_filters])
+    response = pb.GetProfileResponse(
+        label=result.label,
+        predicted=result.predicted,
+        true_confidence=result.true_confidence,
+        predicted_confidence=result.predicted_confidence,
+        loss=result.loss,
+        top_filters=[filter_score_to_proto(f) for f in result.top_filters],
+    )
     if result.sample_id is not None:
         response.sample_id = result.sample_id
     if include_vector:
@@ -182,18 +223,23 @@ def profile_to_proto(result: ProfileResult, include_vector: bool) -> pb.GetProfi
 
 
 def profile_from_proto(message: pb.GetProfileResponse) -> ProfileResult:
-    return ProfileResult(sample_id=message.sample_id if message.HasField("sample_id") else None,
-                         label=int(message.label), predicted=int(message.predicted),
-                         true_confidence=float(message.true_confidence),
-                         predicted_confidence=float(message.predicted_confidence), loss=float(message.loss),
-                         top_filters=[filter_score_from_proto(f) for f in message.top_filters],
-                         vector=np.asarray(message.vector, np.float32))
+    return ProfileResult(
+        sample_id=message.sample_id if message.HasField("sample_id") else None,
+        label=int(message.label),
+        predicted=int(message.predicted),
+        true_confidence=float(message.true_confidence),
+        predicted_confidence=float(message.predicted_confidence),
+        loss=float(message.loss),
+        top_filters=[filter_score_from_proto(f) for f in message.top_filters],
+        vector=np.asarray(message.vector, np.float32),
+    )
 
 
 def similar_to_proto(result: SimilarResult, samples: Callable[[int], pb.Sample]) -> pb.FindSimilarFailuresResponse:
     """``samples``: sample id -> its message (e.g. a :class:`SampleMessages`)."""
     response = pb.FindSimilarFailuresResponse(
-        confusions=[pb.ConfusionCount(label=c.label, predicted=c.predicted, count=c.count) for c in result.confusions])
+        confusions=[pb.ConfusionCount(label=c.label, predicted=c.predicted, count=c.count) for c in result.confusions]
+    )
     add = response.neighbors.add
     for n in result.neighbors:
         add(id=n.id, similarity=n.similarity).sample.CopyFrom(samples(n.id))  # faster than add(sample=...)
@@ -203,21 +249,32 @@ def similar_to_proto(result: SimilarResult, samples: Callable[[int], pb.Sample])
 def similar_from_proto(message: pb.FindSimilarFailuresResponse) -> SimilarResult:
     return SimilarResult(
         neighbors=[Neighbor(int(n.id), float(n.similarity), sample_from_proto(n.sample)) for n in message.neighbors],
-        confusions=[Confusion(int(c.label), int(c.predicted), int(c.count)) for c in message.confusions])
+        confusions=[Confusion(int(c.label), int(c.predicted), int(c.count)) for c in message.confusions],
+    )
 
 
 def explanation_to_proto(result: Explanation) -> pb.ExplainInputResponse:
     height, width = result.heatmap.shape
-    return pb.ExplainInputResponse(height=height, width=width, heatmap=result.heatmap.reshape(-1).tolist(),
-                                   overlay_png=result.overlay_png,
-                                   filters=[filter_score_to_proto(f) for f in result.filters],
-                                   label=result.label, predicted=result.predicted)
+    return pb.ExplainInputResponse(
+        height=height,
+        width=width,
+        heatmap=result.heatmap.reshape(-1).tolist(),
+        overlay_png=result.overlay_png,
+        filters=[filter_score_to_proto(f) for f in result.filters],
+        label=result.label,
+        predicted=result.predicted,
+    )
 
 
 def explanation_from_proto(message: pb.ExplainInputResponse) -> Explanation:
     heatmap = np.asarray(message.heatmap, np.float32).reshape(message.height, message.width)
-    return Explanation(heatmap, bytes(message.overlay_png), [filter_score_from_proto(f) for f in message.filters],
-                       int(message.label), int(message.predicted))
+    return Explanation(
+        heatmap,
+        bytes(message.overlay_png),
+        [filter_score_from_proto(f) for f in message.filters],
+        int(message.label),
+        int(message.predicted),
+    )
 
 
 def bundle_info_to_proto(served) -> pb.BundleInfo:
@@ -225,12 +282,18 @@ def bundle_info_to_proto(served) -> pb.BundleInfo:
     bundle = served.bundle
     manifest = bundle.manifest  # a parasal.indexer.Manifest
     info = pb.BundleInfo(
-        name=served.name, model=served.spec, model_fingerprint=served.fingerprint,
-        dataset=", ".join(manifest.dataset_specs), num_samples=int(bundle.num_samples),
-        num_misclassified=int(bundle.num_misclassified), num_filters=int(served.layout.num_filters),
+        name=served.name,
+        model=served.spec,
+        model_fingerprint=served.fingerprint,
+        dataset=", ".join(manifest.dataset_specs),
+        num_samples=int(bundle.num_samples),
+        num_misclassified=int(bundle.num_misclassified),
+        num_filters=int(served.layout.num_filters),
         layers=[pb.Layer(name=s.name, kind=s.kind, filters=s.filters, offset=s.offset) for s in served.layout],
-        index_type=str(bundle.index_type), class_names=list(served.class_names),
-        input_shape=list(served.preprocessing.input_shape or ()))
+        index_type=str(bundle.index_type),
+        class_names=list(served.class_names),
+        input_shape=list(served.preprocessing.input_shape or ()),
+    )
     created = manifest.created
     if created:
         try:
@@ -245,71 +308,98 @@ def bundle_info_to_proto(served) -> pb.BundleInfo:
 
 
 def finetune_row_to_proto(row: FinetuneRow) -> pb.FinetuneRow:
-    return pb.FinetuneRow(selection=selection_to_proto(row.selection), count=row.count,
-                          reference_corrected=row.reference_corrected,
-                          reference_true_confidence_delta=row.reference_true_confidence_delta,
-                          neighbors_corrected_fraction=row.neighbors_corrected_fraction,
-                          neighbors_true_confidence_delta=row.neighbors_true_confidence_delta,
-                          neighbors_evaluated=row.neighbors_evaluated)
+    return pb.FinetuneRow(
+        selection=selection_to_proto(row.selection),
+        count=row.count,
+        reference_corrected=row.reference_corrected,
+        reference_true_confidence_delta=row.reference_true_confidence_delta,
+        neighbors_corrected_fraction=row.neighbors_corrected_fraction,
+        neighbors_true_confidence_delta=row.neighbors_true_confidence_delta,
+        neighbors_evaluated=row.neighbors_evaluated,
+    )
 
 
 def finetune_row_from_proto(message: pb.FinetuneRow) -> FinetuneRow:
     """The fields the proto carries (requested_count and the norms are not sent)."""
-    return FinetuneRow(selection=SELECTION_FROM_PROTO[message.selection], count=int(message.count),
-                       reference_corrected=bool(message.reference_corrected),
-                       reference_true_confidence_delta=float(message.reference_true_confidence_delta),
-                       neighbors_corrected_fraction=float(message.neighbors_corrected_fraction),
-                       neighbors_true_confidence_delta=float(message.neighbors_true_confidence_delta),
-                       neighbors_evaluated=int(message.neighbors_evaluated))
+    return FinetuneRow(
+        selection=SELECTION_FROM_PROTO[message.selection],
+        count=int(message.count),
+        reference_corrected=bool(message.reference_corrected),
+        reference_true_confidence_delta=float(message.reference_true_confidence_delta),
+        neighbors_corrected_fraction=float(message.neighbors_corrected_fraction),
+        neighbors_true_confidence_delta=float(message.neighbors_true_confidence_delta),
+        neighbors_evaluated=int(message.neighbors_evaluated),
+    )
 
 
 def pruning_row_to_proto(row: PruningRow) -> pb.PruningRow:
-    return pb.PruningRow(selection=selection_to_proto(row.selection), count=row.count, corrected=row.corrected,
-                         incorrect_confidence_delta=row.incorrect_confidence_delta,
-                         true_confidence_delta=row.true_confidence_delta,
-                         neighbors_corrected_fraction=row.neighbors_corrected_fraction,
-                         neighbors_incorrect_confidence_delta=row.neighbors_incorrect_confidence_delta,
-                         neighbors_true_confidence_delta=row.neighbors_true_confidence_delta,
-                         neighbors_evaluated=row.neighbors_evaluated)
+    return pb.PruningRow(
+        selection=selection_to_proto(row.selection),
+        count=row.count,
+        corrected=row.corrected,
+        incorrect_confidence_delta=row.incorrect_confidence_delta,
+        true_confidence_delta=row.true_confidence_delta,
+        neighbors_corrected_fraction=row.neighbors_corrected_fraction,
+        neighbors_incorrect_confidence_delta=row.neighbors_incorrect_confidence_delta,
+        neighbors_true_confidence_delta=row.neighbors_true_confidence_delta,
+        neighbors_evaluated=row.neighbors_evaluated,
+    )
 
 
 def pruning_row_from_proto(message: pb.PruningRow) -> PruningRow:
-    return PruningRow(selection=SELECTION_FROM_PROTO[message.selection], count=int(message.count),
-                      requested_count=int(message.count), corrected=bool(message.corrected),
-                      incorrect_confidence_delta=float(message.incorrect_confidence_delta),
-                      true_confidence_delta=float(message.true_confidence_delta),
-                      neighbors_corrected_fraction=float(message.neighbors_corrected_fraction),
-                      neighbors_incorrect_confidence_delta=float(message.neighbors_incorrect_confidence_delta),
-                      neighbors_true_confidence_delta=float(message.neighbors_true_confidence_delta),
-                      neighbors_evaluated=int(message.neighbors_evaluated))
+    return PruningRow(
+        selection=SELECTION_FROM_PROTO[message.selection],
+        count=int(message.count),
+        requested_count=int(message.count),
+        corrected=bool(message.corrected),
+        incorrect_confidence_delta=float(message.incorrect_confidence_delta),
+        true_confidence_delta=float(message.true_confidence_delta),
+        neighbors_corrected_fraction=float(message.neighbors_corrected_fraction),
+        neighbors_incorrect_confidence_delta=float(message.neighbors_incorrect_confidence_delta),
+        neighbors_true_confidence_delta=float(message.neighbors_true_confidence_delta),
+        neighbors_evaluated=int(message.neighbors_evaluated),
+    )
 
 
 def reference_state_to_proto(state: ReferenceState, sample_id: int | None) -> pb.ReferenceState:
     """``sample_id`` is set only for an indexed reference (None: an upload)."""
-    message = pb.ReferenceState(label=state.label, predicted=state.predicted, true_confidence=state.true_confidence,
-                                predicted_confidence=state.predicted_confidence)
+    message = pb.ReferenceState(
+        label=state.label,
+        predicted=state.predicted,
+        true_confidence=state.true_confidence,
+        predicted_confidence=state.predicted_confidence,
+    )
     if sample_id is not None:
         message.sample_id = int(sample_id)
     return message
 
 
 def reference_state_from_proto(message: pb.ReferenceState) -> ReferenceState:
-    return ReferenceState(label=int(message.label), predicted=int(message.predicted),
-                          true_confidence=float(message.true_confidence),
-                          predicted_confidence=float(message.predicted_confidence))
+    return ReferenceState(
+        label=int(message.label),
+        predicted=int(message.predicted),
+        true_confidence=float(message.true_confidence),
+        predicted_confidence=float(message.predicted_confidence),
+    )
 
 
-def finetune_result_to_proto(report: FinetuneReport, sample_id: int | None,
-                             neighbor_ids: Sequence[int]) -> pb.FinetuneEvaluationResult:
+def finetune_result_to_proto(
+    report: FinetuneReport, sample_id: int | None, neighbor_ids: Sequence[int]
+) -> pb.FinetuneEvaluationResult:
     """A core FinetuneReport (plus the reference's id and the neighbor ids) as a result message."""
     return pb.FinetuneEvaluationResult(
         reference=reference_state_to_proto(report.reference, sample_id),
-        neighbor_ids=[int(i) for i in neighbor_ids], rows=[finetune_row_to_proto(r) for r in report.rows],
-        step_size=report.step_size)
+        neighbor_ids=[int(i) for i in neighbor_ids],
+        rows=[finetune_row_to_proto(r) for r in report.rows],
+        step_size=report.step_size,
+    )
 
 
-def pruning_result_to_proto(report: PruningReport, sample_id: int | None,
-                            neighbor_ids: Sequence[int]) -> pb.PruningEvaluationResult:
+def pruning_result_to_proto(
+    report: PruningReport, sample_id: int | None, neighbor_ids: Sequence[int]
+) -> pb.PruningEvaluationResult:
     return pb.PruningEvaluationResult(
         reference=reference_state_to_proto(report.reference, sample_id),
-        neighbor_ids=[int(i) for i in neighbor_ids], rows=[pruning_row_to_proto(r) for r in report.rows])
+        neighbor_ids=[int(i) for i in neighbor_ids],
+        rows=[pruning_row_to_proto(r) for r in report.rows],
+    )

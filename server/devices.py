@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
@@ -14,7 +14,7 @@ __all__ = ["resolve_device", "limit_faiss_threads", "usable_cores", "torch_threa
 
 
 def resolve_device(name: str) -> torch.device:
-    """"cpu", "cuda" or "auto" (cuda when available); ConfigError for cuda without a GPU."""
+    """ "cpu", "cuda" or "auto" (cuda when available); ConfigError for cuda without a GPU."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():

@@ -115,6 +115,7 @@ class ErrorInterceptor(WrappingInterceptor):
                 return behavior(request, context)
             except Exception as exc:  # noqa: BLE001 - mapped, never swallowed
                 abort(context, exc)
+
         return wrapped
 
     def stream(self, behavior, method):
@@ -123,4 +124,5 @@ class ErrorInterceptor(WrappingInterceptor):
                 yield from behavior(request, context)
             except Exception as exc:  # noqa: BLE001 - mapped, never swallowed
                 abort(context, exc)
+
         return wrapped

@@ -15,8 +15,8 @@ status; the rest runs in an operation:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -31,8 +31,15 @@ from .operations import Operations, Progress, StopFlag
 from .queries import ImageQuery, PreparedImage, Queries, check_range
 from .registry import Registry, ServedBundle
 
-__all__ = ["FinetuneParams", "PruningParams", "Evaluations", "DEFAULT_COUNTS", "DEFAULT_STEP_SIZE",
-           "DEFAULT_NEIGHBORS", "MAX_COUNTS"]
+__all__ = [
+    "FinetuneParams",
+    "PruningParams",
+    "Evaluations",
+    "DEFAULT_COUNTS",
+    "DEFAULT_STEP_SIZE",
+    "DEFAULT_NEIGHBORS",
+    "MAX_COUNTS",
+]
 
 # DEFAULT_COUNTS is core's (re-exported here): what an empty ``counts`` on the wire means.
 DEFAULT_STEP_SIZE = 1e-3
@@ -79,8 +86,9 @@ class Evaluations:
         served = self.registry.get(params.bundle)
         neighbors = self.registry.get(params.neighbor_bundle or params.bundle)
         if neighbors.fingerprint != served.fingerprint:
-            raise InvalidArgument(f"neighbor_bundle {neighbors.name!r} was indexed with a different model "
-                                  f"than {served.name!r}")
+            raise InvalidArgument(
+                f"neighbor_bundle {neighbors.name!r} was indexed with a different model than {served.name!r}"
+            )
         counts = _counts(params.counts, served.layout.num_filters)
         selections = tuple(params.selections) or SELECTIONS
         step = params.step_size or DEFAULT_STEP_SIZE
@@ -92,10 +100,21 @@ class Evaluations:
         def job(progress: Progress, should_stop: StopFlag) -> pb.FinetuneEvaluationResult:
             x, label, profile = self._resolve(served, reference, progress)
             ids, inputs, labels = self._neighbors(neighbors, served, reference, profile, k, progress, should_stop)
-            report = finetune_evaluation(served.master, served.layout, x, label, profile, neighbor_inputs=inputs,
-                                         neighbor_labels=labels, counts=counts, selections=selections,
-                                         step_size=step, seed=params.seed, progress=_scaled(progress),
-                                         should_stop=should_stop)
+            report = finetune_evaluation(
+                served.master,
+                served.layout,
+                x,
+                label,
+                profile,
+                neighbor_inputs=inputs,
+                neighbor_labels=labels,
+                counts=counts,
+                selections=selections,
+                step_size=step,
+                seed=params.seed,
+                progress=_scaled(progress),
+                should_stop=should_stop,
+            )
             return finetune_result_to_proto(report, reference.sample_id, ids)
 
         return self.operations.start(pb.OPERATION_KIND_FINETUNE_EVALUATION, served.name, job)
@@ -112,9 +131,20 @@ class Evaluations:
             ids, inputs, labels = [], None, None
             if k:
                 ids, inputs, labels = self._neighbors(served, served, reference, profile, k, progress, should_stop)
-            report = pruning_evaluation(served.master, served.layout, x, label, profile, neighbor_inputs=inputs,
-                                        neighbor_labels=labels, counts=counts, selections=selections,
-                                        seed=params.seed, progress=_scaled(progress), should_stop=should_stop)
+            report = pruning_evaluation(
+                served.master,
+                served.layout,
+                x,
+                label,
+                profile,
+                neighbor_inputs=inputs,
+                neighbor_labels=labels,
+                counts=counts,
+                selections=selections,
+                seed=params.seed,
+                progress=_scaled(progress),
+                should_stop=should_stop,
+            )
             return pruning_result_to_proto(report, reference.sample_id, ids)
 
         return self.operations.start(pb.OPERATION_KIND_PRUNING_EVALUATION, served.name, job)
@@ -137,13 +167,23 @@ class Evaluations:
         x = served.preprocessing(served.bundle.load_image(reference.sample_id))
         return x, int(meta.label), served.profile(reference.sample_id)
 
-    def _neighbors(self, neighbors: ServedBundle, served: ServedBundle, reference: _Reference, profile: np.ndarray,
-                    k: int, progress: Progress, should_stop: StopFlag):
+    def _neighbors(
+        self,
+        neighbors: ServedBundle,
+        served: ServedBundle,
+        reference: _Reference,
+        profile: np.ndarray,
+        k: int,
+        progress: Progress,
+        should_stop: StopFlag,
+    ):
         """(ids, inputs (N, C, H, W), labels (N,)) of the nearest misclassified samples."""
         progress(PREPARE_SHARE / 2, f"finding {k} nearest misclassified neighbors")
         exclude = [reference.sample_id] if reference.sample_id is not None and neighbors is served else None
         allowed = neighbors.bundle.rows_where(misclassified=True)
-        hits = neighbors.bundle.search(np.asarray(profile, np.float32)[None], k, allowed=allowed, exclude_ids=exclude)[0]
+        hits = neighbors.bundle.search(np.asarray(profile, np.float32)[None], k, allowed=allowed, exclude_ids=exclude)[
+            0
+        ]
         ids = [int(i) for i, _ in hits]
         images = []
         for i in ids:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import grpc
 
@@ -21,8 +21,12 @@ log = logging.getLogger("parasal.server.requests")
 Behavior = Callable  # (request_or_iterator, context) -> response or iterator of responses
 
 
-def wrap_handler(handler: grpc.RpcMethodHandler | None, *, unary: Callable[[Behavior], Behavior],
-                 stream: Callable[[Behavior], Behavior]) -> grpc.RpcMethodHandler | None:
+def wrap_handler(
+    handler: grpc.RpcMethodHandler | None,
+    *,
+    unary: Callable[[Behavior], Behavior],
+    stream: Callable[[Behavior], Behavior],
+) -> grpc.RpcMethodHandler | None:
     """Same handler with its behaviour wrapped: ``unary`` for a single response, ``stream``
     for a response stream (the wrapper must then return an iterator)."""
     if handler is None:
@@ -84,6 +88,7 @@ class LoggingInterceptor(WrappingInterceptor):
                 return response
             finally:
                 self._finish(method, context, start, failed)
+
         return wrapped
 
     def stream(self, behavior, method):
@@ -94,4 +99,5 @@ class LoggingInterceptor(WrappingInterceptor):
                 failed = False
             finally:
                 self._finish(method, context, start, failed)
+
         return wrapped

@@ -76,20 +76,32 @@ class NeighborLists:
         self.ids = ids  # (N,) sample id of each row
 
     @classmethod
-    def build(cls, vectors: torch.Tensor, ids: np.ndarray, misclassified: np.ndarray, size: int = NEIGHBOR_LIST_SIZE,
-              name: str = "") -> "NeighborLists":  # fmt: skip
+    def build(
+        cls,
+        vectors: torch.Tensor,
+        ids: np.ndarray,
+        misclassified: np.ndarray,
+        size: int = NEIGHBOR_LIST_SIZE,
+        name: str = "",
+    ) -> NeighborLists:
         """``vectors`` (N, d): the normalised rows of the exact index (queries by id use
         these same vectors, so the lists equal what a search would return)."""
         start = time.perf_counter()
         lists = [build_list(vectors, size, None)]
         if misclassified.any():
             lists.append(build_list(vectors, size, np.asarray(misclassified, bool)))
-        log.info("bundle %r: neighbour lists of %d samples (%d each) in %.1f s", name, len(ids), size,
-                 time.perf_counter() - start)
+        log.info(
+            "bundle %r: neighbour lists of %d samples (%d each) in %.1f s",
+            name,
+            len(ids),
+            size,
+            time.perf_counter() - start,
+        )
         return cls(lists, np.asarray(ids, np.int64))
 
-    def nearest(self, row: int, k: int, allowed: np.ndarray | None = None,
-                exclude: int | None = None) -> list[tuple[int, float]] | None:  # fmt: skip
+    def nearest(
+        self, row: int, k: int, allowed: np.ndarray | None = None, exclude: int | None = None
+    ) -> list[tuple[int, float]] | None:
         """The exact k best (sample id, cosine) for indexed ``row``, or None (search instead)."""
         for neighbor_list in self.lists[::-1]:  # the narrowest list that covers the filter first
             if neighbor_list.covers(allowed):
@@ -116,7 +128,7 @@ def build_list(vectors: torch.Tensor, size: int, subset: np.ndarray | None) -> N
     scores = np.full((n, size), -np.inf, np.float32)
     bound = np.full(n, -np.inf, np.float32)
     for a in range(0, n, _BLOCK_ROWS):
-        block = vectors[a:a + _BLOCK_ROWS] @ candidates.T  # (b, m)
+        block = vectors[a : a + _BLOCK_ROWS] @ candidates.T  # (b, m)
         top_s, top_c = torch.topk(block, take, dim=1)  # (b, take), ties in no set order
         top_s, top_c = top_s.numpy(), columns[top_c.numpy()]
         for j in range(len(top_s)):
@@ -127,6 +139,6 @@ def build_list(vectors: torch.Tensor, size: int, subset: np.ndarray | None) -> N
                 above = s > limit
                 s, r = s[above], r[above]
             order = np.lexsort((r, -s))
-            rows[a + j, :len(order)] = r[order]
-            scores[a + j, :len(order)] = s[order]
+            rows[a + j, : len(order)] = r[order]
+            scores[a + j, : len(order)] = s[order]
     return NeighborList(rows, scores, bound, subset)

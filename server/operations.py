@@ -22,9 +22,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 from parasal.core import Cancelled
 from parasal.v1 import saliency_pb2 as pb
@@ -56,15 +56,23 @@ class _Live:
 
 
 class Operations:
-    def __init__(self, store: OperationStore, *, max_operations: int = 4, workers: int = 1,
-                 progress_interval_s: float = 0.2, max_stored: int = 10_000):
+    def __init__(
+        self,
+        store: OperationStore,
+        *,
+        max_operations: int = 4,
+        workers: int = 1,
+        progress_interval_s: float = 0.2,
+        max_stored: int = 10_000,
+    ):
         self.store = store
         self.max_operations = max_operations
         self.progress_interval_s = progress_interval_s
         aborted = store.abort_unfinished()
         if aborted:
-            log.warning("marked %d operation(s) left running by a previous server ABORTED: %s",
-                        len(aborted), ", ".join(aborted))
+            log.warning(
+                "marked %d operation(s) left running by a previous server ABORTED: %s", len(aborted), ", ".join(aborted)
+            )
         store.prune(max_stored)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -81,11 +89,21 @@ class Operations:
             if self._stopping:
                 raise FailedPrecondition("the server is shutting down; no new operations")
             if len(self._live) >= self.max_operations:
-                raise ResourceExhausted(f"{len(self._live)} operations are already pending or running "
-                                        f"(limit {self.max_operations}); wait for one to finish or cancel one")
+                raise ResourceExhausted(
+                    f"{len(self._live)} operations are already pending or running "
+                    f"(limit {self.max_operations}); wait for one to finish or cancel one"
+                )
             now = timestamp()
-            op = pb.Operation(id=new_operation_id(), kind=kind, state=pb.OPERATION_STATE_PENDING, progress=0.0,
-                              message="queued", bundle=bundle, created_at=now, updated_at=now)
+            op = pb.Operation(
+                id=new_operation_id(),
+                kind=kind,
+                state=pb.OPERATION_STATE_PENDING,
+                progress=0.0,
+                message="queued",
+                bundle=bundle,
+                created_at=now,
+                updated_at=now,
+            )
             live = _Live(op)
             self._record(live)
             self._live[op.id] = live
@@ -103,8 +121,10 @@ class Operations:
             with self._lock:
                 # Record when enough time passed or enough progress was made, so a slow job
                 # still reports often and a quick one still shows a few steps.
-                if (time.monotonic() - live.last_write >= self.progress_interval_s
-                        or fraction - live.op.progress >= PROGRESS_STEP):
+                if (
+                    time.monotonic() - live.last_write >= self.progress_interval_s
+                    or fraction - live.op.progress >= PROGRESS_STEP
+                ):
                     self._update(live, progress=fraction, message=message)
 
         try:
@@ -116,21 +136,35 @@ class Operations:
                 self._finish(live, *self._stopped_state())
                 return
             code, message = status_for(exc)
-            self._finish(live, pb.OPERATION_STATE_FAILED, message, pb.OperationError(code=code.value[0],
-                                                                                     message=message))
+            self._finish(
+                live, pb.OPERATION_STATE_FAILED, message, pb.OperationError(code=code.value[0], message=message)
+            )
         else:
+
             def set_result(op):
                 getattr(op, _RESULT_FIELD[type(result)]).CopyFrom(result)
+
             self._finish(live, pb.OPERATION_STATE_SUCCEEDED, "done", None, progress=1.0, extra=set_result)
 
     def _stopped_state(self) -> tuple:
         if self._stopping:
-            return (pb.OPERATION_STATE_ABORTED, ABORTED_MESSAGE,
-                    pb.OperationError(code=ABORTED_CODE, message=ABORTED_MESSAGE))
+            return (
+                pb.OPERATION_STATE_ABORTED,
+                ABORTED_MESSAGE,
+                pb.OperationError(code=ABORTED_CODE, message=ABORTED_MESSAGE),
+            )
         return pb.OPERATION_STATE_CANCELLED, "cancelled", None
 
-    def _finish(self, live: _Live, state: int, message: str, error: pb.OperationError | None, *,
-                progress: float | None = None, extra: Callable[[pb.Operation], None] | None = None) -> None:
+    def _finish(
+        self,
+        live: _Live,
+        state: int,
+        message: str,
+        error: pb.OperationError | None,
+        *,
+        progress: float | None = None,
+        extra: Callable[[pb.Operation], None] | None = None,
+    ) -> None:
         with self._lock:
             if live.op.state in TERMINAL_STATES:
                 return
@@ -144,8 +178,9 @@ class Operations:
 
     # -- recording (hold self._lock) -----------------------------------------------------
 
-    def _update(self, live: _Live, *, state: int | None = None, progress: float | None = None,
-                message: str | None = None) -> None:
+    def _update(
+        self, live: _Live, *, state: int | None = None, progress: float | None = None, message: str | None = None
+    ) -> None:
         if state is not None:
             live.op.state = state
         if progress is not None:
@@ -196,8 +231,9 @@ class Operations:
                 self._update(live, message="cancelling")
             return _copy(live.op)
 
-    def watch(self, op_id: str, is_active: Callable[[], bool] = lambda: True,
-              poll_s: float = 1.0) -> Iterator[pb.Operation]:
+    def watch(
+        self, op_id: str, is_active: Callable[[], bool] = lambda: True, poll_s: float = 1.0
+    ) -> Iterator[pb.Operation]:
         """The operation now and after each recorded change, until a terminal state (or until
         ``is_active()`` turns false: the client went away)."""
         sent = None

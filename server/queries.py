@@ -12,8 +12,8 @@ import dataclasses
 import io
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence, Union
 
 import numpy as np
 import torch
@@ -26,8 +26,20 @@ from .errors import InvalidArgument
 from .registry import Registry, ServedBundle
 
 __all__ = [
-    "ImageQuery", "Query", "FilterScore", "ProfileResult", "Neighbor", "Confusion", "SimilarResult",
-    "Explanation", "SampleRecord", "PreparedImage", "Queries", "DEFAULT_TOP_K", "DEFAULT_K", "DEFAULT_BOOST",
+    "ImageQuery",
+    "Query",
+    "FilterScore",
+    "ProfileResult",
+    "Neighbor",
+    "Confusion",
+    "SimilarResult",
+    "Explanation",
+    "SampleRecord",
+    "PreparedImage",
+    "Queries",
+    "DEFAULT_TOP_K",
+    "DEFAULT_K",
+    "DEFAULT_BOOST",
 ]
 
 DEFAULT_TOP_K = 10
@@ -46,7 +58,7 @@ class ImageQuery:
 
 
 #: What a question is about: an indexed sample id, an upload, or (similarity only) a raw vector.
-Query = Union[int, ImageQuery, np.ndarray]
+Query = int | ImageQuery | np.ndarray
 
 
 @dataclass(frozen=True)
@@ -135,9 +147,16 @@ class Queries:
             return self.upload_profile(served, self.prepare(served, query), top_k)
         meta = served.meta(query)
         vector = served.profile(query)
-        return ProfileResult(int(meta.id), int(meta.label), int(meta.predicted), float(meta.true_confidence),
-                             float(meta.predicted_confidence), float(meta.loss),
-                             top_filters(served, vector, top_k), vector)
+        return ProfileResult(
+            int(meta.id),
+            int(meta.label),
+            int(meta.predicted),
+            float(meta.true_confidence),
+            float(meta.predicted_confidence),
+            float(meta.loss),
+            top_filters(served, vector, top_k),
+            vector,
+        )
 
     def upload_profile(self, served: ServedBundle, image: PreparedImage, top_k: int = DEFAULT_TOP_K) -> ProfileResult:
         """Profile of an uploaded image: raw filter saliency standardized with the bundle's
@@ -146,8 +165,16 @@ class Queries:
         result = served.batcher.profile(image.tensor, image.label)
         predicted = int(result.probs.argmax())
         vector = np.asarray(served.stats.standardize(result.raw), np.float32)
-        return ProfileResult(None, image.label, predicted, float(result.probs[image.label]),
-                             float(result.probs[predicted]), result.loss, top_filters(served, vector, top_k), vector)
+        return ProfileResult(
+            None,
+            image.label,
+            predicted,
+            float(result.probs[image.label]),
+            float(result.probs[predicted]),
+            result.loss,
+            top_filters(served, vector, top_k),
+            vector,
+        )
 
     def prepare(self, served: ServedBundle, query: ImageQuery) -> PreparedImage:
         """Decode and check an upload for this bundle's model; InvalidArgument names the problem."""
@@ -156,20 +183,33 @@ class Queries:
         preprocessing = served.preprocessing
         channels = image_channels(image)
         if channels != preprocessing.num_channels:
-            raise InvalidArgument(f"image has {channels} channel(s) (mode {image.mode}); the model takes "
-                                  f"{preprocessing.num_channels} ({preprocessing.channels})")
+            raise InvalidArgument(
+                f"image has {channels} channel(s) (mode {image.mode}); the model takes "
+                f"{preprocessing.num_channels} ({preprocessing.channels})"
+            )
         tensor = preprocessing(image)
         shape = tuple(preprocessing.input_shape or ())
         if shape and tuple(tensor.shape) != shape:
-            raise InvalidArgument(f"image is {image.width}x{image.height}, {tuple(tensor.shape)} after preprocessing; "
-                                  f"the model takes {shape} (channels, height, width)")
+            raise InvalidArgument(
+                f"image is {image.width}x{image.height}, {tuple(tensor.shape)} after preprocessing; "
+                f"the model takes {shape} (channels, height, width)"
+            )
         return PreparedImage(image, tensor, int(query.label))
 
     # -- neighbours --------------------------------------------------------------------
 
-    def find_similar(self, bundle: str, query: Query, *, k: int = 0, only_misclassified: bool = False,
-                     true_labels: Sequence[int] = (), predicted_labels: Sequence[int] = (),
-                     include_query: bool = False, layers: Sequence[str] = ()) -> SimilarResult:
+    def find_similar(
+        self,
+        bundle: str,
+        query: Query,
+        *,
+        k: int = 0,
+        only_misclassified: bool = False,
+        true_labels: Sequence[int] = (),
+        predicted_labels: Sequence[int] = (),
+        include_query: bool = False,
+        layers: Sequence[str] = (),
+    ) -> SimilarResult:
         served = self.registry.get(bundle)
         k = check_range("k", k or DEFAULT_K, 1, self.config.max_k)
         layers = check_layers(served, layers)
@@ -178,9 +218,11 @@ class Queries:
         allowed = filters = None
         if only_misclassified or true_labels or predicted_labels:
             filters = (bool(only_misclassified), tuple(sorted(set(true_labels))), tuple(sorted(set(predicted_labels))))
-            allowed = served.bundle.rows_where(misclassified=True if only_misclassified else None,
-                                               labels=list(true_labels) or None,
-                                               predicted=list(predicted_labels) or None)
+            allowed = served.bundle.rows_where(
+                misclassified=True if only_misclassified else None,
+                labels=list(true_labels) or None,
+                predicted=list(predicted_labels) or None,
+            )
         hits = exclude = None
         if isinstance(query, ImageQuery):
             vector = self.upload_profile(served, self.prepare(served, query)).vector
@@ -195,20 +237,24 @@ class Queries:
             # Excluding the query: ask for one more and drop it. The k best of the others are
             # among the k + 1 best of all, and an unfiltered search is the index's fast path
             # (and batches with other queries asking for the same k).
-            hits = served.searcher.search(vector, k + (exclude is not None), filters=filters, allowed=allowed,
-                                          layers=layers)
+            hits = served.searcher.search(
+                vector, k + (exclude is not None), filters=filters, allowed=allowed, layers=layers
+            )
             hits = [(i, s) for i, s in hits if i != exclude][:k]
         metas = served.metas([int(i) for i, _ in hits])
         neighbors = [Neighbor(int(i), float(s), meta) for (i, s), meta in zip(hits, metas)]
         pairs = Counter((int(n.sample.label), int(n.sample.predicted)) for n in neighbors)
-        confusions = [Confusion(label, predicted, count)
-                      for (label, predicted), count in sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))]
+        confusions = [
+            Confusion(label, predicted, count)
+            for (label, predicted), count in sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))
+        ]
         return SimilarResult(neighbors, confusions)
 
     # -- explanations ------------------------------------------------------------------
 
-    def explain(self, bundle: str, query: int | ImageQuery, *, top_k: int = 0, filters: Sequence[int] = (),
-                boost: float = 0.0) -> Explanation:
+    def explain(
+        self, bundle: str, query: int | ImageQuery, *, top_k: int = 0, filters: Sequence[int] = (), boost: float = 0.0
+    ) -> Explanation:
         served = self.registry.get(bundle)
         num_filters = served.layout.num_filters
         top_k = check_top_k(top_k, num_filters)
@@ -224,8 +270,16 @@ class Queries:
             image = served.bundle.load_image(query)
             prepared = PreparedImage(image, served.preprocessing(image), int(meta.label))
         with served.replica() as model:
-            result = input_saliency(model, prepared.tensor, prepared.label, served.stats, layout=served.layout,
-                                    filters=list(filters) or None, top_k=top_k, boost=boost)
+            result = input_saliency(
+                model,
+                prepared.tensor,
+                prepared.label,
+                served.stats,
+                layout=served.layout,
+                filters=list(filters) or None,
+                top_k=top_k,
+                boost=boost,
+            )
         profile = result.profile.detach().cpu().numpy()
         overlay = heatmap_overlay_png(display_pixels(served.preprocessing, prepared.image), result.heatmap)
         scores = [filter_score(served, i, float(profile[i])) for i in result.filters]
@@ -259,8 +313,10 @@ def check_layers(served: ServedBundle, layers: Sequence[str]) -> list[str]:
     known = {span.name for span in served.layout}
     unknown = [name for name in layers if name not in known]
     if unknown:
-        raise InvalidArgument(f"unknown layer(s) {unknown[:5]}; this model's layers are "
-                              f"{[span.name for span in served.layout][:12]}{'...' if len(known) > 12 else ''}")
+        raise InvalidArgument(
+            f"unknown layer(s) {unknown[:5]}; this model's layers are "
+            f"{[span.name for span in served.layout][:12]}{'...' if len(known) > 12 else ''}"
+        )
     return list(dict.fromkeys(layers))
 
 
@@ -299,8 +355,9 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
         raise InvalidArgument(f"cannot read the image header: {exc}") from None
     # The header gives the size: refuse huge images before decoding a single pixel.
     if image.width * image.height > max_pixels:
-        raise InvalidArgument(f"image is {image.width}x{image.height} = {image.width * image.height} pixels; "
-                              f"the limit is {max_pixels}")
+        raise InvalidArgument(
+            f"image is {image.width}x{image.height} = {image.width * image.height} pixels; the limit is {max_pixels}"
+        )
     try:
         image.load()
     except Image.DecompressionBombError as exc:

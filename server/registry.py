@@ -14,8 +14,9 @@ indexes are not thread-safe even for search; CPU searches run concurrently.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -48,7 +49,7 @@ class Registry:
         self.default = bundles[0].name
 
     @classmethod
-    def load(cls, config: ServerConfig) -> "Registry":
+    def load(cls, config: ServerConfig) -> Registry:
         device = resolve_device(config.device)
         served: list[ServedBundle] = []
         try:
@@ -84,14 +85,26 @@ def open_served(name: str, path: Path, device: torch.device, config: ServerConfi
     served = None
     try:
         served = _with_model(name, bundle, device, config)
-        log.info("bundle %r: %s, %d samples, %d filters, model %s on %s, index %s", name, path,
-                 bundle.num_samples, bundle.layout.num_filters, served.spec, device, bundle.index_type)
+        log.info(
+            "bundle %r: %s, %d samples, %d filters, model %s on %s, index %s",
+            name,
+            path,
+            bundle.num_samples,
+            bundle.layout.num_filters,
+            served.spec,
+            device,
+            bundle.index_type,
+        )
         # One batch at a time: batching is the parallelism; the other replicas serve explanations.
-        process = (SaliencyProcess(bundle.manifest, device=str(device), torch_threads=config.torch_threads)
-                   if config.saliency_process else None)
+        process = (
+            SaliencyProcess(bundle.manifest, device=str(device), torch_threads=config.torch_threads)
+            if config.saliency_process
+            else None
+        )
         served.batcher = ProfileBatcher(served, workers=1, process=process)
-        served.searcher = SearchBatcher(bundle, name, workers=config.search_workers,
-                                        initializer=lambda: limit_faiss_threads(config.faiss_threads))
+        served.searcher = SearchBatcher(
+            bundle, name, workers=config.search_workers, initializer=lambda: limit_faiss_threads(config.faiss_threads)
+        )
         served.neighbor_lists = _neighbor_lists(name, bundle, config)  # while the saliency process starts
         if process is not None:
             process.wait_ready()
@@ -104,29 +117,42 @@ def open_served(name: str, path: Path, device: torch.device, config: ServerConfi
         raise
 
 
-def _with_model(name: str, bundle: "Bundle", device: torch.device, config: ServerConfig) -> ServedBundle:
+def _with_model(name: str, bundle: Bundle, device: torch.device, config: ServerConfig) -> ServedBundle:
     """The bundle served with its checked model and replicas (no batchers yet)."""
     loaded = bundle.load_model()  # ModelMismatch unless the weights match the recorded fingerprint
     bundle.check_model(loaded)  # and the filter layout
     master = loaded.model.to(device).eval()
     classes = [str(c) for c in bundle.classes or ()]
-    num_classes = int(bundle.manifest.model.num_classes or len(classes)
-                      or _output_size(master, bundle.preprocessing, device))
-    return ServedBundle(name=name, bundle=bundle, master=master, spec=model_display_name(loaded.spec),
-                        fingerprint=str(loaded.fingerprint), device=device, num_classes=num_classes,
-                        class_names=classes, replicas=Replicas(master, config.model_replicas),
-                        cache_size=config.sample_cache)
+    num_classes = int(
+        bundle.manifest.model.num_classes or len(classes) or _output_size(master, bundle.preprocessing, device)
+    )
+    return ServedBundle(
+        name=name,
+        bundle=bundle,
+        master=master,
+        spec=model_display_name(loaded.spec),
+        fingerprint=str(loaded.fingerprint),
+        device=device,
+        num_classes=num_classes,
+        class_names=classes,
+        replicas=Replicas(master, config.model_replicas),
+        cache_size=config.sample_cache,
+    )
 
 
-def _neighbor_lists(name: str, bundle: "Bundle", config: ServerConfig) -> NeighborLists | None:
+def _neighbor_lists(name: str, bundle: Bundle, config: ServerConfig) -> NeighborLists | None:
     """Precomputed neighbour lists for an exact index of at most neighbor_lists_max_samples
     samples (their cost grows with the square of the sample count); else None."""
     vectors = bundle.exact_vectors
     if not config.neighbor_lists or vectors is None:
         return None
     if bundle.num_samples > config.neighbor_lists_max_samples:
-        log.info("bundle %r: %d samples, over --neighbor-lists-max-samples %d: every query is searched", name,
-                 bundle.num_samples, config.neighbor_lists_max_samples)
+        log.info(
+            "bundle %r: %d samples, over --neighbor-lists-max-samples %d: every query is searched",
+            name,
+            bundle.num_samples,
+            config.neighbor_lists_max_samples,
+        )
         return None
     with torch_threads(usable_cores()):  # nothing else runs yet: every core builds them
         return NeighborLists.build(vectors, bundle.ids, ~bundle.correct, size=config.neighbor_lists, name=name)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import queue
-from typing import Iterator
+from collections.abc import Iterator
 
 from torch import nn
 
@@ -26,7 +26,7 @@ class Replicas:
     def __init__(self, master: nn.Module, count: int):
         if count < 1:
             raise ValueError(f"at least one replica, got {count}")
-        self._free: "queue.Queue[nn.Module]" = queue.Queue()
+        self._free: queue.Queue[nn.Module] = queue.Queue()
         for _ in range(count):
             self._free.put(copy.deepcopy(master))
 

@@ -47,7 +47,7 @@ class SaliencyProcess:
     """One child process computing ``filter_saliency`` batches for one bundle, one batch at
     a time (callers are serialized)."""
 
-    def __init__(self, manifest: "Manifest", device: str = "cpu", torch_threads: int = 1):
+    def __init__(self, manifest: Manifest, device: str = "cpu", torch_threads: int = 1):
         self._args = (manifest, device, torch_threads)
         self._lock = threading.Lock()  # one exchange on the pipe at a time
         self._process = None
@@ -57,8 +57,9 @@ class SaliencyProcess:
         # spawn, not fork: the parent has gRPC, OpenMP and maybe CUDA state a fork would copy broken.
         context = multiprocessing.get_context("spawn")
         self._conn, child_end = context.Pipe()
-        self._process = context.Process(target=_serve, args=(child_end, *self._args), daemon=True,
-                                        name="parasal-saliency")
+        self._process = context.Process(
+            target=_serve, args=(child_end, *self._args), daemon=True, name="parasal-saliency"
+        )
         self._process.start()
         child_end.close()  # the child holds it now; our copy would keep the pipe open after the child dies
         self._ready = False  # the child sends "ready" once its model is loaded
@@ -143,7 +144,7 @@ class _ChildDied(Exception):
 # In the child
 
 
-def _serve(conn, manifest: "Manifest", device: str, torch_threads: int) -> None:
+def _serve(conn, manifest: Manifest, device: str, torch_threads: int) -> None:
     """The child's loop: load the model, say ready, then answer batches until told to stop
     (None) or the parent goes away (EOF)."""
     try:
@@ -170,7 +171,7 @@ def _serve(conn, manifest: "Manifest", device: str, torch_threads: int) -> None:
             conn.send(("error", RuntimeError(f"{type(exc).__name__}: {exc}")))
 
 
-def _loader(manifest: "Manifest", device: str, torch_threads: int):
+def _loader(manifest: Manifest, device: str, torch_threads: int):
     """Load the model; return the function that computes one batch."""
     import torch
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ __all__ = ["ServedBundle"]
 @dataclass
 class ServedBundle:
     name: str
-    bundle: "Bundle"
+    bundle: Bundle
     master: torch.nn.Module  # no call runs on it; evaluations work on their own copy
     spec: str
     fingerprint: str
@@ -67,7 +68,7 @@ class ServedBundle:
         """The ids worth caching first, at most ``cache_size``: misclassified samples (what
         similar-failure queries mostly return), then the others, each in id order."""
         order = np.argsort(self.bundle.correct, kind="stable")  # False (misclassified) first
-        return self.bundle.ids[order[:self.cache_size]]
+        return self.bundle.ids[order[: self.cache_size]]
 
     def meta(self, sample_id: int):
         """The sample's metadata; NotFound naming the bundle (not its path on the server)."""
@@ -93,8 +94,9 @@ class ServedBundle:
         with self._known(sample_id):
             return self.bundle.row_of(sample_id)
 
-    def listed_neighbors(self, sample_id: int, k: int, allowed: np.ndarray | None,
-                         exclude_self: bool) -> list[tuple[int, float]] | None:
+    def listed_neighbors(
+        self, sample_id: int, k: int, allowed: np.ndarray | None, exclude_self: bool
+    ) -> list[tuple[int, float]] | None:
         """The k nearest (id, cosine) of an indexed sample from its precomputed list, when
         that list proves the exact answer (neighbor_lists.py); else None: search instead.
         NotFound for an unknown id."""

@@ -33,10 +33,13 @@ class SaliencyServicer(pb_grpc.SaliencyServiceServicer):
         self.registry, self.queries = registry, queries
         # Per bundle: sample messages with their top filters (GetSample, asked-for neighbours)
         # and without (plain neighbour answers).
-        self._samples = {b.name: cv.SampleMessages(b.meta, b.layout.locate, b.class_names, maxsize=b.cache_size)
-                         for b in registry}
-        self._plain_samples = {b.name: cv.SampleMessages(b.meta, b.layout.locate, b.class_names,
-                                                         maxsize=b.cache_size, top_filters=False) for b in registry}
+        self._samples = {
+            b.name: cv.SampleMessages(b.meta, b.layout.locate, b.class_names, maxsize=b.cache_size) for b in registry
+        }
+        self._plain_samples = {
+            b.name: cv.SampleMessages(b.meta, b.layout.locate, b.class_names, maxsize=b.cache_size, top_filters=False)
+            for b in registry
+        }
 
     def warm(self) -> None:
         """Fill every bundle's metadata and plain neighbour messages with its hot ids (the
@@ -61,16 +64,27 @@ class SaliencyServicer(pb_grpc.SaliencyServiceServicer):
         _alive(context)
         served = self.registry.get(request.bundle)
         result = self.queries.find_similar(
-            request.bundle, cv.query_from_proto(request), k=request.k, only_misclassified=request.only_misclassified,
-            true_labels=list(request.true_labels), predicted_labels=list(request.predicted_labels),
-            include_query=request.include_query, layers=list(request.layers))
+            request.bundle,
+            cv.query_from_proto(request),
+            k=request.k,
+            only_misclassified=request.only_misclassified,
+            true_labels=list(request.true_labels),
+            predicted_labels=list(request.predicted_labels),
+            include_query=request.include_query,
+            layers=list(request.layers),
+        )
         samples = self._samples if request.include_top_filters else self._plain_samples
         return cv.similar_to_proto(result, samples[served.name])
 
     def ExplainInput(self, request, context):
         _alive(context)
-        result = self.queries.explain(request.bundle, cv.query_from_proto(request), top_k=request.top_k,
-                                      filters=list(request.filters), boost=request.boost)
+        result = self.queries.explain(
+            request.bundle,
+            cv.query_from_proto(request),
+            top_k=request.top_k,
+            filters=list(request.filters),
+            boost=request.boost,
+        )
         return cv.explanation_to_proto(result)
 
 
@@ -80,16 +94,26 @@ class EvaluationServicer(pb_grpc.EvaluationServiceServicer):
 
     def StartFinetuneEvaluation(self, request, context):
         params = FinetuneParams(
-            bundle=request.bundle, reference=cv.query_from_proto(request, "reference"), counts=list(request.counts),
-            selections=cv.selections_from_proto(request.selections), step_size=request.step_size,
-            num_neighbors=request.num_neighbors, neighbor_bundle=request.neighbor_bundle, seed=request.seed)
+            bundle=request.bundle,
+            reference=cv.query_from_proto(request, "reference"),
+            counts=list(request.counts),
+            selections=cv.selections_from_proto(request.selections),
+            step_size=request.step_size,
+            num_neighbors=request.num_neighbors,
+            neighbor_bundle=request.neighbor_bundle,
+            seed=request.seed,
+        )
         return pb.StartFinetuneEvaluationResponse(operation=self.evaluations.start_finetune(params))
 
     def StartPruningEvaluation(self, request, context):
         params = PruningParams(
-            bundle=request.bundle, reference=cv.query_from_proto(request, "reference"), counts=list(request.counts),
-            selections=cv.selections_from_proto(request.selections), num_neighbors=request.num_neighbors,
-            seed=request.seed)
+            bundle=request.bundle,
+            reference=cv.query_from_proto(request, "reference"),
+            counts=list(request.counts),
+            selections=cv.selections_from_proto(request.selections),
+            num_neighbors=request.num_neighbors,
+            seed=request.seed,
+        )
         return pb.StartPruningEvaluationResponse(operation=self.evaluations.start_pruning(params))
 
 

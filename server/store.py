@@ -17,8 +17,8 @@ import fcntl
 import os
 import secrets
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import lmdb
 from google.rpc import code_pb2
@@ -29,8 +29,9 @@ from .config import ConfigError
 
 __all__ = ["OperationStore", "new_operation_id", "TERMINAL_STATES", "ABORTED_MESSAGE"]
 
-TERMINAL_STATES = frozenset({pb.OPERATION_STATE_SUCCEEDED, pb.OPERATION_STATE_FAILED,
-                             pb.OPERATION_STATE_CANCELLED, pb.OPERATION_STATE_ABORTED})
+TERMINAL_STATES = frozenset(
+    {pb.OPERATION_STATE_SUCCEEDED, pb.OPERATION_STATE_FAILED, pb.OPERATION_STATE_CANCELLED, pb.OPERATION_STATE_ABORTED}
+)
 ABORTED_MESSAGE = "the server stopped while it was running"
 #: The error code recorded for aborted operations (google.rpc.Code, as gRPC status codes are).
 ABORTED_CODE = code_pb2.ABORTED
@@ -54,8 +55,14 @@ class OperationStore:
             self._lock_file.close()
             raise ConfigError(f"state dir {self.dir} is in use by another parasal server") from None
         try:
-            self._env = lmdb.open(str(self.dir / "operations.lmdb"), map_size=map_size, max_dbs=0,
-                                  sync=True, metasync=True, readahead=False)
+            self._env = lmdb.open(
+                str(self.dir / "operations.lmdb"),
+                map_size=map_size,
+                max_dbs=0,
+                sync=True,
+                metasync=True,
+                readahead=False,
+            )
         except lmdb.Error as exc:
             self._release_lock()
             raise ConfigError(f"cannot open the operation store in {self.dir}: {exc}") from None
@@ -137,7 +144,7 @@ class OperationStore:
         fcntl.flock(self._lock_file, fcntl.LOCK_UN)
         self._lock_file.close()
 
-    def __enter__(self) -> "OperationStore":
+    def __enter__(self) -> OperationStore:
         return self
 
     def __exit__(self, *exc_info) -> bool:

@@ -25,8 +25,7 @@ def fashion_mnist_missing() -> str | None:
     where = fashion_mnist_dir()
     if (where / FASHION_MNIST_PROBE).is_file():
         return None
-    return (f"Fashion-MNIST not found at {where} (apt-get install dataset-fashion-mnist, "
-            "or set PARASAL_FASHION_MNIST)")  # fmt: skip
+    return f"Fashion-MNIST not found at {where} (apt-get install dataset-fashion-mnist, or set PARASAL_FASHION_MNIST)"
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

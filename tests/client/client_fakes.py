@@ -14,9 +14,10 @@ from concurrent import futures
 from dataclasses import dataclass, field
 
 import grpc
+from PIL import Image
+
 from parasal.v1 import saliency_pb2 as pb
 from parasal.v1 import saliency_pb2_grpc as pb_grpc
-from PIL import Image
 
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat"]
 
@@ -30,11 +31,20 @@ def png_bytes(size=(4, 3), color=120) -> bytes:
 def make_sample(i: int) -> pb.Sample:
     label, predicted = i % 5, (i + 1) % 5
     return pb.Sample(
-        id=i, uri=f"fashion-mnist:test#{i}", label=label, predicted=predicted, correct=False,
-        true_confidence=0.125, predicted_confidence=0.75, loss=2.5,
-        top_filters=[pb.FilterScore(index=3, layer="conv1", filter=3, z=4.5),
-                     pb.FilterScore(index=40, layer="conv2", filter=8, z=3.25)],
-        label_name=CLASS_NAMES[label], predicted_name=CLASS_NAMES[predicted],
+        id=i,
+        uri=f"fashion-mnist:test#{i}",
+        label=label,
+        predicted=predicted,
+        correct=False,
+        true_confidence=0.125,
+        predicted_confidence=0.75,
+        loss=2.5,
+        top_filters=[
+            pb.FilterScore(index=3, layer="conv1", filter=3, z=4.5),
+            pb.FilterScore(index=40, layer="conv2", filter=8, z=3.25),
+        ],
+        label_name=CLASS_NAMES[label],
+        predicted_name=CLASS_NAMES[predicted],
     )
 
 
@@ -42,11 +52,24 @@ def finetune_result() -> pb.FinetuneEvaluationResult:
     return pb.FinetuneEvaluationResult(
         reference=pb.ReferenceState(sample_id=3, label=3, predicted=4, true_confidence=0.25, predicted_confidence=0.5),
         neighbor_ids=[11, 12],
-        rows=[pb.FinetuneRow(selection=pb.SELECTION_MOST_SALIENT, count=5, reference_corrected=True,
-                             reference_true_confidence_delta=0.5, neighbors_corrected_fraction=0.5,
-                             neighbors_true_confidence_delta=0.25, neighbors_evaluated=2),
-              pb.FinetuneRow(selection=pb.SELECTION_WHOLE_NETWORK, count=0, reference_corrected=True,
-                             reference_true_confidence_delta=0.625, neighbors_evaluated=2)],
+        rows=[
+            pb.FinetuneRow(
+                selection=pb.SELECTION_MOST_SALIENT,
+                count=5,
+                reference_corrected=True,
+                reference_true_confidence_delta=0.5,
+                neighbors_corrected_fraction=0.5,
+                neighbors_true_confidence_delta=0.25,
+                neighbors_evaluated=2,
+            ),
+            pb.FinetuneRow(
+                selection=pb.SELECTION_WHOLE_NETWORK,
+                count=0,
+                reference_corrected=True,
+                reference_true_confidence_delta=0.625,
+                neighbors_evaluated=2,
+            ),
+        ],
         step_size=0.001,
     )
 
@@ -54,14 +77,28 @@ def finetune_result() -> pb.FinetuneEvaluationResult:
 def pruning_result() -> pb.PruningEvaluationResult:
     return pb.PruningEvaluationResult(
         reference=pb.ReferenceState(sample_id=3, label=3, predicted=4, true_confidence=0.25, predicted_confidence=0.5),
-        rows=[pb.PruningRow(selection=pb.SELECTION_LEAST_SALIENT, count=25, corrected=False,
-                            incorrect_confidence_delta=-0.125, true_confidence_delta=0.0625)],
+        rows=[
+            pb.PruningRow(
+                selection=pb.SELECTION_LEAST_SALIENT,
+                count=25,
+                corrected=False,
+                incorrect_confidence_delta=-0.125,
+                true_confidence_delta=0.0625,
+            )
+        ],
     )
 
 
 def snapshot(op_id: str, state: int, progress: float = 0.0, message: str = "", **extra) -> pb.Operation:
-    op = pb.Operation(id=op_id, kind=pb.OPERATION_KIND_FINETUNE_EVALUATION, state=state, progress=progress,
-                      message=message, bundle="demo", **extra)
+    op = pb.Operation(
+        id=op_id,
+        kind=pb.OPERATION_KIND_FINETUNE_EVALUATION,
+        state=state,
+        progress=progress,
+        message=message,
+        bundle="demo",
+        **extra,
+    )
     op.created_at.FromSeconds(1_700_000_000)
     op.updated_at.FromSeconds(1_700_000_000 + int(progress * 10))
     return op
@@ -134,11 +171,22 @@ class FakeSaliency(pb_grpc.SaliencyServiceServicer):
 
     def ListBundles(self, request, context):
         self.s.enter("ListBundles", request, context)
-        info = pb.BundleInfo(name="demo", model="demo-fashion", model_fingerprint="ab" * 32,
-                             dataset="fashion-mnist:test", num_samples=10000, num_misclassified=812,
-                             num_filters=96, index_type="Flat", class_names=CLASS_NAMES, input_shape=[1, 28, 28],
-                             layers=[pb.Layer(name="conv1", kind="conv2d", filters=32, offset=0),
-                                     pb.Layer(name="conv2", kind="conv2d", filters=64, offset=32)])
+        info = pb.BundleInfo(
+            name="demo",
+            model="demo-fashion",
+            model_fingerprint="ab" * 32,
+            dataset="fashion-mnist:test",
+            num_samples=10000,
+            num_misclassified=812,
+            num_filters=96,
+            index_type="Flat",
+            class_names=CLASS_NAMES,
+            input_shape=[1, 28, 28],
+            layers=[
+                pb.Layer(name="conv1", kind="conv2d", filters=32, offset=0),
+                pb.Layer(name="conv2", kind="conv2d", filters=64, offset=32),
+            ],
+        )
         info.created_at.FromSeconds(1_700_000_000)
         return pb.ListBundlesResponse(bundles=[info, pb.BundleInfo(name="other", num_filters=8)])
 
@@ -146,13 +194,20 @@ class FakeSaliency(pb_grpc.SaliencyServiceServicer):
         self.s.enter("GetSample", request, context)
         if request.id >= 10000:
             context.abort(grpc.StatusCode.NOT_FOUND, f"no sample {request.id}")
-        return pb.GetSampleResponse(sample=make_sample(request.id),
-                                    image_png=png_bytes() if request.include_image else b"")
+        return pb.GetSampleResponse(
+            sample=make_sample(request.id), image_png=png_bytes() if request.include_image else b""
+        )
 
     def GetProfile(self, request, context):
         self.s.enter("GetProfile", request, context)
-        response = pb.GetProfileResponse(label=3, predicted=4, true_confidence=0.25, predicted_confidence=0.5,
-                                         loss=1.5, top_filters=make_sample(0).top_filters)
+        response = pb.GetProfileResponse(
+            label=3,
+            predicted=4,
+            true_confidence=0.25,
+            predicted_confidence=0.5,
+            loss=1.5,
+            top_filters=make_sample(0).top_filters,
+        )
         if request.WhichOneof("query") == "sample_id":
             response.sample_id = request.sample_id
         if request.include_vector:
@@ -163,14 +218,21 @@ class FakeSaliency(pb_grpc.SaliencyServiceServicer):
         self.s.enter("FindSimilarFailures", request, context)
         k = request.k or 10
         neighbors = [pb.Neighbor(id=100 + i, similarity=0.9 - 0.1 * i, sample=make_sample(100 + i)) for i in range(k)]
-        return pb.FindSimilarFailuresResponse(neighbors=neighbors,
-                                              confusions=[pb.ConfusionCount(label=0, predicted=1, count=k)])
+        return pb.FindSimilarFailuresResponse(
+            neighbors=neighbors, confusions=[pb.ConfusionCount(label=0, predicted=1, count=k)]
+        )
 
     def ExplainInput(self, request, context):
         self.s.enter("ExplainInput", request, context)
-        return pb.ExplainInputResponse(height=2, width=3, heatmap=[0, 0.25, 0.5, 0.75, 1, 0.5],
-                                       overlay_png=png_bytes((3, 2)), filters=make_sample(0).top_filters,
-                                       label=3, predicted=4)
+        return pb.ExplainInputResponse(
+            height=2,
+            width=3,
+            heatmap=[0, 0.25, 0.5, 0.75, 1, 0.5],
+            overlay_png=png_bytes((3, 2)),
+            filters=make_sample(0).top_filters,
+            label=3,
+            predicted=4,
+        )
 
 
 class FakeEvaluation(pb_grpc.EvaluationServiceServicer):
@@ -180,9 +242,11 @@ class FakeEvaluation(pb_grpc.EvaluationServiceServicer):
     def _start(self, kind, request, context):
         op_id = f"op-{len(self.s.scripts) + 1}"
         final = dict(finetune=finetune_result()) if kind == "finetune" else dict(pruning=pruning_result())
-        script = [snapshot(op_id, pb.OPERATION_STATE_PENDING),
-                  snapshot(op_id, pb.OPERATION_STATE_RUNNING, 0.5, "most 5/12"),
-                  snapshot(op_id, pb.OPERATION_STATE_SUCCEEDED, 1.0, "done", **final)]
+        script = [
+            snapshot(op_id, pb.OPERATION_STATE_PENDING),
+            snapshot(op_id, pb.OPERATION_STATE_RUNNING, 0.5, "most 5/12"),
+            snapshot(op_id, pb.OPERATION_STATE_SUCCEEDED, 1.0, "done", **final),
+        ]
         if kind == "pruning":
             for op in script:
                 op.kind = pb.OPERATION_KIND_PRUNING_EVALUATION
@@ -232,7 +296,7 @@ class FakeOperations(pb_grpc.OperationsServiceServicer):
                 time.sleep(0.01)
             if not context.is_active():
                 return
-        for i, op in enumerate(list(script)):
+        for op in list(script):
             yield pb.WatchOperationResponse(operation=op)
             if request.id in self.s.truncated:
                 self.s.truncated.discard(request.id)
@@ -250,8 +314,10 @@ class Fake:
 def start_fake(credentials=None, host="127.0.0.1") -> Fake:
     state = FakeState()
     limit = 64 * 1024 * 1024
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=[
-        ("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)])
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=8),
+        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
+    )
     pb_grpc.add_SaliencyServiceServicer_to_server(FakeSaliency(state), server)
     pb_grpc.add_EvaluationServiceServicer_to_server(FakeEvaluation(state), server)
     pb_grpc.add_OperationsServiceServicer_to_server(FakeOperations(state), server)

@@ -6,10 +6,11 @@ import io
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from parasal.client import InvalidArgument
 from parasal.client._images import JPEG_MAGIC, PNG_MAGIC, encode_image
 from parasal.v1 import saliency_pb2 as pb
-from PIL import Image
 
 
 def decode(data: bytes) -> np.ndarray:
@@ -96,8 +97,15 @@ def test_query_oneof_and_defaults(client, fake):
 
 def test_similar_request_fields(client, fake):
     client.find_similar_failures(sample_id=7)
-    client.find_similar_failures(vector=[1, 2, 3.5], k=3, only_misclassified=True, exclude_self=False,
-                                 layers="conv1", true_labels=(1, 2), predicted_labels=np.array([4]))
+    client.find_similar_failures(
+        vector=[1, 2, 3.5],
+        k=3,
+        only_misclassified=True,
+        exclude_self=False,
+        layers="conv1",
+        true_labels=(1, 2),
+        predicted_labels=np.array([4]),
+    )
     client.find_similar_failures(sample_id=7, layers=["conv1", "conv2"])
     a, b, c = fake.state.requests("FindSimilarFailures")
     assert a.WhichOneof("query") == "sample_id" and a.k == 0 and not a.include_query and not a.only_misclassified
@@ -109,8 +117,15 @@ def test_similar_request_fields(client, fake):
 
 def test_evaluation_request_fields(client, fake):
     client.start_finetune_evaluation(sample_id=3)
-    client.start_finetune_evaluation(sample_id=3, counts=[2], selections=["least", "Most"], step_size=0.01,
-                                     num_neighbors=4, neighbor_bundle="train", seed=9)
+    client.start_finetune_evaluation(
+        sample_id=3,
+        counts=[2],
+        selections=["least", "Most"],
+        step_size=0.01,
+        num_neighbors=4,
+        neighbor_bundle="train",
+        seed=9,
+    )
     client.start_pruning_evaluation(image=RGB, label=1, selections="random", num_neighbors=0)
     client.start_pruning_evaluation(sample_id=3, counts=(75,), num_neighbors=5)
     client.start_pruning_evaluation(sample_id=3)
@@ -118,7 +133,10 @@ def test_evaluation_request_fields(client, fake):
     # Unset arguments go out as the proto's "unset" (empty / 0): the server applies its defaults.
     assert list(default.counts) == [] and list(default.selections) == []
     assert default.step_size == 0.0 and default.num_neighbors == 0 and default.WhichOneof("reference") == "sample_id"
-    assert list(custom.counts) == [2] and list(custom.selections) == [pb.SELECTION_LEAST_SALIENT, pb.SELECTION_MOST_SALIENT]
+    assert list(custom.counts) == [2] and list(custom.selections) == [
+        pb.SELECTION_LEAST_SALIENT,
+        pb.SELECTION_MOST_SALIENT,
+    ]
     assert custom.step_size == pytest.approx(0.01)
     assert (custom.num_neighbors, custom.neighbor_bundle, custom.seed) == (4, "train", 9)
     image, custom, default = fake.state.requests("StartPruningEvaluation")

@@ -8,9 +8,10 @@ import sys
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from parasal.client import cli
 from parasal.v1 import saliency_pb2 as pb
-from PIL import Image
 
 
 @pytest.fixture
@@ -69,8 +70,10 @@ def test_not_found_is_one_line_and_exit_2(run):
     assert (status, out, err) == (2, "", "error: no sample 99999 (NOT_FOUND)\n")
 
 
-@pytest.mark.parametrize("code, expected_status", [
-    ("INVALID_ARGUMENT", 2), ("INTERNAL", 1), ("RESOURCE_EXHAUSTED", 1), ("UNAUTHENTICATED", 1)])
+@pytest.mark.parametrize(
+    "code, expected_status",
+    [("INVALID_ARGUMENT", 2), ("INTERNAL", 1), ("RESOURCE_EXHAUSTED", 1), ("UNAUTHENTICATED", 1)],
+)
 def test_server_errors_map_to_exit_statuses(run, fake, code, expected_status):
     import grpc
 
@@ -121,8 +124,21 @@ def test_profile_of_an_image_and_vector_out(run, fake, tmp_path):
 
 
 def test_similar(run, fake, tmp_path):
-    status, out, _ = run("similar", "--sample", "7", "-k", "3", "--only-misclassified", "--include-self",
-                         "--layers", "conv1,conv2", "--true-labels", "1,2", "--predicted-labels", "4")
+    status, out, _ = run(
+        "similar",
+        "--sample",
+        "7",
+        "-k",
+        "3",
+        "--only-misclassified",
+        "--include-self",
+        "--layers",
+        "conv1,conv2",
+        "--true-labels",
+        "1,2",
+        "--predicted-labels",
+        "4",
+    )
     assert status == 0
     lines = out.splitlines()
     assert lines[0].split()[:3] == ["rank", "id", "similarity"] and lines[2].split()[:3] == ["1", "100", "0.9000"]
@@ -156,8 +172,20 @@ def test_explain(run, fake, tmp_path):
 
 
 def test_eval_waits_and_prints_the_table(run, fake):
-    status, out, err = run("eval", "finetune", "--sample", "3", "--counts", "1,5", "--selections", "most,least",
-                           "--step-size", "0.01", "--neighbors", "4")
+    status, out, err = run(
+        "eval",
+        "finetune",
+        "--sample",
+        "3",
+        "--counts",
+        "1,5",
+        "--selections",
+        "most,least",
+        "--step-size",
+        "0.01",
+        "--neighbors",
+        "4",
+    )
     assert status == 0, err
     assert "succeeded" in out and "whole_network" in out and "reference sample 3" in out
     request = fake.state.requests("StartFinetuneEvaluation")[-1]
@@ -194,8 +222,11 @@ def test_eval_no_wait_and_ops_commands(run, fake):
 
 
 def test_failed_operation_prints_its_error(run, fake):
-    fake.state.scripts["bad"] = [pb.Operation(id="bad", state=pb.OPERATION_STATE_FAILED,
-                                              error=pb.OperationError(code=13, message="worker crashed"))]
+    fake.state.scripts["bad"] = [
+        pb.Operation(
+            id="bad", state=pb.OPERATION_STATE_FAILED, error=pb.OperationError(code=13, message="worker crashed")
+        )
+    ]
     status, out, err = run("ops", "watch", "bad")
     assert status == 1 and "failed" in out and err == "error: worker crashed (INTERNAL)\n"
     fake.state.scripts["running"] = [pb.Operation(id="running", state=pb.OPERATION_STATE_RUNNING)]
@@ -209,7 +240,8 @@ def test_failed_operation_prints_its_error(run, fake):
 
 def test_engine_commands_pass_argv_through(tmp_path, monkeypatch, capsys):
     (tmp_path / "fake_engine_cli.py").write_text(
-        "import sys\nSEEN = []\ndef main(argv):\n    SEEN.append(argv)\n    return 3\n")
+        "import sys\nSEEN = []\ndef main(argv):\n    SEEN.append(argv)\n    return 3\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setitem(cli.ENGINE_COMMANDS, "index", ("fake_engine_cli", "main"))
     argv = ["--help", "-k", "5", "--json", "fashion-mnist:test"]

@@ -3,11 +3,13 @@ messages (a field the converter forgets fails the round trip or the all-fields c
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timezone
 
 import grpc
 import numpy as np
 import pytest
+
 from parasal.client import _convert as cv
 from parasal.client import types as t
 from parasal.client.errors import Internal, InvalidArgument
@@ -36,28 +38,68 @@ def ts(seconds: int, nanos: int = 0):
 
 
 FILTER = pb.FilterScore(index=40, layer="layer1.0.conv2", filter=8, z=3.25)
-SAMPLE = pb.Sample(id=42, uri="fashion-mnist:test#42", label=2, predicted=4, true_confidence=0.125,
-                   predicted_confidence=0.75, loss=2.5, correct=True, top_filters=[FILTER, FILTER],
-                   label_name="Pullover", predicted_name="Coat")
+SAMPLE = pb.Sample(
+    id=42,
+    uri="fashion-mnist:test#42",
+    label=2,
+    predicted=4,
+    true_confidence=0.125,
+    predicted_confidence=0.75,
+    loss=2.5,
+    correct=True,
+    top_filters=[FILTER, FILTER],
+    label_name="Pullover",
+    predicted_name="Coat",
+)
 REFERENCE = pb.ReferenceState(sample_id=0, label=1, predicted=2, true_confidence=0.25, predicted_confidence=0.5)
 FINETUNE = pb.FinetuneEvaluationResult(
-    reference=REFERENCE, neighbor_ids=[7, 2**40], step_size=0.001,
-    rows=[pb.FinetuneRow(selection=pb.SELECTION_RANDOM, count=5, reference_corrected=True,
-                         reference_true_confidence_delta=-0.5, neighbors_corrected_fraction=0.25,
-                         neighbors_true_confidence_delta=0.125, neighbors_evaluated=8)])
+    reference=REFERENCE,
+    neighbor_ids=[7, 2**40],
+    step_size=0.001,
+    rows=[
+        pb.FinetuneRow(
+            selection=pb.SELECTION_RANDOM,
+            count=5,
+            reference_corrected=True,
+            reference_true_confidence_delta=-0.5,
+            neighbors_corrected_fraction=0.25,
+            neighbors_true_confidence_delta=0.125,
+            neighbors_evaluated=8,
+        )
+    ],
+)
 PRUNING = pb.PruningEvaluationResult(
-    reference=REFERENCE, neighbor_ids=[3],
-    rows=[pb.PruningRow(selection=pb.SELECTION_LEAST_SALIENT, count=25, corrected=True,
-                        incorrect_confidence_delta=-0.25, true_confidence_delta=0.5,
-                        neighbors_corrected_fraction=0.75, neighbors_incorrect_confidence_delta=-0.125,
-                        neighbors_true_confidence_delta=0.0625, neighbors_evaluated=4)])
+    reference=REFERENCE,
+    neighbor_ids=[3],
+    rows=[
+        pb.PruningRow(
+            selection=pb.SELECTION_LEAST_SALIENT,
+            count=25,
+            corrected=True,
+            incorrect_confidence_delta=-0.25,
+            true_confidence_delta=0.5,
+            neighbors_corrected_fraction=0.75,
+            neighbors_incorrect_confidence_delta=-0.125,
+            neighbors_true_confidence_delta=0.0625,
+            neighbors_evaluated=4,
+        )
+    ],
+)
 
 
 def operation(**result) -> pb.Operation:
-    return pb.Operation(id="op-1", kind=pb.OPERATION_KIND_PRUNING_EVALUATION, state=pb.OPERATION_STATE_FAILED,
-                        progress=0.5, message="pruning 3/12", bundle="demo", created_at=ts(1_700_000_000, 5000),
-                        updated_at=ts(1_700_000_100), error=pb.OperationError(code=3, message="label out of range"),
-                        **result)
+    return pb.Operation(
+        id="op-1",
+        kind=pb.OPERATION_KIND_PRUNING_EVALUATION,
+        state=pb.OPERATION_STATE_FAILED,
+        progress=0.5,
+        message="pruning 3/12",
+        bundle="demo",
+        created_at=ts(1_700_000_000, 5000),
+        updated_at=ts(1_700_000_100),
+        error=pb.OperationError(code=3, message="label out of range"),
+        **result,
+    )
 
 
 # (fully populated proto, from_proto, to_proto)
@@ -65,26 +107,64 @@ CASES = {
     "Layer": (pb.Layer(name="conv1", kind="conv2d", filters=64, offset=128), cv.layer_from_proto, cv.layer_to_proto),
     "FilterScore": (FILTER, cv.filter_score_from_proto, cv.filter_score_to_proto),
     "BundleInfo": (
-        pb.BundleInfo(name="demo", model="demo-fashion", model_fingerprint="ab" * 32, dataset="fashion-mnist:test",
-                      num_samples=10000, num_misclassified=812, num_filters=96, index_type="Flat",
-                      layers=[pb.Layer(name="conv1", kind="conv2d", filters=32, offset=4)],
-                      class_names=["a", "b"], created_at=ts(1_700_000_000, 123_000), input_shape=[1, 28, 28]),
-        cv.bundle_info_from_proto, cv.bundle_info_to_proto),
+        pb.BundleInfo(
+            name="demo",
+            model="demo-fashion",
+            model_fingerprint="ab" * 32,
+            dataset="fashion-mnist:test",
+            num_samples=10000,
+            num_misclassified=812,
+            num_filters=96,
+            index_type="Flat",
+            layers=[pb.Layer(name="conv1", kind="conv2d", filters=32, offset=4)],
+            class_names=["a", "b"],
+            created_at=ts(1_700_000_000, 123_000),
+            input_shape=[1, 28, 28],
+        ),
+        cv.bundle_info_from_proto,
+        cv.bundle_info_to_proto,
+    ),
     "Sample": (SAMPLE, cv.sample_from_proto, cv.sample_to_proto),
-    "GetSampleResponse": (pb.GetSampleResponse(sample=SAMPLE, image_png=b"\x89PNG..."),
-                          cv.get_sample_response_from_proto, cv.get_sample_response_to_proto),
+    "GetSampleResponse": (
+        pb.GetSampleResponse(sample=SAMPLE, image_png=b"\x89PNG..."),
+        cv.get_sample_response_from_proto,
+        cv.get_sample_response_to_proto,
+    ),
     "GetProfileResponse": (
-        pb.GetProfileResponse(sample_id=0, label=1, predicted=2, true_confidence=0.25, predicted_confidence=0.5,
-                              loss=1.5, top_filters=[FILTER], vector=[0.5, -1.25, 3.0]),
-        cv.profile_from_proto, cv.profile_to_proto),
+        pb.GetProfileResponse(
+            sample_id=0,
+            label=1,
+            predicted=2,
+            true_confidence=0.25,
+            predicted_confidence=0.5,
+            loss=1.5,
+            top_filters=[FILTER],
+            vector=[0.5, -1.25, 3.0],
+        ),
+        cv.profile_from_proto,
+        cv.profile_to_proto,
+    ),
     "FindSimilarFailuresResponse": (
-        pb.FindSimilarFailuresResponse(neighbors=[pb.Neighbor(id=9, similarity=0.875, sample=SAMPLE)],
-                                       confusions=[pb.ConfusionCount(label=1, predicted=2, count=3)]),
-        cv.similar_failures_from_proto, cv.similar_failures_to_proto),
+        pb.FindSimilarFailuresResponse(
+            neighbors=[pb.Neighbor(id=9, similarity=0.875, sample=SAMPLE)],
+            confusions=[pb.ConfusionCount(label=1, predicted=2, count=3)],
+        ),
+        cv.similar_failures_from_proto,
+        cv.similar_failures_to_proto,
+    ),
     "ExplainInputResponse": (
-        pb.ExplainInputResponse(height=2, width=3, heatmap=[0, 0.25, 0.5, 0.75, 1, 0.125], overlay_png=b"png",
-                                filters=[FILTER], label=1, predicted=2),
-        cv.explanation_from_proto, cv.explanation_to_proto),
+        pb.ExplainInputResponse(
+            height=2,
+            width=3,
+            heatmap=[0, 0.25, 0.5, 0.75, 1, 0.125],
+            overlay_png=b"png",
+            filters=[FILTER],
+            label=1,
+            predicted=2,
+        ),
+        cv.explanation_from_proto,
+        cv.explanation_to_proto,
+    ),
     "ReferenceState": (REFERENCE, cv.reference_from_proto, cv.reference_to_proto),
     "FinetuneEvaluationResult": (FINETUNE, cv.finetune_result_from_proto, cv.finetune_result_to_proto),
     "PruningEvaluationResult": (PRUNING, cv.pruning_result_from_proto, cv.pruning_result_to_proto),
@@ -143,7 +223,13 @@ def test_field_values_and_types():
     assert isinstance(cv.operation_from_proto(CASES["Operation(pruning)"][0]).result, t.PruningResult)
 
     blank = cv.operation_from_proto(pb.Operation())
-    assert (blank.state, blank.kind, blank.result, blank.error, blank.created_at) == ("unspecified", "", None, None, None)
+    assert (blank.state, blank.kind, blank.result, blank.error, blank.created_at) == (
+        "unspecified",
+        "",
+        None,
+        None,
+        None,
+    )
 
 
 def test_enum_tables_cover_every_proto_value():
@@ -162,7 +248,10 @@ def test_enum_tables_cover_every_proto_value():
 
 def test_selection_names():
     assert [cv.selection_to_proto(s) for s in ("most", "RANDOM", " least ")] == [
-        pb.SELECTION_MOST_SALIENT, pb.SELECTION_RANDOM, pb.SELECTION_LEAST_SALIENT]
+        pb.SELECTION_MOST_SALIENT,
+        pb.SELECTION_RANDOM,
+        pb.SELECTION_LEAST_SALIENT,
+    ]
     for bad in ("best", "whole_network", "", 1):
         with pytest.raises(InvalidArgument):
             cv.selection_to_proto(bad)
@@ -190,11 +279,20 @@ def test_array_dataclasses_compare_by_value_and_are_unhashable():
     a = cv.profile_from_proto(CASES["GetProfileResponse"][0])
     b = cv.profile_from_proto(CASES["GetProfileResponse"][0])
     assert a == b and a is not b
-    c = cv.profile_from_proto(pb.GetProfileResponse(sample_id=0, label=1, predicted=2, true_confidence=0.25,
-                                                    predicted_confidence=0.5, loss=1.5, top_filters=[FILTER],
-                                                    vector=[0.5, -1.25, 4.0]))
+    c = cv.profile_from_proto(
+        pb.GetProfileResponse(
+            sample_id=0,
+            label=1,
+            predicted=2,
+            true_confidence=0.25,
+            predicted_confidence=0.5,
+            loss=1.5,
+            top_filters=[FILTER],
+            vector=[0.5, -1.25, 4.0],
+        )
+    )
     assert a != c
     with pytest.raises(TypeError):
         hash(a)
-    with pytest.raises(Exception):  # frozen
+    with pytest.raises(dataclasses.FrozenInstanceError):
         a.label = 3

@@ -6,6 +6,7 @@ import pickle
 
 import grpc
 import pytest
+
 from parasal import client as pc
 from parasal.client import errors
 

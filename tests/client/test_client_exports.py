@@ -14,16 +14,40 @@ def test_all_lists_exactly_the_public_members():
     exported = set(parasal.client.__all__)
     assert len(exported) == len(parasal.client.__all__), "duplicates in __all__"
     # Submodules (errors, types, cli, ...) are reachable as attributes but are not members.
-    public = {name for name in dir(parasal.client)
-              if not name.startswith("_") and not inspect.ismodule(getattr(parasal.client, name))}
+    public = {
+        name
+        for name in dir(parasal.client)
+        if not name.startswith("_") and not inspect.ismodule(getattr(parasal.client, name))
+    }
     assert exported == public
     for name in exported:
         member = getattr(parasal.client, name)
         assert getattr(member, "__module__", "parasal.client") == "parasal.client", name
-    for name in ("Client", "OperationHandle", "ParasalError", "InvalidArgument", "NotFound", "Unauthenticated",
-                 "PermissionDenied", "ResourceExhausted", "DeadlineExceeded", "Unavailable", "FailedPrecondition",
-                 "Internal", "OperationFailed", "OperationCancelled", "OperationAborted", "Sample", "Profile",
-                 "SimilarFailures", "Explanation", "Operation", "FinetuneResult", "PruningResult", "BundleInfo"):
+    for name in (
+        "Client",
+        "OperationHandle",
+        "ParasalError",
+        "InvalidArgument",
+        "NotFound",
+        "Unauthenticated",
+        "PermissionDenied",
+        "ResourceExhausted",
+        "DeadlineExceeded",
+        "Unavailable",
+        "FailedPrecondition",
+        "Internal",
+        "OperationFailed",
+        "OperationCancelled",
+        "OperationAborted",
+        "Sample",
+        "Profile",
+        "SimilarFailures",
+        "Explanation",
+        "Operation",
+        "FinetuneResult",
+        "PruningResult",
+        "BundleInfo",
+    ):
         assert name in exported, name
 
 

@@ -10,9 +10,10 @@ import grpc
 import numpy as np
 import pytest
 from client_fakes import start_fake
+from PIL import Image
+
 from parasal import client as pc
 from parasal.v1 import saliency_pb2 as pb
-from PIL import Image
 
 
 def test_responses_arrive_as_dataclasses(client, fake):
@@ -51,14 +52,17 @@ def test_token_goes_out_as_bearer_metadata(fake):
     assert fake.state.count("WatchOperation") >= 1
 
 
-@pytest.mark.parametrize("code, cls", [
-    (grpc.StatusCode.NOT_FOUND, pc.NotFound),
-    (grpc.StatusCode.INVALID_ARGUMENT, pc.InvalidArgument),
-    (grpc.StatusCode.PERMISSION_DENIED, pc.PermissionDenied),
-    (grpc.StatusCode.RESOURCE_EXHAUSTED, pc.ResourceExhausted),
-    (grpc.StatusCode.FAILED_PRECONDITION, pc.FailedPrecondition),
-    (grpc.StatusCode.INTERNAL, pc.Internal),
-])
+@pytest.mark.parametrize(
+    "code, cls",
+    [
+        (grpc.StatusCode.NOT_FOUND, pc.NotFound),
+        (grpc.StatusCode.INVALID_ARGUMENT, pc.InvalidArgument),
+        (grpc.StatusCode.PERMISSION_DENIED, pc.PermissionDenied),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, pc.ResourceExhausted),
+        (grpc.StatusCode.FAILED_PRECONDITION, pc.FailedPrecondition),
+        (grpc.StatusCode.INTERNAL, pc.Internal),
+    ],
+)
 def test_status_codes_over_the_wire(client, fake, code, cls):
     fake.state.failures["GetProfile"] = [(code, "planned failure")]
     with pytest.raises(cls) as info:
@@ -142,16 +146,41 @@ def _script(fake, op_id, final):
     ]
 
 
-@pytest.mark.parametrize("final, cls, code, details", [
-    (pb.Operation(id="x", state=pb.OPERATION_STATE_FAILED, error=pb.OperationError(code=3, message="label 12 out of range")),
-     pc.OperationFailed, grpc.StatusCode.INVALID_ARGUMENT, "label 12 out of range"),
-    (pb.Operation(id="x", state=pb.OPERATION_STATE_FAILED, message="worker died"),
-     pc.OperationFailed, grpc.StatusCode.UNKNOWN, "worker died"),
-    (pb.Operation(id="x", state=pb.OPERATION_STATE_CANCELLED), pc.OperationCancelled, grpc.StatusCode.CANCELLED,
-     "operation x was cancelled"),
-    (pb.Operation(id="x", state=pb.OPERATION_STATE_ABORTED, error=pb.OperationError(code=10, message="server stopped")),
-     pc.OperationAborted, grpc.StatusCode.ABORTED, "server stopped"),
-])
+@pytest.mark.parametrize(
+    "final, cls, code, details",
+    [
+        (
+            pb.Operation(
+                id="x",
+                state=pb.OPERATION_STATE_FAILED,
+                error=pb.OperationError(code=3, message="label 12 out of range"),
+            ),
+            pc.OperationFailed,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "label 12 out of range",
+        ),
+        (
+            pb.Operation(id="x", state=pb.OPERATION_STATE_FAILED, message="worker died"),
+            pc.OperationFailed,
+            grpc.StatusCode.UNKNOWN,
+            "worker died",
+        ),
+        (
+            pb.Operation(id="x", state=pb.OPERATION_STATE_CANCELLED),
+            pc.OperationCancelled,
+            grpc.StatusCode.CANCELLED,
+            "operation x was cancelled",
+        ),
+        (
+            pb.Operation(
+                id="x", state=pb.OPERATION_STATE_ABORTED, error=pb.OperationError(code=10, message="server stopped")
+            ),
+            pc.OperationAborted,
+            grpc.StatusCode.ABORTED,
+            "server stopped",
+        ),
+    ],
+)
 def test_unsuccessful_outcomes_raise_typed_errors(client, fake, final, cls, code, details):
     _script(fake, "x", final)
     handle = client.operation_handle("x")
@@ -227,10 +256,31 @@ def certificate(tmp_path_factory):
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed")
     d = tmp_path_factory.mktemp("tls")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-keyout", d / "key.pem", "-out", d / "cert.pem", "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            d / "key.pem",
+            "-out",
+            d / "cert.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     return d / "cert.pem", d / "key.pem"
 
 

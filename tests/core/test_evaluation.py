@@ -9,8 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from parasal.core.evaluation import (SELECTIONS, WHOLE_NETWORK, Cancelled, finetune_evaluation, pruning_evaluation,
-                                     select_filters)
+from parasal.core.evaluation import (
+    SELECTIONS,
+    WHOLE_NETWORK,
+    Cancelled,
+    finetune_evaluation,
+    pruning_evaluation,
+    select_filters,
+)
 from parasal.core.interventions import finetune_step, prune_filters
 from parasal.core.layout import filter_layout
 from parasal.core.reference import per_sample_filter_saliency
@@ -35,10 +41,19 @@ def setup():
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(1, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
-        nn.Conv2d(6, 8, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
+        nn.Conv2d(1, 6, 3, padding=1),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.Conv2d(6, 8, 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 3),
+    )
     x_train, y_train = _data(128, g)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     model.train()
@@ -62,8 +77,15 @@ def setup():
     assert len(wrong) >= 5 and len(correct) >= 5
     ref = wrong[0]
     neighbors = wrong[1:6] + correct[:3]  # 5 misclassified, 3 correct ones that are not evaluated
-    return dict(model=model, layout=layout, x=x[ref], y=int(y[ref]), profile=stats.standardize(raw[ref]),
-                nx=x[neighbors], ny=y[neighbors])
+    return dict(
+        model=model,
+        layout=layout,
+        x=x[ref],
+        y=int(y[ref]),
+        profile=stats.standardize(raw[ref]),
+        nx=x[neighbors],
+        ny=y[neighbors],
+    )
 
 
 def _snapshot(model):
@@ -82,13 +104,15 @@ def _probabilities(model, x):
 
 
 def _finetune(s, **kw):
-    return finetune_evaluation(s["model"], s["layout"], s["x"], s["y"], s["profile"],
-                               neighbor_inputs=s["nx"], neighbor_labels=s["ny"], **kw)
+    return finetune_evaluation(
+        s["model"], s["layout"], s["x"], s["y"], s["profile"], neighbor_inputs=s["nx"], neighbor_labels=s["ny"], **kw
+    )
 
 
 def _prune(s, **kw):
-    return pruning_evaluation(s["model"], s["layout"], s["x"], s["y"], s["profile"],
-                              neighbor_inputs=s["nx"], neighbor_labels=s["ny"], **kw)
+    return pruning_evaluation(
+        s["model"], s["layout"], s["x"], s["y"], s["profile"], neighbor_inputs=s["nx"], neighbor_labels=s["ny"], **kw
+    )
 
 
 # --------------------------------------------------------------------------- select_filters
@@ -117,8 +141,9 @@ def test_finetune_rows_equal_manual_finetune_steps(setup):
     s = setup
     step = 0.01
     report = _finetune(s, counts=(1, 3), step_size=step, seed=4)
-    assert [(r.selection, r.count) for r in report.rows] == [
-        (sel, c) for c in (1, 3) for sel in SELECTIONS] + [(WHOLE_NETWORK, s["layout"].num_filters)]
+    assert [(r.selection, r.count) for r in report.rows] == [(sel, c) for c in (1, 3) for sel in SELECTIONS] + [
+        (WHOLE_NETWORK, s["layout"].num_filters)
+    ]
     assert report.neighbors_total == 8 and report.neighbors_misclassified == 5
     assert report.reference.predicted != s["y"]
 
@@ -130,18 +155,21 @@ def test_finetune_rows_equal_manual_finetune_steps(setup):
         if row.selection == WHOLE_NETWORK:
             tuned, norm = finetune_step(s["model"], s["layout"], s["x"], s["y"], None, step_size=step)
         else:
-            _, salient = finetune_step(s["model"], s["layout"], s["x"], s["y"],
-                                       select_filters(s["profile"], row.count, "most"), step_size=step)
+            _, salient = finetune_step(
+                s["model"], s["layout"], s["x"], s["y"], select_filters(s["profile"], row.count, "most"), step_size=step
+            )
             chosen = select_filters(s["profile"], row.count, row.selection, generator=torch.Generator().manual_seed(4))
             target = None if row.selection == "most" else salient
-            tuned, norm = finetune_step(s["model"], s["layout"], s["x"], s["y"], chosen, step_size=step,
-                                        target_norm=target)
+            tuned, norm = finetune_step(
+                s["model"], s["layout"], s["x"], s["y"], chosen, step_size=step, target_norm=target
+            )
             assert row.update_norm == pytest.approx(salient, rel=1e-9)  # renormalised to the salient set
         assert row.gradient_norm == pytest.approx(norm, rel=1e-6)
         after = _probabilities(tuned, batch)
         assert row.reference_corrected == (int(after[0].argmax()) == s["y"])
-        assert row.reference_true_confidence_delta == pytest.approx(float(after[0, s["y"]] - before[0, s["y"]]),
-                                                                    abs=1e-6)
+        assert row.reference_true_confidence_delta == pytest.approx(
+            float(after[0, s["y"]] - before[0, s["y"]]), abs=1e-6
+        )
         assert row.neighbors_evaluated == 5
         fixed = (after[1:].argmax(1) == s["ny"])[wrong].double().mean()
         assert row.neighbors_corrected_fraction == pytest.approx(float(fixed), abs=1e-9)
@@ -170,8 +198,9 @@ def test_finetune_steps_raise_the_reference_true_class_confidence(setup):
 def test_counts_are_clipped_and_noted_and_neighbors_are_optional(setup):
     s = setup
     num_filters = s["layout"].num_filters
-    report = finetune_evaluation(s["model"], s["layout"], s["x"], s["y"], s["profile"],
-                                 counts=(1000,), selections=("most", "least"))
+    report = finetune_evaluation(
+        s["model"], s["layout"], s["x"], s["y"], s["profile"], counts=(1000,), selections=("most", "least")
+    )
     assert [r.count for r in report.rows] == [num_filters] * 3
     assert report.rows[0].requested_count == 1000
     assert any("1000" in note for note in report.notes)
@@ -218,8 +247,12 @@ def test_progress_reaches_one_and_cancel_raises(setup):
     snapshot = _snapshot(s["model"])
     polls = []
     with pytest.raises(Cancelled):
-        _finetune(s, counts=(1, 3), should_stop=lambda: polls.append(1) or len(polls) > 3,
-                  progress=lambda f, msg: seen.append((f, msg)))
+        _finetune(
+            s,
+            counts=(1, 3),
+            should_stop=lambda: polls.append(1) or len(polls) > 3,
+            progress=lambda f, msg: seen.append((f, msg)),
+        )
     assert len(polls) == 4
     with pytest.raises(Cancelled):
         _prune(s, should_stop=lambda: True)
@@ -244,8 +277,9 @@ def test_pruning_rows_equal_manual_prunes(setup):
     for row in report.rows:
         chosen = select_filters(s["profile"], row.count, row.selection, generator=torch.Generator().manual_seed(2))
         after = _probabilities(prune_filters(s["model"], s["layout"], chosen, example_input=s["x"][None]), batch)
-        assert row.incorrect_confidence_delta == pytest.approx(float(after[0, predicted] - before[0, predicted]),
-                                                               abs=1e-7)
+        assert row.incorrect_confidence_delta == pytest.approx(
+            float(after[0, predicted] - before[0, predicted]), abs=1e-7
+        )
         assert row.true_confidence_delta == pytest.approx(float(after[0, true] - before[0, true]), abs=1e-7)
         assert row.corrected == (int(after[0].argmax()) == true)
         p_nb, a_nb, ny = before[1:][wrong], after[1:][wrong], s["ny"][wrong]
@@ -254,7 +288,8 @@ def test_pruning_rows_equal_manual_prunes(setup):
         assert row.neighbors_corrected_fraction == pytest.approx(float((a_nb.argmax(1) == ny).double().mean()))
         assert row.neighbors_true_confidence_delta == pytest.approx(float((a_nb[k, ny] - p_nb[k, ny]).mean()), abs=1e-7)
         own = p_nb.argmax(1)
-        assert row.neighbors_incorrect_confidence_delta == pytest.approx(float((a_nb[k, own] - p_nb[k, own]).mean()),
-                                                                    abs=1e-7)
+        assert row.neighbors_incorrect_confidence_delta == pytest.approx(
+            float((a_nb[k, own] - p_nb[k, own]).mean()), abs=1e-7
+        )
         changed += abs(row.incorrect_confidence_delta) > 1e-3
     assert changed >= 6  # pruning does move the predictions

@@ -11,12 +11,10 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from parasal.core.input_saliency import (HEATMAP_BLUR_SIGMA, heatmap_overlay_png, input_saliency,
-                                         saliency_heatmap)
+from parasal.core.input_saliency import HEATMAP_BLUR_SIGMA, heatmap_overlay_png, input_saliency, saliency_heatmap
 from parasal.core.layout import filter_layout
 from parasal.core.reference import per_sample_filter_saliency
 from parasal.core.stats import RunningStats
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -24,9 +22,18 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def tiny_net(dtype=torch.float32, act=nn.ReLU) -> nn.Module:
     torch.manual_seed(0)
     net = nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), act(),
-        nn.Conv2d(4, 6, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(6), act(),
-        nn.Conv2d(6, 8, 3, padding=1), act(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        act(),
+        nn.Conv2d(4, 6, 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(6),
+        act(),
+        nn.Conv2d(6, 8, 3, padding=1),
+        act(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 3),
+    )
     g = torch.Generator().manual_seed(1)
     for bn in (net[1], net[4]):
         bn.running_mean.copy_(0.1 * torch.randn(bn.num_features, generator=g))
@@ -150,7 +157,7 @@ def test_heatmap_clips_to_the_90th_and_99th_percentiles():
     assert blurred.min() >= 0 and blurred.max() <= 1
     k = np.array([0.25, 0.5, 0.25])  # OpenCV's 3x3 kernel for sigma=0, which HEATMAP_BLUR_SIGMA reproduces
     padded = np.pad(raw.astype(np.float64), 1, mode="reflect")
-    expected = sum(k[i] * k[j] * padded[i:i + 20, j:j + 20] for i in range(3) for j in range(3))
+    expected = sum(k[i] * k[j] * padded[i : i + 20, j : j + 20] for i in range(3) for j in range(3))
     np.testing.assert_allclose(blurred, expected, atol=1e-6)
     assert HEATMAP_BLUR_SIGMA == pytest.approx(0.8493, abs=1e-4)
 
@@ -187,6 +194,7 @@ def test_overlay_png_size_and_pixels():
     hot = _decode(heatmap_overlay_png(grey, heat, alpha=1.0))
     assert hot.shape == (28, 28, 3)
     import matplotlib
+
     red = np.rint(np.asarray(matplotlib.colormaps["jet"](1.0)[:3]) * 255)
     np.testing.assert_array_equal(hot[5, 7], red)
     mask = np.ones((28, 28), bool)

@@ -9,11 +9,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from parasal.core.interventions import (batchnorm_consumers, finetune_step, perturb_filters, prune_filters,
-                                        smoothgrad_saliency)
+from parasal.core.interventions import (
+    batchnorm_consumers,
+    finetune_step,
+    perturb_filters,
+    prune_filters,
+    smoothgrad_saliency,
+)
 from parasal.core.layout import filter_layout
 from parasal.core.reference import per_sample_filter_saliency
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -21,10 +25,18 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def tiny_net(dtype=torch.float32) -> nn.Module:
     torch.manual_seed(0)
     net = nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1, bias=True), nn.BatchNorm2d(4), nn.ReLU(),
-        nn.Conv2d(4, 6, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(6), nn.ReLU(),
-        nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(),  # no BN after this one
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
+        nn.Conv2d(1, 4, 3, padding=1, bias=True),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 6, 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.Conv2d(6, 8, 3, padding=1),
+        nn.ReLU(),  # no BN after this one
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 3),
+    )
     _randomize_batchnorm(net)
     return net.to(dtype).eval()
 
@@ -58,28 +70,41 @@ def _assert_same(model: nn.Module, snapshot: dict[str, torch.Tensor]) -> None:
 
 def _resnet():
     from torchvision.models.resnet import BasicBlock, ResNet
+
     return ResNet(BasicBlock, [1, 1, 1, 1], num_classes=5)
 
 
 def _vgg_bn():
     from torchvision.models.vgg import make_layers
-    return nn.Sequential(make_layers([8, "M", 16, 16, "M"], batch_norm=True),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5))
+
+    return nn.Sequential(
+        make_layers([8, "M", 16, 16, "M"], batch_norm=True), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5)
+    )
 
 
 def _mobilenet():
     from torchvision.models import mobilenet_v2
+
     return mobilenet_v2(width_mult=0.25, num_classes=5)
 
 
 ARCHITECTURES = {
     # name: (factory, input size, {conv layer: its BN}) for layers worth naming
-    "resnet": (_resnet, 32, {"conv1": "bn1", "layer1.0.conv2": "layer1.0.bn2",
-                             "layer2.0.downsample.0": "layer2.0.downsample.1"}),
+    "resnet": (
+        _resnet,
+        32,
+        {"conv1": "bn1", "layer1.0.conv2": "layer1.0.bn2", "layer2.0.downsample.0": "layer2.0.downsample.1"},
+    ),
     "vgg-bn": (_vgg_bn, 16, {"0.0": "0.1", "0.4": "0.5", "0.7": "0.8"}),
-    "mobilenet": (_mobilenet, 32, {"features.0.0": "features.0.1",  # stem
-                                   "features.2.conv.1.0": "features.2.conv.1.1",  # depthwise
-                                   "features.2.conv.2": "features.2.conv.3"}),  # linear projection
+    "mobilenet": (
+        _mobilenet,
+        32,
+        {
+            "features.0.0": "features.0.1",  # stem
+            "features.2.conv.1.0": "features.2.conv.1.1",  # depthwise
+            "features.2.conv.2": "features.2.conv.3",
+        },
+    ),  # linear projection
 }
 
 
@@ -109,8 +134,9 @@ def test_prune_zeroes_the_batchnorm_output_of_pruned_channels(arch):
 
     modules = dict(pruned.named_modules())
     outputs = {}
-    handles = [modules[bn].register_forward_hook(lambda m, i, o, bn=bn: outputs.__setitem__(bn, o))
-               for bn in expected.values()]
+    handles = [
+        modules[bn].register_forward_hook(lambda m, i, o, bn=bn: outputs.__setitem__(bn, o)) for bn in expected.values()
+    ]
     with torch.no_grad():
         pruned(x)
     for h in handles:
@@ -186,8 +212,7 @@ def test_traced_consumers_follow_the_data_not_the_registration_order():
 def _manual_grads(model, x, y):
     clone = copy.deepcopy(model).eval()
     loss = F.cross_entropy(clone(x), y)
-    return dict(zip([n for n, _ in clone.named_parameters()],
-                    torch.autograd.grad(loss, list(clone.parameters()))))
+    return dict(zip([n for n, _ in clone.named_parameters()], torch.autograd.grad(loss, list(clone.parameters()))))
 
 
 def _data(dtype=torch.float64, n=5):
@@ -221,8 +246,9 @@ def test_finetune_step_moves_only_the_chosen_filters_by_the_eval_mode_gradient()
         torch.testing.assert_close(value[row], before[key][row] - step * grads[key][row], rtol=0, atol=1e-12)
         others = [r for r in range(len(value)) if r != row]
         assert torch.equal(value[others], before[key][others])
-    manual_norm = torch.sqrt(grads["0.weight"][3].pow(2).sum() + grads["0.bias"][3] ** 2
-                             + grads["3.weight"][4].pow(2).sum())
+    manual_norm = torch.sqrt(
+        grads["0.weight"][3].pow(2).sum() + grads["0.bias"][3] ** 2 + grads["3.weight"][4].pow(2).sum()
+    )
     assert norm == pytest.approx(float(manual_norm), rel=1e-10)
     assert norm > 0
 
@@ -307,8 +333,17 @@ def test_smoothgrad_matches_the_documented_noise_and_reference_saliency():
 
     g = torch.Generator().manual_seed(9)
     spread = (x.flatten(1).amax(1) - x.flatten(1).amin(1)).view(-1, 1, 1, 1)
-    expected = torch.stack([per_sample_filter_saliency(model, x + 0.2 * spread * torch.randn(x.shape, generator=g), y)
-                            for _ in range(3)]).double().mean(0).float()
+    expected = (
+        torch.stack(
+            [
+                per_sample_filter_saliency(model, x + 0.2 * spread * torch.randn(x.shape, generator=g), y)
+                for _ in range(3)
+            ]
+        )
+        .double()
+        .mean(0)
+        .float()
+    )
     torch.testing.assert_close(result, expected, rtol=1e-4, atol=1e-7)
 
     plain = per_sample_filter_saliency(model, x, y)

@@ -34,7 +34,7 @@ def assert_matches(fast: torch.Tensor, oracle: torch.Tensor, layout: FilterLayou
     for span in layout:
         a, b = fast[:, span.offset : span.stop], oracle[:, span.offset : span.stop]
         atol = layer_atol * float(b.abs().max())
-        torch.testing.assert_close(a, b, rtol=rtol, atol=atol, msg=lambda m: f"layer {span.name}: {m}")
+        torch.testing.assert_close(a, b, rtol=rtol, atol=atol, msg=lambda m, name=span.name: f"layer {name}: {m}")
 
 
 def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -223,7 +223,9 @@ def test_blocks_assemble_the_per_sample_gradient(name, channels_last):
             kernel_first = channels_last and conv.in_channels // conv.groups > 1 and "point" not in name
             assert block.order.startswith("rows") == name.startswith("rows")
             assert block.order.endswith("kc") == kernel_first
-        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12, msg=lambda m: f"budget {budget}: {m}")
+        torch.testing.assert_close(
+            got, expected, rtol=1e-12, atol=1e-12, msg=lambda m, budget=budget: f"budget {budget}: {m}"
+        )
 
 
 def test_plan_respects_the_budget():

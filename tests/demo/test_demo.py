@@ -10,6 +10,8 @@ from parasal.demo.metrics import neighbor_agreement
 from parasal.demo.run import DemoOptions, run_demo
 from parasal.indexer.bundle import open_bundle
 
+pytestmark = pytest.mark.slow  # real server processes / real bundles: part of make test
+
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
@@ -23,8 +25,15 @@ def test_report_has_every_section(demo):
     opts, summary = demo
     page = (opts.report_dir / "index.html").read_text()
     assert summary["samples indexed"] == 1000
-    for heading in ("Dataset", "Most frequent confusions", "Neighbor agreement", "Top salient filters",
-                    "10 nearest failures", "Fine-tuning evaluation", "Pruning evaluation"):
+    for heading in (
+        "Dataset",
+        "Most frequent confusions",
+        "Neighbor agreement",
+        "Top salient filters",
+        "10 nearest failures",
+        "Fine-tuning evaluation",
+        "Pruning evaluation",
+    ):
         assert heading in page, heading
     queried = re.findall(r"<h2>Sample (\d+):", page)
     assert len(queried) == 2
@@ -46,8 +55,11 @@ def test_metrics_are_shares_computed_from_the_bundle(demo):
     metrics = json.loads((opts.report_dir / "metrics.json").read_text())
     for space in ("saliency", "penultimate"):
         m = metrics[space]
-        values = [m["misclassified"]["neighbors_misclassified"], m["misclassified"]["neighbors_same_confusion_pair"],
-                  m["correct"]["neighbors_correct"]]
+        values = [
+            m["misclassified"]["neighbors_misclassified"],
+            m["misclassified"]["neighbors_same_confusion_pair"],
+            m["correct"]["neighbors_correct"],
+        ]
         assert all(0.0 <= v <= 1.0 for v in values), values
         assert m["misclassified"]["count"] + m["correct"]["count"] == 1000
     with open_bundle(opts.bundle_dir) as bundle:

@@ -36,7 +36,10 @@ def test_index_job_ranks_match_completions():
     assert job["spec"]["completionMode"] == "Indexed"
     assert f"--nnodes={job['spec']['completions']}" in args
     assert "--node-rank=$JOB_COMPLETION_INDEX" in args
-    assert job["spec"]["template"]["spec"]["subdomain"] == next(d for d in docs if d["kind"] == "Service")["metadata"]["name"]
+    assert (
+        job["spec"]["template"]["spec"]["subdomain"]
+        == next(d for d in docs if d["kind"] == "Service")["metadata"]["name"]
+    )
 
 
 def test_dockerfile_copies_existing_paths_and_compose_parses():

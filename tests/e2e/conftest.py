@@ -30,8 +30,22 @@ def child_env() -> dict:
 
 
 def build_bundle(out: Path) -> Path:
-    cmd = [PYTHON, "-m", "parasal.indexer", "--model", "demo-fashion", "--data", "fashion-mnist:test",
-           "--limit", str(BUNDLE_SIZE), "--out", str(out), "--no-progress", "--device", "cpu"]
+    cmd = [
+        PYTHON,
+        "-m",
+        "parasal.indexer",
+        "--model",
+        "demo-fashion",
+        "--data",
+        "fashion-mnist:test",
+        "--limit",
+        str(BUNDLE_SIZE),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
     done = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         raise RuntimeError(f"building the test bundle failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -62,8 +76,22 @@ class ServerProcess:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"server-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "w")
-        cmd = [PYTHON, "-m", "parasal.server", "--bundle", str(bundle_dir), "--port", "0", "--host", "127.0.0.1",
-               "--state-dir", str(state_dir), "--grace", "5", *extra]
+        cmd = [
+            PYTHON,
+            "-m",
+            "parasal.server",
+            "--bundle",
+            str(bundle_dir),
+            "--port",
+            "0",
+            "--host",
+            "127.0.0.1",
+            "--state-dir",
+            str(state_dir),
+            "--grace",
+            "5",
+            *extra,
+        ]
         self.proc = subprocess.Popen(cmd, env=child_env(), stdout=subprocess.PIPE, stderr=self._log, text=True)
         self.address = self._wait_for_address()
 

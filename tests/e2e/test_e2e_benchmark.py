@@ -10,13 +10,33 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # runs the whole benchmark script against real servers
+
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "serve_latency.py"
 
 
 def test_serve_latency_benchmark_runs(bundle_dir):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, str(SCRIPT), "--bundle", str(bundle_dir), "--clients", "3", "--requests",
-                           "60", "--image-requests", "6"], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--bundle",
+            str(bundle_dir),
+            "--clients",
+            "3",
+            "--requests",
+            "60",
+            "--image-requests",
+            "6",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     assert figures["benchmark"] == "serve_latency" and figures["samples"] == 300

@@ -8,6 +8,8 @@ import pytest
 from parasal.client import OperationCancelled
 from parasal.core import DEFAULT_COUNTS, WHOLE_NETWORK
 
+pytestmark = pytest.mark.slow  # real server processes / real bundles: part of make test
+
 COUNTS = [1, 5, 25]
 
 
@@ -32,8 +34,9 @@ def test_finetune_evaluation(client, bundle, probe):
     assert result.reference.sample_id == reference and result.reference.label == bundle.meta(reference).label
     assert len(result.neighbor_ids) == 5 and reference not in result.neighbor_ids
     assert all(not bundle.meta(i).correct for i in result.neighbor_ids)  # misclassified neighbors only
-    expected = {(s, c) for s in ("most", "random", "least") for c in COUNTS} | {(WHOLE_NETWORK,
-                                                                                bundle.layout.num_filters)}
+    expected = {(s, c) for s in ("most", "random", "least") for c in COUNTS} | {
+        (WHOLE_NETWORK, bundle.layout.num_filters)
+    }
     assert {(row.selection, row.count) for row in result.rows} == expected
     assert any(row.reference_true_confidence_delta != 0 for row in result.rows)  # the copy did change
     # ... and the serving model did not.
@@ -45,8 +48,9 @@ def test_pruning_evaluation_from_an_upload(client, bundle, probe):
     before = probe()
     sample = misclassified(bundle)[0]
     image = client.sample(sample, include_image=True).image_png
-    handle = client.start_pruning_evaluation(image=image, label=bundle.meta(sample).label, counts=COUNTS,
-                                             selections=["most", "least"], num_neighbors=3)
+    handle = client.start_pruning_evaluation(
+        image=image, label=bundle.meta(sample).label, counts=COUNTS, selections=["most", "least"], num_neighbors=3
+    )
     result = handle.result(timeout=120)
     assert result.reference.sample_id is None
     assert len(result.neighbor_ids) == 3
@@ -72,8 +76,9 @@ def test_empty_counts_mean_the_default_counts(client, bundle):
 def test_progress_then_cancel_a_long_evaluation(client, bundle):
     """64 counts x 3 selections over every misclassified neighbor: seconds of work, so the
     watch sees progress and the cancel arrives long before the end."""
-    handle = client.start_finetune_evaluation(sample_id=misclassified(bundle)[0], counts=list(range(1, 65)),
-                                              num_neighbors=1000)
+    handle = client.start_finetune_evaluation(
+        sample_id=misclassified(bundle)[0], counts=list(range(1, 65)), num_neighbors=1000
+    )
     seen, cancelled = [], False
     for op in handle:
         seen.append((op.state, op.progress, op.message))

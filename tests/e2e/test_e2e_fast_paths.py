@@ -19,10 +19,13 @@ from parasal.server.queries import ImageQuery, Queries, encode_png
 from parasal.server.registry import Registry
 from parasal.server.saliency_process import SaliencyProcess
 
+pytestmark = pytest.mark.slow  # real server processes / real bundles: part of make test
+
 
 def queries_for(bundle_dir, tmp_path, **settings):
-    config = ServerConfig(bundles=[("fashion", bundle_dir)], state_dir=tmp_path / "state", device="cpu",
-                          model_replicas=1, **settings)
+    config = ServerConfig(
+        bundles=[("fashion", bundle_dir)], state_dir=tmp_path / "state", device="cpu", model_replicas=1, **settings
+    )
     registry = Registry.load(config.validate())
     return registry, Queries(registry, config)
 
@@ -36,16 +39,18 @@ def fast(bundle_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def plain(bundle_dir, tmp_path_factory):
-    registry, queries = queries_for(bundle_dir, tmp_path_factory.mktemp("plain"), neighbor_lists=0,
-                                    saliency_process=False)
+    registry, queries = queries_for(
+        bundle_dir, tmp_path_factory.mktemp("plain"), neighbor_lists=0, saliency_process=False
+    )
     yield registry, queries
     registry.close()
 
 
 def same_answer(a, b):
     assert [n.id for n in a.neighbors] == [n.id for n in b.neighbors]
-    np.testing.assert_allclose([n.similarity for n in a.neighbors], [n.similarity for n in b.neighbors],
-                               rtol=0, atol=2e-6)
+    np.testing.assert_allclose(
+        [n.similarity for n in a.neighbors], [n.similarity for n in b.neighbors], rtol=0, atol=2e-6
+    )
     assert a.confusions == b.confusions
 
 
@@ -54,17 +59,32 @@ def test_listed_neighbours_equal_searched_ones(fast, plain, bundle):
     served = registry.get()
     assert served.neighbor_lists is not None and plain_registry.get().neighbor_lists is None
     labels = sorted({int(v) for v in bundle.labels})
-    asks = [dict(k=10), dict(k=1, include_query=True), dict(k=60), dict(k=200), dict(k=10, only_misclassified=True),
-            dict(k=5, true_labels=labels[:2]), dict(k=5, only_misclassified=True, predicted_labels=labels[:3])]
+    asks = [
+        dict(k=10),
+        dict(k=1, include_query=True),
+        dict(k=60),
+        dict(k=200),
+        dict(k=10, only_misclassified=True),
+        dict(k=5, true_labels=labels[:2]),
+        dict(k=5, only_misclassified=True, predicted_labels=labels[:3]),
+    ]
     listed = 0
     for sample_id in bundle.ids[::7]:
         for ask in asks:
             same_answer(lists.find_similar("", int(sample_id), **ask), search.find_similar("", int(sample_id), **ask))
-            allowed = (bundle.rows_where(misclassified=True if ask.get("only_misclassified") else None,
-                                         labels=ask.get("true_labels"), predicted=ask.get("predicted_labels"))
-                       if len(ask) > 1 and "include_query" not in ask else None)
-            listed += served.listed_neighbors(int(sample_id), ask["k"], allowed,
-                                              exclude_self=not ask.get("include_query")) is not None
+            allowed = (
+                bundle.rows_where(
+                    misclassified=True if ask.get("only_misclassified") else None,
+                    labels=ask.get("true_labels"),
+                    predicted=ask.get("predicted_labels"),
+                )
+                if len(ask) > 1 and "include_query" not in ask
+                else None
+            )
+            listed += (
+                served.listed_neighbors(int(sample_id), ask["k"], allowed, exclude_self=not ask.get("include_query"))
+                is not None
+            )
     assert listed >= 3 * len(bundle.ids[::7])  # most plain asks came from the lists, not searches
 
 
@@ -72,8 +92,7 @@ def test_saliency_process_equals_computing_in_the_server(fast, plain, bundle):
     (registry, queries), (_, plain_queries) = fast, plain
     served = registry.get()
     assert served.batcher._process is not None
-    images = [ImageQuery(encode_png(bundle.load_image(int(i))), int(bundle.meta(int(i)).label))
-              for i in bundle.ids[:6]]
+    images = [ImageQuery(encode_png(bundle.load_image(int(i))), int(bundle.meta(int(i)).label)) for i in bundle.ids[:6]]
     for image in images:
         a = queries.profile("", image, top_k=5)
         b = plain_queries.profile("", image, top_k=5)
@@ -109,7 +128,9 @@ def test_a_killed_saliency_process_fails_its_batch_and_is_replaced(bundle_dir, b
 
 
 def test_a_saliency_process_that_cannot_load_its_model_says_why(bundle):
-    manifest = dataclasses.replace(bundle.manifest, model=dataclasses.replace(bundle.manifest.model, fingerprint="0" * 64))
+    manifest = dataclasses.replace(
+        bundle.manifest, model=dataclasses.replace(bundle.manifest.model, fingerprint="0" * 64)
+    )
     process = SaliencyProcess(manifest)
     with pytest.raises(RuntimeError, match="failed to start: ModelMismatch: .*has changed since the bundle was built"):
         process.wait_ready()

@@ -13,6 +13,8 @@ from parasal.client import Client, OperationCancelled, ParasalError, ResourceExh
 from parasal.server.store import ABORTED_MESSAGE, OperationStore
 from parasal.v1 import saliency_pb2 as pb
 
+pytestmark = pytest.mark.slow  # real server processes / real bundles: part of make test
+
 TOKEN = "e2e-token-5b1f"
 
 
@@ -23,8 +25,7 @@ def reference(bundle) -> int:
 def start_long(client, bundle):
     """An evaluation that runs for seconds (64 counts x 3 selections over every misclassified
     neighbour), so it is still pending or running when the test acts on it a moment later."""
-    return client.start_finetune_evaluation(sample_id=reference(bundle), counts=list(range(1, 65)),
-                                            num_neighbors=1000)
+    return client.start_finetune_evaluation(sample_id=reference(bundle), counts=list(range(1, 65)), num_neighbors=1000)
 
 
 def self_signed_certificate(directory) -> tuple[str, str]:
@@ -32,9 +33,28 @@ def self_signed_certificate(directory) -> tuple[str, str]:
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed")
     cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return str(cert), str(key)
 
 
@@ -42,8 +62,9 @@ def test_tls_token_auth_and_the_operation_pool(start_server, bundle, tmp_path):
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
     cert, key = self_signed_certificate(tmp_path)
-    server = start_server("--token-file", str(token_file), "--tls-cert", cert, "--tls-key", key,
-                          "--max-operations", "1")
+    server = start_server(
+        "--token-file", str(token_file), "--tls-cert", cert, "--tls-key", key, "--max-operations", "1"
+    )
 
     def connect(token):
         return Client(server.address, token=token, timeout=30, tls=True, root_certificates=cert)

@@ -14,6 +14,8 @@ from parasal.client import InvalidArgument, NotFound, ParasalError
 from parasal.v1 import saliency_pb2 as pb
 from parasal.v1 import saliency_pb2_grpc as pb_grpc
 
+pytestmark = pytest.mark.slow  # real server processes / real bundles: part of make test
+
 SAMPLE = 3
 
 
@@ -70,8 +72,12 @@ def test_index_info(client, bundle):
 def test_sample_with_png(client, bundle):
     sample = client.sample(SAMPLE, include_image=True)
     meta = bundle.meta(SAMPLE)
-    assert (sample.id, sample.label, sample.predicted, sample.correct) == (SAMPLE, meta.label, meta.predicted,
-                                                                          meta.correct)
+    assert (sample.id, sample.label, sample.predicted, sample.correct) == (
+        SAMPLE,
+        meta.label,
+        meta.predicted,
+        meta.correct,
+    )
     assert sample.label_name == bundle.classes[meta.label]
     assert [f.index for f in sample.top_filters] == [i for i, _ in meta.top_filters]
     image = Image.open(io.BytesIO(sample.image_png))
@@ -210,10 +216,12 @@ def test_errors_have_codes_and_no_tracebacks(client, stub, bundle):
         assert "Traceback" not in str(err.value) and 'File "' not in str(err.value)
     assert isinstance(err.value, InvalidArgument)
     # What the SDK refuses before calling, the server refuses too.
-    raw = [pb.FindSimilarFailuresRequest(vector=pb.ProfileVector(values=[np.nan] * bundle.layout.num_filters)),
-           pb.FindSimilarFailuresRequest(sample_id=SAMPLE, k=-1),
-           pb.FindSimilarFailuresRequest(vector=pb.ProfileVector(values=[0.0] * bundle.layout.num_filters)),
-           pb.FindSimilarFailuresRequest()]
+    raw = [
+        pb.FindSimilarFailuresRequest(vector=pb.ProfileVector(values=[np.nan] * bundle.layout.num_filters)),
+        pb.FindSimilarFailuresRequest(sample_id=SAMPLE, k=-1),
+        pb.FindSimilarFailuresRequest(vector=pb.ProfileVector(values=[0.0] * bundle.layout.num_filters)),
+        pb.FindSimilarFailuresRequest(),
+    ]
     for request in raw:
         with pytest.raises(grpc.RpcError) as err:
             stub.FindSimilarFailures(request)
@@ -228,10 +236,18 @@ def test_health_and_reflection(server):
 
     with grpc.insecure_channel(server.address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
-        for service in ("", "parasal.v1.SaliencyService", "parasal.v1.EvaluationService",
-                        "parasal.v1.OperationsService"):
+        for service in (
+            "",
+            "parasal.v1.SaliencyService",
+            "parasal.v1.EvaluationService",
+            "parasal.v1.OperationsService",
+        ):
             status = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10).status
             assert status == health_pb2.HealthCheckResponse.SERVING
         services = set(ProtoReflectionDescriptorDatabase(channel).get_services())
-        assert {"parasal.v1.SaliencyService", "parasal.v1.EvaluationService", "parasal.v1.OperationsService",
-                "grpc.health.v1.Health"} <= services
+        assert {
+            "parasal.v1.SaliencyService",
+            "parasal.v1.EvaluationService",
+            "parasal.v1.OperationsService",
+            "grpc.health.v1.Health",
+        } <= services

@@ -68,8 +68,9 @@ def save_weights(path: Path, seed: int) -> Path:
     return path
 
 
-def make_image_folder(root: Path, per_class: int = 10, mode: str = "L", size: int = 28, seed: int = 0,
-                      classes=("a", "b", "c")) -> Path:  # fmt: skip
+def make_image_folder(
+    root: Path, per_class: int = 10, mode: str = "L", size: int = 28, seed: int = 0, classes=("a", "b", "c")
+) -> Path:
     """``root/<class>/<k>.png`` random images with a class-dependent bright stripe (so the
     tiny net's profiles differ by class and ties between samples are vanishingly rare)."""
     rng = np.random.default_rng(seed)
@@ -105,7 +106,9 @@ def free_port() -> int:
 def data_hashes(bundle_root: Path) -> dict[str, str]:
     """sha256 of every file of the current generation except the manifest (timestamps)."""
     gen = bundle_root / (bundle_root / "CURRENT").read_text().strip()
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(gen.iterdir()) if p.name != "manifest.json"}
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(gen.iterdir()) if p.name != "manifest.json"
+    }
 
 
 def tree_snapshot(root: Path) -> dict[str, tuple[int, int, str]]:

@@ -3,19 +3,17 @@ a new generation published atomically, readers of the old generation unaffected.
 
 from __future__ import annotations
 
-
+import indexer_helpers as H
 import numpy as np
 import pytest
 import torch
 
-import indexer_helpers as H
-
-from parasal.core.saliency import filter_saliency  # noqa: E402
-from parasal.indexer.bundle import open_bundle  # noqa: E402
-from parasal.indexer.cli import main  # noqa: E402
-from parasal.indexer.datasets import load_image  # noqa: E402
-from parasal.indexer.errors import ModelMismatch  # noqa: E402
-from parasal.indexer.pipeline import IndexJob, run_index  # noqa: E402
+from parasal.core.saliency import filter_saliency
+from parasal.indexer.bundle import open_bundle
+from parasal.indexer.cli import main
+from parasal.indexer.datasets import load_image
+from parasal.indexer.errors import ModelMismatch
+from parasal.indexer.pipeline import IndexJob, run_index
 
 GRAY = {"channels": "L", "mean": (0.5,), "std": (0.5,)}
 
@@ -61,8 +59,9 @@ def test_append_publishes_a_new_generation(tmp_path, capsys):
         with torch.no_grad():
             probs = torch.softmax(model.model(x).double(), dim=1)[0].numpy()  # (K,)
         assert meta.predicted == int(probs.argmax()) and meta.correct == (meta.predicted == meta.label)
-        np.testing.assert_allclose([meta.true_confidence, meta.predicted_confidence],
-                                   [probs[meta.label], probs.max()], rtol=1e-5)  # fmt: skip
+        np.testing.assert_allclose(
+            [meta.true_confidence, meta.predicted_confidence], [probs[meta.label], probs.max()], rtol=1e-5
+        )
 
         # the exact index covers old and new rows alike
         q2 = new.profiles([30, 2])

@@ -40,8 +40,14 @@ def test_no_module_outside_the_indexer_reads_manifest_keys_or_bundle_privates():
 
 
 def test_the_pattern_catches_what_it_is_meant_to():
-    for line in ('n = bundle.manifest["model"].get("num_classes")', 'x = manifest.get("datasets", ())',
-                 "rows = base._profiles[a:b]", "env = bundle._env", 'spec = d["layout"]', "t = b._table"):
+    for line in (
+        'n = bundle.manifest["model"].get("num_classes")',
+        'x = manifest.get("datasets", ())',
+        "rows = base._profiles[a:b]",
+        "env = bundle._env",
+        'spec = d["layout"]',
+        "t = b._table",
+    ):
         assert FORBIDDEN.search(line), line
     assert not FORBIDDEN.search("num_classes = bundle.manifest.model.num_classes")
     assert not FORBIDDEN.search("created = manifest.created")

@@ -7,15 +7,14 @@ import json
 import shutil
 from pathlib import Path
 
+import indexer_helpers as H
 import numpy as np
 import pytest
 
-import indexer_helpers as H
-
-from parasal.indexer.bundle import SampleMeta, open_bundle  # noqa: E402
-from parasal.indexer.errors import BundleCorrupt, BundleVersionMismatch, ModelMismatch, SampleNotFound  # noqa: E402
-from parasal.indexer.models import LoadedModel, load_model  # noqa: E402
-from parasal.indexer.pipeline import IndexJob, run_index  # noqa: E402
+from parasal.indexer.bundle import SampleMeta, open_bundle
+from parasal.indexer.errors import BundleCorrupt, BundleVersionMismatch, ModelMismatch, SampleNotFound
+from parasal.indexer.models import LoadedModel, load_model
+from parasal.indexer.pipeline import IndexJob, run_index
 
 GRAY = {"channels": "L", "mean": (0.5,), "std": (0.5,)}
 
@@ -25,8 +24,17 @@ def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("bundle")
     data = H.make_image_folder(root / "imgs", per_class=12)
     H.corrupt_file(data / "c" / "005.png")
-    result = run_index(IndexJob(data=str(data), out=root / "b", model=H.FACTORY, preprocessing=GRAY,
-                                batch_size=5, shard_size=8, progress=False))  # fmt: skip
+    result = run_index(
+        IndexJob(
+            data=str(data),
+            out=root / "b",
+            model=H.FACTORY,
+            preprocessing=GRAY,
+            batch_size=5,
+            shard_size=8,
+            progress=False,
+        )
+    )
     return result
 
 
@@ -92,7 +100,9 @@ def test_profiles_are_standardized_with_the_bundle_stats(bundle):
 
 
 def test_search_matches_brute_force(bundle):
-    q = bundle.profiles(bundle.ids[[0, 9, 20]]) + 0.1 * np.random.default_rng(0).standard_normal((3, 18)).astype(np.float32)
+    q = bundle.profiles(bundle.ids[[0, 9, 20]]) + 0.1 * np.random.default_rng(0).standard_normal((3, 18)).astype(
+        np.float32
+    )
     assert_same(bundle.search(q, 7), brute_force(bundle, q, 7))
     everything = bundle.search(q[:1], 100)[0]
     assert len(everything) == bundle.num_samples  # k larger than the bundle: all of it
@@ -153,8 +163,13 @@ def test_model_checks(built, tmp_path):
     other = load_model(H.FACTORY, weights=H.save_weights(tmp_path / "w.pt", seed=1), preprocessing=GRAY)
     with pytest.raises(ModelMismatch, match="fingerprint"):
         open_bundle(built.bundle, model=other)
-    relabelled = LoadedModel(same.model, same.preprocessing, same.spec, same.fingerprint,
-                             layout=load_model("indexer_helpers:fixed_size_net").layout)  # fmt: skip
+    relabelled = LoadedModel(
+        same.model,
+        same.preprocessing,
+        same.spec,
+        same.fingerprint,
+        layout=load_model("indexer_helpers:fixed_size_net").layout,
+    )
     with pytest.raises(ModelMismatch, match="layout"):
         open_bundle(built.bundle, model=relabelled)
 
@@ -222,8 +237,18 @@ def test_faiss_factory_index_types(built, tmp_path, index_type):
     """Other factory strings build, search, and honour filters with exactly min(k, #allowed) results."""
     data = Path(json.loads((built.bundle / "gen-00001" / "manifest.json").read_text())["datasets"][0]["spec"])
     out = tmp_path / "b"
-    res = run_index(IndexJob(data=str(data), out=out, model=H.FACTORY, preprocessing=GRAY, batch_size=5,
-                             shard_size=8, index_type=index_type, progress=False))  # fmt: skip
+    res = run_index(
+        IndexJob(
+            data=str(data),
+            out=out,
+            model=H.FACTORY,
+            preprocessing=GRAY,
+            batch_size=5,
+            shard_size=8,
+            index_type=index_type,
+            progress=False,
+        )
+    )
     with open_bundle(out) as b, open_bundle(built.bundle) as exact:
         assert b.index_type == index_type and b.manifest.index.ntotal == res.samples
         assert np.array_equal(b.ids, exact.ids)
@@ -264,8 +289,17 @@ def test_row_of_one_id_agrees_with_rows_of(bundle):
 def test_row_of_with_contiguous_ids(built, tmp_path):
     root = tmp_path / "contiguous"
     data = H.make_image_folder(root / "imgs", per_class=3)
-    result = run_index(IndexJob(data=str(data), out=root / "b", model=H.FACTORY, preprocessing=GRAY,
-                                batch_size=5, shard_size=8, progress=False))  # fmt: skip
+    result = run_index(
+        IndexJob(
+            data=str(data),
+            out=root / "b",
+            model=H.FACTORY,
+            preprocessing=GRAY,
+            batch_size=5,
+            shard_size=8,
+            progress=False,
+        )
+    )
     with open_bundle(result.bundle) as b:
         assert b.ids.tolist() == list(range(len(b.ids)))
         assert [b.row_of(i) for i in b.ids] == list(range(len(b.ids)))

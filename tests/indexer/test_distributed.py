@@ -6,13 +6,15 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import numpy as np
-
 import indexer_helpers as H
+import numpy as np
+import pytest
 
-from parasal.indexer.bundle import open_bundle  # noqa: E402
-from parasal.indexer.pipeline import IndexJob, run_index, work_dir_for  # noqa: E402
-from parasal.indexer.shards import ShardPlan  # noqa: E402
+from parasal.indexer.bundle import open_bundle
+from parasal.indexer.pipeline import IndexJob, run_index, work_dir_for
+from parasal.indexer.shards import ShardPlan
+
+pytestmark = pytest.mark.slow  # two torchrun worker processes
 
 GRAY = {"channels": "L", "mean": (0.5,), "std": (0.5,)}
 
@@ -29,13 +31,51 @@ def test_shard_plan_covers_every_id_once_for_any_world_size():
 def test_two_process_torchrun_equals_one_process(tmp_path):
     data = H.make_image_folder(tmp_path / "imgs", per_class=11)
     H.corrupt_file(data / "a" / "003.png")
-    one = run_index(IndexJob(data=str(data), out=tmp_path / "one", model=H.FACTORY, preprocessing=GRAY,
-                             batch_size=4, shard_size=7, progress=False))  # fmt: skip
+    one = run_index(
+        IndexJob(
+            data=str(data),
+            out=tmp_path / "one",
+            model=H.FACTORY,
+            preprocessing=GRAY,
+            batch_size=4,
+            shard_size=7,
+            progress=False,
+        )
+    )
     two = tmp_path / "two"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
-           "--master-addr", "127.0.0.1", "--master-port", str(H.free_port()), "-m", "parasal.indexer",
-           "--model", H.FACTORY, "--channels", "L", "--mean", "0.5", "--std", "0.5", "--data", str(data),
-           "--out", str(two), "--batch-size", "4", "--shard-size", "7", "--device", "cpu"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc-per-node",
+        "2",
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(H.free_port()),
+        "-m",
+        "parasal.indexer",
+        "--model",
+        H.FACTORY,
+        "--channels",
+        "L",
+        "--mean",
+        "0.5",
+        "--std",
+        "0.5",
+        "--data",
+        str(data),
+        "--out",
+        str(two),
+        "--batch-size",
+        "4",
+        "--shard-size",
+        "7",
+        "--device",
+        "cpu",
+    ]
     proc = subprocess.run(cmd, env=H.env_with_helpers(), capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "indexed 32 samples (" in proc.stdout and not work_dir_for(two).exists()

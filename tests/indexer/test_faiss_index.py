@@ -15,7 +15,11 @@ def clustered(n, d, seed=0, clusters=8, rank=6):
     rng = np.random.default_rng(seed)
     centers = rng.standard_normal((clusters, d))
     basis = rng.standard_normal((rank, d))
-    x = centers[rng.integers(0, clusters, n)] + rng.standard_normal((n, rank)) @ basis + 0.3 * rng.standard_normal((n, d))
+    x = (
+        centers[rng.integers(0, clusters, n)]
+        + rng.standard_normal((n, rank)) @ basis
+        + 0.3 * rng.standard_normal((n, d))
+    )
     return x.astype(np.float16)
 
 

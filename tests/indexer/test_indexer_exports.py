@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import pickle
 import subprocess
 import sys
-import json
 import textwrap
 
-import pytest
-
 import indexer_helpers as H
+import pytest
 
 import parasal.indexer
 from parasal.indexer import IndexJob, open_bundle, run_index
@@ -26,9 +25,26 @@ def test_every_exported_name_resolves_to_its_private_definition():
         member = getattr(parasal.indexer, name)
         module = importlib.import_module(f"parasal.indexer.{parasal.indexer._EXPORTS[name]}")
         assert getattr(module, name) is member, name
-    for name in ("open_bundle", "Bundle", "Manifest", "SampleMeta", "load_model", "LoadedModel", "model_display_name",
-                 "IndexJob", "run_index", "open_dataset", "load_image", "Preprocessing", "cosine_top_k",
-                 "IndexerError", "BundleError", "BundleCorrupt", "ModelMismatch", "SampleNotFound"):
+    for name in (
+        "open_bundle",
+        "Bundle",
+        "Manifest",
+        "SampleMeta",
+        "load_model",
+        "LoadedModel",
+        "model_display_name",
+        "IndexJob",
+        "run_index",
+        "open_dataset",
+        "load_image",
+        "Preprocessing",
+        "cosine_top_k",
+        "IndexerError",
+        "BundleError",
+        "BundleCorrupt",
+        "ModelMismatch",
+        "SampleNotFound",
+    ):
         assert name in exported, name
 
 
@@ -78,8 +94,16 @@ def test_model_display_name_spells_specs_as_users_write_them():
 def built_bundle(tmp_path_factory):
     root = tmp_path_factory.mktemp("exports")
     data = H.make_image_folder(root / "imgs", per_class=3)
-    res = run_index(IndexJob(data=str(data), out=root / "b", model=H.FACTORY, shard_size=4, progress=False,
-                             preprocessing={"channels": "L", "mean": (0.5,), "std": (0.5,)}))
+    res = run_index(
+        IndexJob(
+            data=str(data),
+            out=root / "b",
+            model=H.FACTORY,
+            shard_size=4,
+            progress=False,
+            preprocessing={"channels": "L", "mean": (0.5,), "std": (0.5,)},
+        )
+    )
     return res.bundle
 
 

@@ -5,21 +5,29 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import indexer_helpers as H
 import pytest
 import torch
 
-import indexer_helpers as H
-
-from parasal.indexer.errors import ModelMismatch, ModelSpecError  # noqa: E402
-from parasal.indexer.models import (IMAGENET_PREPROCESSING, load_model, load_model_from_manifest,  # noqa: E402
-                                    override_preprocessing, state_dict_fingerprint)  # fmt: skip
-from parasal.indexer.preprocessing import Preprocessing  # noqa: E402
+from parasal.indexer.errors import ModelMismatch, ModelSpecError
+from parasal.indexer.models import (
+    IMAGENET_PREPROCESSING,
+    load_model,
+    load_model_from_manifest,
+    override_preprocessing,
+    state_dict_fingerprint,
+)
+from parasal.indexer.preprocessing import Preprocessing
 
 
 def test_factory_spec_with_weights_round_trips(tmp_path):
     w = H.save_weights(tmp_path / "w.pt", seed=7)
     m = load_model(H.FACTORY, weights=w, preprocessing={"channels": "L", "mean": [0.5], "std": [0.5]})
-    assert not m.model.training and m.layout.num_filters == 18 and [s.name for s in m.layout] == ["conv1", "conv2", "conv3"]
+    assert (
+        not m.model.training
+        and m.layout.num_filters == 18
+        and [s.name for s in m.layout] == ["conv1", "conv2", "conv3"]
+    )
     assert m.spec == {"kind": "factory", "factory": H.FACTORY, "weights": str(w.resolve())}
     assert json.loads(json.dumps(m.spec)) == m.spec
     again = load_model(m.spec, preprocessing=m.preprocessing)
@@ -41,16 +49,24 @@ def test_torchvision_spec_infers_num_classes(tmp_path):
 
     torch.manual_seed(0)
     w = tmp_path / "r18.pth"
-    torch.save({"state_dict": {f"module.{k}": v for k, v in torchvision.models.resnet18(num_classes=5).state_dict().items()}}, w)
+    torch.save(
+        {"state_dict": {f"module.{k}": v for k, v in torchvision.models.resnet18(num_classes=5).state_dict().items()}},
+        w,
+    )
     m = load_model("torchvision:resnet18", weights=w)
     assert m.spec["num_classes"] == 5 and m.model.fc.out_features == 5
     assert m.preprocessing == IMAGENET_PREPROCESSING
     assert len(m.layout) == 20 and m.layout.num_filters == 4800  # 17 convs + 3 downsample convs
-    assert load_model_from_manifest({"model": {"spec": m.spec, "fingerprint": m.fingerprint},
-                                     "preprocessing": m.preprocessing.to_dict()}).fingerprint == m.fingerprint  # fmt: skip
+    assert (
+        load_model_from_manifest(
+            {"model": {"spec": m.spec, "fingerprint": m.fingerprint}, "preprocessing": m.preprocessing.to_dict()}
+        ).fingerprint
+        == m.fingerprint
+    )
     with pytest.raises(ModelMismatch):
-        load_model_from_manifest({"model": {"spec": m.spec, "fingerprint": "0" * 64},
-                                  "preprocessing": m.preprocessing.to_dict()})  # fmt: skip
+        load_model_from_manifest(
+            {"model": {"spec": m.spec, "fingerprint": "0" * 64}, "preprocessing": m.preprocessing.to_dict()}
+        )
     with pytest.raises(ModelSpecError, match="needs --weights"):
         load_model("torchvision:resnet18")
     with pytest.raises(ModelSpecError, match="unknown torchvision architecture"):
@@ -85,16 +101,20 @@ def test_torchscript_model_indexes_like_the_eager_one(tmp_path):
     run_index(IndexJob(data=str(data), out=tmp_path / "ts", model=str(path), preprocessing=gray, progress=False))
     run_index(IndexJob(data=str(data), out=tmp_path / "eager", model=H.FACTORY, preprocessing=gray, progress=False))
     with open_bundle(tmp_path / "ts") as a, open_bundle(tmp_path / "eager") as b:
-        torch.testing.assert_close(torch.from_numpy(a.profiles(a.ids)), torch.from_numpy(b.profiles(b.ids)),
-                                   rtol=1e-2, atol=1e-2)  # fmt: skip
+        torch.testing.assert_close(
+            torch.from_numpy(a.profiles(a.ids)), torch.from_numpy(b.profiles(b.ids)), rtol=1e-2, atol=1e-2
+        )
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("nonsense", "unknown model spec"),
-    ("no_such_module_xyz:factory", "cannot import"),
-    ("indexer_helpers:nope", "cannot import"),
-    ("torchscript:/no/such/file.pt", "TorchScript file not found"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("nonsense", "unknown model spec"),
+        ("no_such_module_xyz:factory", "cannot import"),
+        ("indexer_helpers:nope", "cannot import"),
+        ("torchscript:/no/such/file.pt", "TorchScript file not found"),
+    ],
+)
 def test_bad_specs(spec, message):
     with pytest.raises(ModelSpecError, match=message):
         load_model(spec)

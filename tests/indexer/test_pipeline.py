@@ -10,16 +10,15 @@ import sys
 import textwrap
 from pathlib import Path
 
+import indexer_helpers as H
 import numpy as np
 import pytest
 import torch
 
-import indexer_helpers as H
-
-from parasal.indexer.bundle import open_bundle  # noqa: E402
-from parasal.indexer.cli import main  # noqa: E402
-from parasal.indexer.errors import InputMismatch, OutputExists  # noqa: E402
-from parasal.indexer.pipeline import IndexJob, run_index, work_dir_for  # noqa: E402
+from parasal.indexer.bundle import open_bundle
+from parasal.indexer.cli import main
+from parasal.indexer.errors import InputMismatch, OutputExists
+from parasal.indexer.pipeline import IndexJob, run_index, work_dir_for
 
 GRAY = {"channels": "L", "mean": (0.5,), "std": (0.5,)}
 ARGS = ["--model", H.FACTORY, "--channels", "L", "--mean", "0.5", "--std", "0.5", "--no-progress"]
@@ -33,8 +32,9 @@ def images(tmp_path_factory):
 
 
 def job(data, out, **kw):
-    return IndexJob(data=str(data), out=out, model=H.FACTORY, preprocessing=GRAY, batch_size=4, shard_size=7,
-                    progress=False, **kw)  # fmt: skip
+    return IndexJob(
+        data=str(data), out=out, model=H.FACTORY, preprocessing=GRAY, batch_size=4, shard_size=7, progress=False, **kw
+    )
 
 
 def test_resume_after_kill_gives_the_clean_bundle(images, tmp_path):
@@ -49,9 +49,10 @@ def test_resume_after_kill_gives_the_clean_bundle(images, tmp_path):
         run_index(IndexJob(data={str(images)!r}, out={str(out)!r}, model={H.FACTORY!r},
                            preprocessing={GRAY!r}, batch_size=4, shard_size=7, progress=False,
                            on_shard_written=crash))
-    """)  # fmt: skip
-    proc = subprocess.run([sys.executable, "-c", script], env=H.env_with_helpers(), capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    """)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=H.env_with_helpers(), capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     work = work_dir_for(out)
     assert sorted(p.name for p in work.glob("shard-*.npz")) == ["shard-000000.npz", "shard-000001.npz"]
@@ -89,8 +90,18 @@ def test_stale_shards_of_another_job_are_not_reused(images, tmp_path):
         run_index(job(images, out, on_shard_written=crash))
     assert (work / "shard-000000.npz").is_file()
     done = []
-    run_index(IndexJob(data=str(images), out=out, model=H.FACTORY, preprocessing=GRAY, batch_size=5, shard_size=7,
-                       progress=False, on_shard_written=done.append))  # fmt: skip
+    run_index(
+        IndexJob(
+            data=str(images),
+            out=out,
+            model=H.FACTORY,
+            preprocessing=GRAY,
+            batch_size=5,
+            shard_size=7,
+            progress=False,
+            on_shard_written=done.append,
+        )
+    )
     assert done == [0, 1, 2, 3, 4]  # different batch size: every shard recomputed
 
 
@@ -120,8 +131,15 @@ def test_channel_mismatch_fails_before_any_work(images, tmp_path):
 def test_size_mismatch_fails_before_any_work(images, tmp_path):
     out = tmp_path / "b"
     with pytest.raises(InputMismatch, match=r"size mismatch.*1x20x20"):
-        run_index(IndexJob(data=str(images), out=out, model="indexer_helpers:fixed_size_net",
-                           preprocessing={**GRAY, "resize": 20}, progress=False))  # fmt: skip
+        run_index(
+            IndexJob(
+                data=str(images),
+                out=out,
+                model="indexer_helpers:fixed_size_net",
+                preprocessing={**GRAY, "resize": 20},
+                progress=False,
+            )
+        )
     assert not out.exists() and not work_dir_for(out).exists()
 
 
@@ -145,19 +163,71 @@ def test_existing_output_is_refused_without_overwrite(images, tmp_path, capsys):
         assert b.num_samples == 9 and sorted(p.name for p in tmp_path.iterdir()) == ["b", "notabundle"]
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--model", "nonsense", "--data", "{data}", "--out", "{out}"], "unknown model spec 'nonsense'"),
-    (["--model", H.FACTORY, "--data", "/no/such/dir", "--out", "{out}", "--channels", "L", "--mean", "0.5",
-      "--std", "0.5"], "unknown dataset spec"),
-    (["--model", H.FACTORY, "--data", "{data}", "--out", "{out}", "--channels", "L"], "--channels L needs --mean"),
-    (["--model", H.FACTORY, "--data", "{data}", "--out", "{out}", "--channels", "L", "--mean", "0.5", "--std",
-      "0.5", "--index-type", "Bogus12"], "invalid FAISS factory string 'Bogus12'"),
-    (["--model", H.FACTORY, "--data", "{data}", "--out", "{out}", "--channels", "L", "--mean", "0.5", "--std",
-      "0.5", "--index-type", "IVF64,Flat"], "64 IVF lists but only 33 samples"),
-    (["--model", "torchvision:resnet18", "--data", "{data}", "--out", "{out}"], "needs --weights"),
-    (["--data", "{data}"], "exactly one of --out"),
-    (["--model", H.FACTORY, "--data", "{data}", "--append-to", "{out}"], "drop --model"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "nonsense", "--data", "{data}", "--out", "{out}"], "unknown model spec 'nonsense'"),
+        (
+            [
+                "--model",
+                H.FACTORY,
+                "--data",
+                "/no/such/dir",
+                "--out",
+                "{out}",
+                "--channels",
+                "L",
+                "--mean",
+                "0.5",
+                "--std",
+                "0.5",
+            ],
+            "unknown dataset spec",
+        ),
+        (["--model", H.FACTORY, "--data", "{data}", "--out", "{out}", "--channels", "L"], "--channels L needs --mean"),
+        (
+            [
+                "--model",
+                H.FACTORY,
+                "--data",
+                "{data}",
+                "--out",
+                "{out}",
+                "--channels",
+                "L",
+                "--mean",
+                "0.5",
+                "--std",
+                "0.5",
+                "--index-type",
+                "Bogus12",
+            ],
+            "invalid FAISS factory string 'Bogus12'",
+        ),
+        (
+            [
+                "--model",
+                H.FACTORY,
+                "--data",
+                "{data}",
+                "--out",
+                "{out}",
+                "--channels",
+                "L",
+                "--mean",
+                "0.5",
+                "--std",
+                "0.5",
+                "--index-type",
+                "IVF64,Flat",
+            ],
+            "64 IVF lists but only 33 samples",
+        ),
+        (["--model", "torchvision:resnet18", "--data", "{data}", "--out", "{out}"], "needs --weights"),
+        (["--data", "{data}"], "exactly one of --out"),
+        (["--model", H.FACTORY, "--data", "{data}", "--append-to", "{out}"], "drop --model"),
+    ],
+)
 def test_cli_user_errors_are_one_line_exit_2(images, tmp_path, capsys, argv, message):
     out = tmp_path / "b"
     argv = [a.format(data=images, out=out) for a in argv]
@@ -183,8 +253,17 @@ def test_demo_model_on_fashion_mnist_subset(tmp_path):
 
     if not Path(DEMO_WEIGHTS_PATH).is_file():
         pytest.skip("demo-fashion weights not built yet")
-    res = run_index(IndexJob(data="fashion-mnist:test", out=tmp_path / "f", model="demo-fashion", limit=40,
-                             batch_size=16, shard_size=16, progress=False))  # fmt: skip
+    res = run_index(
+        IndexJob(
+            data="fashion-mnist:test",
+            out=tmp_path / "f",
+            model="demo-fashion",
+            limit=40,
+            batch_size=16,
+            shard_size=16,
+            progress=False,
+        )
+    )
     with open_bundle(res.bundle) as b:
         assert b.num_samples == 40 and b.ids.tolist() == list(range(40))
         assert b.classes[0] == "T-shirt/top" and b.meta(3).uri == "fashion-mnist:test/3"

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from parasal.core import top_k_filters
-from parasal.indexer import cosine_top_k
-from parasal.indexer import scoring
+from parasal.indexer import cosine_top_k, scoring
 
 
 def brute_force(queries, vectors, k, mask=None, cols=None, exclude=None):

@@ -22,7 +22,6 @@ from parasal.indexer.zoo import (
 )
 
 
-
 @pytest.fixture(scope="module")
 def demo_model():
     return load_demo_model()
@@ -108,6 +107,7 @@ def test_load_demo_model_missing_path(tmp_path):
         load_demo_model(tmp_path / "nope.pt")
 
 
+@pytest.mark.slow
 @pytest.mark.fashion_mnist
 def test_demo_accuracy_full_test_set(demo_model, metadata):
     # All 10,000 test images, not a noisy subset: one forward pass of this model over them
@@ -146,10 +146,13 @@ def test_augment_is_a_shifted_possibly_flipped_crop():
     flips = 0
     for b in range(16):
         candidates = {
-            (dy, dx, flip): train_demo._normalize(padded[b, dy : dy + 28, dx : dx + 28].flip(-1) if flip else
-                                                  padded[b, dy : dy + 28, dx : dx + 28])
-            for dy in range(5) for dx in range(5) for flip in (False, True)
-        }  # fmt: skip
+            (dy, dx, flip): train_demo._normalize(
+                padded[b, dy : dy + 28, dx : dx + 28].flip(-1) if flip else padded[b, dy : dy + 28, dx : dx + 28]
+            )
+            for dy in range(5)
+            for dx in range(5)
+            for flip in (False, True)
+        }
         matches = [k for k, v in candidates.items() if torch.equal(v, out[b, 0])]
         assert matches, f"sample {b} is not a crop of its padded input"
         flips += matches[0][2]

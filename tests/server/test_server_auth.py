@@ -15,8 +15,14 @@ def test_authorized_needs_the_exact_bearer_value():
     auth = BearerTokenInterceptor(TOKEN)
     assert auth.authorized((("authorization", f"Bearer {TOKEN}"),))
     assert auth.authorized((("x-other", "1"), ("Authorization", f"Bearer {TOKEN}")))
-    for metadata in [(), None, (("authorization", TOKEN),), (("authorization", f"Bearer {TOKEN}x"),),
-                     (("authorization", "Bearer "),), (("authorization", f"bearer{TOKEN}"),)]:
+    for metadata in [
+        (),
+        None,
+        (("authorization", TOKEN),),
+        (("authorization", f"Bearer {TOKEN}x"),),
+        (("authorization", "Bearer "),),
+        (("authorization", f"bearer{TOKEN}"),),
+    ]:
         assert not auth.authorized(metadata)
     with pytest.raises(ValueError):
         BearerTokenInterceptor("")
@@ -31,8 +37,10 @@ def test_calls_without_the_token_are_unauthenticated_and_open_methods_stay_open(
 
     interceptors = [LoggingInterceptor(), BearerTokenInterceptor(TOKEN)]
     with caplog.at_level(logging.INFO, logger="parasal.server.requests"):
-        with make_bytes_server({"Echo": echo, "EchoStream": echo_stream}, interceptors) as channel, \
-                make_bytes_server({"Check": echo}, interceptors, service="grpc.health.v1.Health") as health:
+        with (
+            make_bytes_server({"Echo": echo, "EchoStream": echo_stream}, interceptors) as channel,
+            make_bytes_server({"Check": echo}, interceptors, service="grpc.health.v1.Health") as health,
+        ):
             call = channel.unary_unary("/test.Svc/Echo")
             for metadata in (None, (("authorization", "Bearer wrong"),)):
                 with pytest.raises(grpc.RpcError) as err:

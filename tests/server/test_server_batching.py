@@ -107,8 +107,9 @@ def test_close_stops_the_workers():
     assert not any(t.is_alive() for t in batcher._threads)
 
 
-@pytest.mark.parametrize("bad", [dict(workers=0, max_batch=1), dict(workers=1, max_batch=0),
-                                 dict(workers=1, max_batch=1, linger_s=-1)])
+@pytest.mark.parametrize(
+    "bad", [dict(workers=0, max_batch=1), dict(workers=1, max_batch=0), dict(workers=1, max_batch=1, linger_s=-1)]
+)
 def test_bad_settings(bad):
     with pytest.raises(ValueError):
         Recording(**bad)
@@ -124,8 +125,14 @@ class FakeBundle:
 
     def search(self, queries, k, *, allowed=None, layers=None):
         self.gate.wait(10)
-        self.calls.append((len(queries), k, None if allowed is None else int(allowed.sum()),
-                           None if layers is None else tuple(layers)))
+        self.calls.append(
+            (
+                len(queries),
+                k,
+                None if allowed is None else int(allowed.sum()),
+                None if layers is None else tuple(layers),
+            )
+        )
         sims = (queries / np.linalg.norm(queries, axis=1, keepdims=True)) @ self.x.T
         if allowed is not None:
             sims[:, ~allowed] = -np.inf
@@ -153,6 +160,10 @@ def test_search_batcher_routes_rows_back_and_never_mixes_k_filters_or_layers():
         np.testing.assert_allclose([s for _, s in got], [s for _, s in alone], rtol=1e-12)  # batched matmul rounding
     assert sum(n for n, *_ in bundle.calls[:-24]) == 24  # every query searched once, in batches
     assert max(n for n, *_ in bundle.calls[:-24]) > 1
-    for n, k, allowed, layers in bundle.calls[:-24]:
-        assert (k, allowed, layers) in {(3, None, None), (5, None, None), (3, int(mask.sum()), None),
-                                        (3, None, ("conv1",))}
+    for _n, k, allowed, layers in bundle.calls[:-24]:
+        assert (k, allowed, layers) in {
+            (3, None, None),
+            (5, None, None),
+            (3, int(mask.sum()), None),
+            (3, None, ("conv1",)),
+        }

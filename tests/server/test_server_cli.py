@@ -23,11 +23,14 @@ def test_bundle_names():
         parse_bundle_arg("=/data/x")
 
 
-@pytest.mark.parametrize("argv, words", [
-    ([], "--bundle"),
-    (["--bundle", "B", "--port", "http"], "--port"),
-    (["--bundle", "B", "--device", "tpu"], "--device"),
-])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        ([], "--bundle"),
+        (["--bundle", "B", "--port", "http"], "--port"),
+        (["--bundle", "B", "--device", "tpu"], "--device"),
+    ],
+)
 def test_flag_errors_are_one_line(capsys, argv, words):
     code, err = run(capsys, *argv)
     assert code == 2 and err.count("\n") == 1 and words in err and err.startswith("parasal serve: error:")
@@ -76,9 +79,15 @@ def test_serving_fast_path_flags_reach_the_config(tmp_path):
     base = ["--bundle", str(bundle), "--state-dir", str(tmp_path / "state")]
     defaults = config_from_args(build_parser().parse_args(base))
     assert (defaults.neighbor_lists, defaults.neighbor_lists_max_samples, defaults.saliency_process) == (
-        ServerConfig.neighbor_lists, ServerConfig.neighbor_lists_max_samples, True)
-    config = config_from_args(build_parser().parse_args(
-        [*base, "--neighbor-lists", "0", "--neighbor-lists-max-samples", "7", "--no-saliency-process"]))
+        ServerConfig.neighbor_lists,
+        ServerConfig.neighbor_lists_max_samples,
+        True,
+    )
+    config = config_from_args(
+        build_parser().parse_args(
+            [*base, "--neighbor-lists", "0", "--neighbor-lists-max-samples", "7", "--no-saliency-process"]
+        )
+    )
     assert (config.neighbor_lists, config.neighbor_lists_max_samples, config.saliency_process) == (0, 7, False)
 
 

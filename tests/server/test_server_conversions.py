@@ -7,13 +7,26 @@ import numpy as np
 import pytest
 
 from parasal.core import FilterLayout, LayerSpan
-from parasal.core.evaluation import (WHOLE_NETWORK, FinetuneReport, FinetuneRow, PruningReport, PruningRow,
-                                     ReferenceState)
+from parasal.core.evaluation import (
+    WHOLE_NETWORK,
+    FinetuneReport,
+    FinetuneRow,
+    PruningReport,
+    PruningRow,
+    ReferenceState,
+)
 from parasal.indexer import SampleMeta
 from parasal.server import conversions as cv
 from parasal.server.errors import InvalidArgument
-from parasal.server.queries import (Confusion, Explanation, FilterScore, ImageQuery, Neighbor, ProfileResult,
-                                    SimilarResult)
+from parasal.server.queries import (
+    Confusion,
+    Explanation,
+    FilterScore,
+    ImageQuery,
+    Neighbor,
+    ProfileResult,
+    SimilarResult,
+)
 from parasal.v1 import saliency_pb2 as pb
 
 LAYOUT = FilterLayout((LayerSpan("stem.0", "conv2d", 4, 0), LayerSpan("layer1.0.conv1", "conv2d", 6, 4)))
@@ -21,9 +34,17 @@ LOCATE = LAYOUT.locate
 
 
 def meta(i=7, label=3, predicted=6):
-    return SampleMeta(id=i, uri=f"fashion-mnist:test/{i}", label=label, predicted=predicted, true_confidence=0.125,
-                      predicted_confidence=0.75, loss=2.5, correct=label == predicted,
-                      top_filters=[(5, 9.5), (0, 3.25)])
+    return SampleMeta(
+        id=i,
+        uri=f"fashion-mnist:test/{i}",
+        label=label,
+        predicted=predicted,
+        true_confidence=0.125,
+        predicted_confidence=0.75,
+        loss=2.5,
+        correct=label == predicted,
+        top_filters=[(5, 9.5), (0, 3.25)],
+    )
 
 
 def test_sample_round_trip_with_layer_names_and_class_names():
@@ -54,9 +75,11 @@ def test_sample_messages_are_built_once_and_never_shared_into_responses():
     response = cv.similar_to_proto(result, samples)
     response.neighbors[0].sample.label = 0
     assert samples(7).label == 3
+
     # Failed reads (unknown ids) are not cached.
     def missing(i):
         raise KeyError(i)
+
     empty = cv.SampleMessages(missing, LOCATE)
     for _ in range(2):
         with pytest.raises(KeyError):
@@ -83,8 +106,9 @@ def test_filter_score_and_profile_round_trip():
 
 
 def test_similar_and_explanation_round_trip():
-    result = SimilarResult([Neighbor(7, 0.5, meta()), Neighbor(9, 0.25, meta(9, 1, 1))],
-                           [Confusion(3, 6, 1), Confusion(1, 1, 1)])
+    result = SimilarResult(
+        [Neighbor(7, 0.5, meta()), Neighbor(9, 0.25, meta(9, 1, 1))], [Confusion(3, 6, 1), Confusion(1, 1, 1)]
+    )
     metas = {7: meta(), 9: meta(9, 1, 1)}
     samples = cv.SampleMessages(metas.__getitem__, LOCATE, [])
     assert cv.similar_from_proto(cv.similar_to_proto(result, samples)) == result
@@ -119,14 +143,19 @@ def test_selections():
 
 
 def test_evaluation_rows_round_trip():
-    rows = [FinetuneRow("most", 5, True, 0.25, 0.5, 0.125, 8), FinetuneRow(WHOLE_NETWORK, 10, False, -0.5, 0.0, 0.0, 8),
-            FinetuneRow("least", 1, False, 0.0, float("nan"), float("nan"), 0)]
+    rows = [
+        FinetuneRow("most", 5, True, 0.25, 0.5, 0.125, 8),
+        FinetuneRow(WHOLE_NETWORK, 10, False, -0.5, 0.0, 0.0, 8),
+        FinetuneRow("least", 1, False, 0.0, float("nan"), float("nan"), 0),
+    ]
     for row in rows:
         back = cv.finetune_row_from_proto(pb.FinetuneRow.FromString(cv.finetune_row_to_proto(row).SerializeToString()))
         assert back.selection == row.selection and back.count == row.count
         assert back.reference_corrected == row.reference_corrected
-        for a, b in [(back.neighbors_corrected_fraction, row.neighbors_corrected_fraction),
-                     (back.reference_true_confidence_delta, row.reference_true_confidence_delta)]:
+        for a, b in [
+            (back.neighbors_corrected_fraction, row.neighbors_corrected_fraction),
+            (back.reference_true_confidence_delta, row.reference_true_confidence_delta),
+        ]:
             assert a == b or (math.isnan(a) and math.isnan(b))
     assert cv.finetune_row_to_proto(rows[1]).selection == pb.SELECTION_WHOLE_NETWORK
     assert WHOLE_NETWORK == "whole_network"
@@ -145,8 +174,9 @@ def test_reference_state_sets_sample_id_only_when_known():
 def test_evaluation_reports_carry_the_reference_state():
     state = ReferenceState(label=3, predicted=1, true_confidence=0.25, predicted_confidence=0.5)
     row = FinetuneRow("most", 5, True, 0.25, 0.5, 0.125, 8)
-    finetune = FinetuneReport(rows=[row], reference=state, neighbors_total=9, neighbors_misclassified=8,
-                              num_filters=40, step_size=0.001)
+    finetune = FinetuneReport(
+        rows=[row], reference=state, neighbors_total=9, neighbors_misclassified=8, num_filters=40, step_size=0.001
+    )
     message = cv.finetune_result_to_proto(finetune, 11, [4, 5])
     assert (message.reference.sample_id, message.reference.label, message.reference.predicted) == (11, 3, 1)
     assert list(message.neighbor_ids) == [4, 5] and message.step_size == pytest.approx(0.001)

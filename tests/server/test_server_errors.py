@@ -6,21 +6,32 @@ import grpc
 import pytest
 
 from parasal.indexer import BundleCorrupt, CorruptSample, SampleNotFound
-from parasal.server.errors import (DeadlineExceeded, ErrorInterceptor, FailedPrecondition, InvalidArgument, NotFound,
-                                   ResourceExhausted, Unauthenticated, status_for)
+from parasal.server.errors import (
+    DeadlineExceeded,
+    ErrorInterceptor,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unauthenticated,
+    status_for,
+)
 
 
-@pytest.mark.parametrize("exc, code", [
-    (NotFound("unknown bundle 'x'"), grpc.StatusCode.NOT_FOUND),
-    (SampleNotFound("no sample with id 5"), grpc.StatusCode.NOT_FOUND),
-    (InvalidArgument("k 0 outside 1..1000"), grpc.StatusCode.INVALID_ARGUMENT),
-    (ResourceExhausted("pool full"), grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (FailedPrecondition("shutting down"), grpc.StatusCode.FAILED_PRECONDITION),
-    (DeadlineExceeded("late"), grpc.StatusCode.DEADLINE_EXCEEDED),
-    (Unauthenticated("no token"), grpc.StatusCode.UNAUTHENTICATED),
-    (BundleCorrupt("profiles.npy changed"), grpc.StatusCode.DATA_LOSS),
-    (CorruptSample("/data/x.png", "truncated"), grpc.StatusCode.DATA_LOSS),
-])
+@pytest.mark.parametrize(
+    "exc, code",
+    [
+        (NotFound("unknown bundle 'x'"), grpc.StatusCode.NOT_FOUND),
+        (SampleNotFound("no sample with id 5"), grpc.StatusCode.NOT_FOUND),
+        (InvalidArgument("k 0 outside 1..1000"), grpc.StatusCode.INVALID_ARGUMENT),
+        (ResourceExhausted("pool full"), grpc.StatusCode.RESOURCE_EXHAUSTED),
+        (FailedPrecondition("shutting down"), grpc.StatusCode.FAILED_PRECONDITION),
+        (DeadlineExceeded("late"), grpc.StatusCode.DEADLINE_EXCEEDED),
+        (Unauthenticated("no token"), grpc.StatusCode.UNAUTHENTICATED),
+        (BundleCorrupt("profiles.npy changed"), grpc.StatusCode.DATA_LOSS),
+        (CorruptSample("/data/x.png", "truncated"), grpc.StatusCode.DATA_LOSS),
+    ],
+)
 def test_domain_exceptions_map_to_their_code_with_their_message(exc, code):
     got, message = status_for(exc)
     assert got == code
@@ -48,8 +59,9 @@ def test_interceptor_applies_the_table_to_unary_and_streaming_calls(make_bytes_s
         yield b"first"
         raise InvalidArgument("bad in the middle")
 
-    with make_bytes_server({"Missing": missing, "Bug": bug, "BugStream": streaming_bug},
-                           interceptors=[ErrorInterceptor()]) as channel:
+    with make_bytes_server(
+        {"Missing": missing, "Bug": bug, "BugStream": streaming_bug}, interceptors=[ErrorInterceptor()]
+    ) as channel:
         with pytest.raises(grpc.RpcError) as err:
             channel.unary_unary("/test.Svc/Missing")(b"")
         assert err.value.code() == grpc.StatusCode.NOT_FOUND and "abc" in err.value.details()

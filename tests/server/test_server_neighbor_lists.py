@@ -24,7 +24,7 @@ def oracle(x, row, k, allowed=None, exclude=None):
     mask = np.ones(len(x), bool) if allowed is None else allowed.copy()
     if exclude is not None:
         mask[exclude] = False
-    (rows, scores), = faiss_index.flat_scan(x, x[row:row + 1], k, mask)
+    ((rows, scores),) = faiss_index.flat_scan(x, x[row : row + 1], k, mask)
     order = np.lexsort((rows, -scores))[:k]
     return rows[order].tolist(), scores[order]
 

@@ -37,8 +37,9 @@ def test_records_survive_reopening_and_list_newest_first(tmp_path):
 
 def test_unfinished_records_read_aborted_after_a_restart(tmp_path):
     with OperationStore(tmp_path) as store:
-        running, pending, done = (record(s) for s in (pb.OPERATION_STATE_RUNNING, pb.OPERATION_STATE_PENDING,
-                                                      pb.OPERATION_STATE_SUCCEEDED))
+        running, pending, done = (
+            record(s) for s in (pb.OPERATION_STATE_RUNNING, pb.OPERATION_STATE_PENDING, pb.OPERATION_STATE_SUCCEEDED)
+        )
         for op in (running, pending, done):
             store.put(op)
     ops = Operations(OperationStore(tmp_path))

@@ -21,8 +21,13 @@ def test_decode_accepts_png_and_jpeg_only():
     grey = Image.fromarray(np.arange(28 * 28, dtype=np.uint8).reshape(28, 28))
     np.testing.assert_array_equal(np.asarray(decode_image(encode(grey), 10**6)), np.asarray(grey))
     assert decode_image(encode(grey.convert("RGB"), "JPEG"), 10**6).size == (28, 28)
-    for data, words in [(b"", "empty"), (b"hello", "not a PNG or JPEG"), (encode(grey, "GIF"), "not a PNG or JPEG"),
-                        (encode(grey)[:60], "decode"), (encode(grey, "BMP"), "not a PNG or JPEG")]:
+    for data, words in [
+        (b"", "empty"),
+        (b"hello", "not a PNG or JPEG"),
+        (encode(grey, "GIF"), "not a PNG or JPEG"),
+        (encode(grey)[:60], "decode"),
+        (encode(grey, "BMP"), "not a PNG or JPEG"),
+    ]:
         with pytest.raises(InvalidArgument, match=words):
             decode_image(data, 10**6)
 
@@ -34,8 +39,9 @@ def test_decode_refuses_too_many_pixels_before_decoding():
         decode_image(big, 59_999)
 
 
-@pytest.mark.parametrize("mode, channels", [("L", 1), ("LA", 1), ("1", 1), ("I;16", 1), ("RGB", 3), ("RGBA", 3),
-                                            ("P", 3), ("CMYK", 3)])
+@pytest.mark.parametrize(
+    "mode, channels", [("L", 1), ("LA", 1), ("1", 1), ("I;16", 1), ("RGB", 3), ("RGBA", 3), ("P", 3), ("CMYK", 3)]
+)
 def test_image_channels(mode, channels):
     assert image_channels(Image.new(mode, (4, 4))) == channels
 
@@ -53,8 +59,11 @@ def test_display_pixels_follow_the_preprocessing_geometry_without_normalising():
 
 def test_vector_and_top_k_checks():
     assert check_vector([1.0, 0.0, -2.0], 3).dtype == np.float32
-    for values, words in [([1.0, 2.0], "has 2 values"), ([1.0, np.inf, 0.0], "NaN or infinite"),
-                          ([0.0, 0.0, 0.0], "all zeros")]:
+    for values, words in [
+        ([1.0, 2.0], "has 2 values"),
+        ([1.0, np.inf, 0.0], "NaN or infinite"),
+        ([0.0, 0.0, 0.0], "all zeros"),
+    ]:
         with pytest.raises(InvalidArgument, match=words):
             check_vector(np.array(values), 3)
     assert check_top_k(0, 672) == 10 and check_top_k(0, 4) == 4 and check_top_k(672, 672) == 672
