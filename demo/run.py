@@ -95,18 +95,45 @@ def run_demo(opts: DemoOptions) -> dict:
 # -- 1. the bundle ------------------------------------------------------------------------
 
 
+#: Written into the root of every bundle the demo builds. The demo replaces only bundles
+#: that carry it: a path holding anything else (a user's own bundle, any other files) is
+#: refused, never deleted.
+DEMO_MARKER = "BUILT-BY-PARASAL-DEMO"
+
+
 def _ensure_bundle(opts: DemoOptions) -> Path:
-    """Reuses ``opts.bundle_dir`` if it opens cleanly and was made by this model from this data."""
+    """Reuses ``opts.bundle_dir`` if it opens cleanly and was made by this model from this
+    data; rebuilds it only if the demo built it; refuses anything else."""
+    if opts.bundle_dir.exists():
+        reason = _reuse_or_reason(opts)
+        if reason is None:
+            return opts.bundle_dir
+        if not (opts.bundle_dir / DEMO_MARKER).is_file():
+            raise DemoError(
+                f"{opts.bundle_dir} exists and was not built by the demo ({reason}); refusing to replace it. "
+                "Pass another --bundle-dir, or remove it yourself if it is yours to delete."
+            )
+        print(f"Rebuilding {opts.bundle_dir}: {reason}")
+    _build_bundle(opts)
+    (opts.bundle_dir / DEMO_MARKER).write_text(f"built by `parasal demo` from {opts.data} with {MODEL}\n")
+    return opts.bundle_dir
+
+
+def _reuse_or_reason(opts: DemoOptions) -> str | None:
+    """None when the bundle at ``opts.bundle_dir`` is the one this run would build, else why not."""
     from parasal.indexer import BundleError, load_model, open_bundle
 
-    if opts.bundle_dir.exists():
-        try:
-            with open_bundle(opts.bundle_dir, model=load_model(MODEL)) as b:
-                if b.num_samples == _expected_samples(opts):
-                    print(f"Reusing bundle {opts.bundle_dir} ({b.num_samples} samples).")
-                    return opts.bundle_dir
-        except BundleError as exc:
-            print(f"Rebuilding {opts.bundle_dir}: {exc}")
+    try:
+        with open_bundle(opts.bundle_dir, model=load_model(MODEL)) as b:
+            if b.num_samples != _expected_samples(opts):
+                return f"it holds {b.num_samples} samples, this run indexes {_expected_samples(opts)}"
+            print(f"Reusing bundle {opts.bundle_dir} ({b.num_samples} samples).")
+            return None
+    except BundleError as exc:
+        return str(exc)
+
+
+def _build_bundle(opts: DemoOptions) -> None:
     cmd = [
         sys.executable,
         "-m",
@@ -117,7 +144,7 @@ def _ensure_bundle(opts: DemoOptions) -> Path:
         opts.data,
         "--out",
         str(opts.bundle_dir),
-        "--overwrite",
+        "--overwrite",  # only reached for a missing path or a bundle the demo built
     ]
     if opts.limit:
         cmd += ["--limit", str(opts.limit)]
@@ -125,7 +152,6 @@ def _ensure_bundle(opts: DemoOptions) -> Path:
     opts.bundle_dir.parent.mkdir(parents=True, exist_ok=True)
     if subprocess.run(cmd).returncode != 0:
         raise DemoError(f"indexing failed (see the message above); command: {' '.join(cmd)}")
-    return opts.bundle_dir
 
 
 def _expected_samples(opts: DemoOptions) -> int:

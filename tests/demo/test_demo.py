@@ -2,12 +2,13 @@
 
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
 
 from parasal.demo.metrics import neighbor_agreement
-from parasal.demo.run import DemoOptions, run_demo
+from parasal.demo.run import DEMO_MARKER, DemoError, DemoOptions, run_demo
 from parasal.indexer.bundle import open_bundle
 
 pytestmark = pytest.mark.slow  # real server processes / real bundles: part of make test
@@ -86,3 +87,23 @@ def test_second_run_reuses_the_bundle_and_a_changed_bundle_changes_the_metrics(d
     after = json.loads((opts.report_dir / "metrics.json").read_text())
     assert after["saliency"]["misclassified"]["count"] + after["saliency"]["correct"]["count"] == 600
     assert after != before
+
+
+def test_a_bundle_the_demo_did_not_build_is_refused_not_deleted(demo, tmp_path):
+    """A user pointing --bundle-dir at their own bundle (here: the demo's bundle copied without
+    the demo's marker) or at any other directory gets a clear refusal; nothing is touched."""
+    opts, _ = demo
+    users = tmp_path / "users-bundle"
+    shutil.copytree(opts.bundle_dir, users)
+    (users / DEMO_MARKER).unlink()
+    before = sorted(str(p.relative_to(users)) for p in users.rglob("*"))
+    with pytest.raises(DemoError, match="not built by the demo"):
+        run_demo(DemoOptions(limit=123, bundle_dir=users, report_dir=tmp_path / "report", queries=1))
+    assert sorted(str(p.relative_to(users)) for p in users.rglob("*")) == before
+
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "todo.txt").write_text("mine")
+    with pytest.raises(DemoError, match="refusing to replace it"):
+        run_demo(DemoOptions(limit=123, bundle_dir=other, report_dir=tmp_path / "report", queries=1))
+    assert (other / "todo.txt").read_text() == "mine"
