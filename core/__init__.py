@@ -5,6 +5,7 @@ only (Pillow/matplotlib are imported lazily for the heatmap PNG); knows nothing 
 FAISS or gRPC.
 """
 
+from .class_stats import ClassFilterStats
 from .evaluation import (
     DEFAULT_COUNTS,
     SELECTIONS,
@@ -19,13 +20,18 @@ from .evaluation import (
     pruning_evaluation,
     select_filters,
 )
+from .exemplars import Exemplars, activation_maps, exemplar_png, top_exemplars
+from .importance import IMPORTANCE_METHODS, filter_importance, last_conv_layer
 from .input_saliency import HEATMAP_BLUR_SIGMA, InputSaliency, heatmap_overlay_png, input_saliency, saliency_heatmap
 from .interventions import batchnorm_consumers, finetune_step, perturb_filters, prune_filters, smoothgrad_saliency
 from .layout import FilterLayout, LayerSpan, filter_layout
 from .ranking import top_k_filters
 from .reference import per_sample_filter_saliency
+from .regions import FilterRegion, filter_region, region_png, superpixel_scores, superpixels
 from .saliency import filter_saliency
 from .stats import SIGMA_FLOOR, RunningStats, standardize
+from .suppression import SuppressionReport, SuppressionRow, suppress_surprise
+from .surprise import FilterDeviation, SampleSurprise, beta_scores, surprise_expectation
 
 __all__ = [
     # layouts and profiles
@@ -63,4 +69,25 @@ __all__ = [
     "SELECTIONS",
     "WHOLE_NETWORK",
     "DEFAULT_COUNTS",
+    # surprise and expectation (Hartley et al.)
+    "filter_importance",
+    "last_conv_layer",
+    "IMPORTANCE_METHODS",
+    "ClassFilterStats",
+    "surprise_expectation",
+    "beta_scores",
+    "SampleSurprise",
+    "FilterDeviation",
+    "filter_region",
+    "FilterRegion",
+    "region_png",
+    "superpixels",
+    "superpixel_scores",
+    "top_exemplars",
+    "Exemplars",
+    "activation_maps",
+    "exemplar_png",
+    "suppress_surprise",
+    "SuppressionReport",
+    "SuppressionRow",
 ]
