@@ -53,6 +53,12 @@ _EXPORTS = {
     "load_image": "datasets",
     "CorruptSample": "datasets",
     "FASHION_MNIST_CLASSES": "datasets",
+    # images (one pixel limit for dataset files and uploads, checked on the header)
+    "open_image_limited": "images",
+    "check_image_size": "images",
+    "ImageRejected": "images",
+    "ImageTooLarge": "images",
+    "DEFAULT_MAX_IMAGE_PIXELS": "images",
     # errors
     "IndexerError": "errors",
     "ModelSpecError": "errors",
@@ -75,12 +81,15 @@ __all__ = [
     "BundleVersionMismatch",
     "CorruptSample",
     "Counts",
+    "DEFAULT_MAX_IMAGE_PIXELS",
     "DataSpecError",
     "Dataset",
     "DatasetInfo",
     "DistributedError",
     "FASHION_MNIST_CLASSES",
     "FileEntry",
+    "ImageRejected",
+    "ImageTooLarge",
     "IndexBuildError",
     "IndexInfo",
     "IndexJob",
@@ -98,6 +107,7 @@ __all__ = [
     "SampleMeta",
     "SampleNotFound",
     "SkippedSample",
+    "check_image_size",
     "cosine_top_k",
     "is_bundle_dir",
     "load_image",
@@ -107,6 +117,7 @@ __all__ = [
     "normalize_rows",
     "open_bundle",
     "open_dataset",
+    "open_image_limited",
     "parse_model_spec",
     "run_index",
     "state_dict_fingerprint",
@@ -143,6 +154,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
         OutputExists,
         SampleNotFound,
     )
+    from .images import DEFAULT_MAX_IMAGE_PIXELS, ImageRejected, ImageTooLarge, check_image_size, open_image_limited
     from .manifest import Counts, DatasetInfo, FileEntry, IndexInfo, Manifest, ModelInfo, SkippedSample, is_bundle_dir
     from .metadata import SampleMeta
     from .models import (

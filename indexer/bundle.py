@@ -13,6 +13,13 @@ can), ``profiles.npy`` as a read-only memmap. A Bundle is safe to share between 
 
 Searching (exact, FAISS candidates, row filters, layer subsets, re-ranking) is search.py's;
 ``Bundle.search`` delegates to it. Appends copy a generation's rows with ``copy_rows``.
+
+While open, a bundle trusts its files no more than it must: every read from a mapped file
+first checks that the file has not shrunk (guard.py: a truncation would otherwise kill the
+process with SIGBUS), and sample images are reopened with a pixel limit and confined to
+their dataset's root (datasets.py). Errors raised while reading name the bundle by
+``name`` (the server passes its bundle name) and the sample id, never a path on the
+machine; the path goes to the log.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ from parasal.core import RunningStats
 from . import faiss_index
 from .durable import read_npz
 from .errors import BundleCorrupt, ModelMismatch, SampleNotFound
+from .guard import FileGuard
+from .images import DEFAULT_MAX_IMAGE_PIXELS
 from .manifest import (
     INDEX_FILE,
     META_FILE,
@@ -50,23 +59,44 @@ __all__ = ["Bundle", "SampleMeta", "open_bundle"]
 log = logging.getLogger(__name__)
 
 
-def open_bundle(path: str | os.PathLike, *, model=None, verify: bool | str = True, gpu: bool | None = None) -> Bundle:
+def open_bundle(
+    path: str | os.PathLike,
+    *,
+    model=None,
+    verify: bool | str = True,
+    gpu: bool | None = None,
+    name: str | None = None,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+) -> Bundle:
     """Open the bundle at ``path`` (a bundle root or one generation directory).
 
     ``model``: a LoadedModel the bundle will be used with; its fingerprint and filter
     layout must match (:class:`ModelMismatch`). ``verify``: True/"sha256", "size" or
     False (see module docstring). ``gpu``: clone the index to a GPU; None = when
-    ``faiss.get_num_gpus() > 0``. Raises :class:`BundleCorrupt` or
+    ``faiss.get_num_gpus() > 0``. ``name``: how errors raised while reading name the
+    bundle (default: its path). ``max_image_pixels``: the largest sample image
+    ``load_image`` decodes. Raises :class:`BundleCorrupt` or
     :class:`BundleVersionMismatch` for a bundle that cannot be used, saying why.
     """
-    return Bundle(path, model=model, verify=verify, gpu=gpu)
+    return Bundle(path, model=model, verify=verify, gpu=gpu, name=name, max_image_pixels=max_image_pixels)
 
 
 class Bundle:
     """One opened generation (see ``open_bundle``): its manifest, rows, metadata and search."""
 
-    def __init__(self, path, *, model=None, verify: bool | str = True, gpu: bool | None = None):
+    def __init__(
+        self,
+        path,
+        *,
+        model=None,
+        verify: bool | str = True,
+        gpu: bool | None = None,
+        name: str | None = None,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    ):
         self.path = Path(path)
+        self.name = name or str(self.path)
+        self.max_image_pixels = int(max_image_pixels)
         self.generation_path = resolve_generation(self.path)
         raw = read_manifest(self.generation_path, check=verify is not False)
         verify_files(self.generation_path, raw, verify)
@@ -84,6 +114,11 @@ class Bundle:
             self._env = acquire_reader(self._meta_path)
         except lmdb.Error as e:
             raise BundleCorrupt(f"bundle {self.generation_path}: cannot open {META_FILE} ({e})") from e
+        try:  # every mapped file (FAISS maps index.faiss for some index types)
+            self._guard = FileGuard(self.generation_path, (PROFILES_FILE, META_FILE, INDEX_FILE), self.name)
+        except BundleCorrupt:
+            release_reader(self._meta_path)
+            raise
         self._closed = False
 
     def _read_arrays(self, raw: dict) -> None:
@@ -222,7 +257,7 @@ class Bundle:
         bad = rows >= len(self.ids)
         bad[~bad] = self.ids[rows[~bad]] != ids[~bad]
         if np.any(bad):
-            raise SampleNotFound(f"no sample with id {int(ids[np.argmax(bad)])} in bundle {self.path}")
+            raise SampleNotFound(f"no sample with id {int(ids[np.argmax(bad)])} in bundle {self.name}")
         return rows
 
     def row_of(self, sample_id: int) -> int:
@@ -238,7 +273,7 @@ class Bundle:
             row = int(np.searchsorted(self.ids, sample_id))
             if row < n and self.ids[row] == sample_id:
                 return row
-        raise SampleNotFound(f"no sample with id {sample_id} in bundle {self.path}")
+        raise SampleNotFound(f"no sample with id {sample_id} in bundle {self.name}")
 
     def meta(self, sample_id: int) -> SampleMeta:
         return self.metas([sample_id])[0]
@@ -250,7 +285,7 @@ class Bundle:
         out = []
         for i, v in zip(ids, values):
             if v is None:
-                raise SampleNotFound(f"no sample with id {i} in bundle {self.path}")
+                raise SampleNotFound(f"no sample with id {i} in bundle {self.name}")
             out.append(decode_meta(i, v))
         return out
 
@@ -326,22 +361,42 @@ class Bundle:
 
         return load_model_from_manifest(self.manifest)
 
-    def load_image(self, sample_id: int):
-        """The sample's image (PIL), reopened from its uri."""
-        from .datasets import load_image
+    def load_image(self, sample_id: int, max_pixels: int | None = None):
+        """The sample's image (PIL), reopened from its uri, refused (CorruptSample naming the
+        sample, not the file) when it cannot be read, has more than ``max_pixels`` pixels
+        (default: the bundle's ``max_image_pixels``) or lies outside its dataset's root."""
+        from .datasets import CorruptSample, dataset_root, load_image
 
-        return load_image(self.meta(sample_id).uri)
+        sample_id = int(sample_id)
+        uri = self.meta(sample_id).uri
+        limit = self.max_image_pixels if max_pixels is None else int(max_pixels)
+        try:
+            return load_image(uri, root=dataset_root(self._dataset_of(sample_id).description), max_pixels=limit)
+        except CorruptSample as e:
+            log.warning("bundle %s: sample %d: cannot read image %s: %s", self.name, sample_id, e.uri, e.reason)
+            raise CorruptSample(e.uri, e.reason, sample_id) from None
+
+    def _dataset_of(self, sample_id: int):
+        """The manifest's entry for the dataset whose id range holds ``sample_id``."""
+        chosen = self.manifest.datasets[0]
+        for d in self.manifest.datasets:  # in id order: each append's ids follow the previous ones
+            if d.id_offset is not None and d.id_offset <= sample_id:
+                chosen = d
+        return chosen
 
     # -- lifetime ---------------------------------------------------------------------
 
     def _check_open(self) -> None:
+        """Before every read: the bundle is open and no mapped file shrank (BundleCorrupt)."""
         if self._closed:
-            raise ValueError(f"bundle {self.path} is closed")
+            raise ValueError(f"bundle {self.name} is closed")
+        self._guard.check()
 
     def close(self) -> None:
         if getattr(self, "_closed", True):
             return
         self._closed = True
+        self._guard.close()
         release_reader(self._meta_path)
         self._env = None
         self._searcher = None

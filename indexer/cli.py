@@ -58,6 +58,19 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--weights", help="state dict for torchvision:/factory specs, or to replace demo-fashion's")
     what.add_argument("--data", required=True, help="data spec")
     what.add_argument("--limit", type=int, help="index only the first N samples")
+    what.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="index image files that resolve outside the image folder or the CSV's directory "
+        "(absolute paths, '..', symlinks); refused by default, recorded in the bundle",
+    )
+    what.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=None,
+        help="skip images whose header declares more pixels (width x height) than this, undecoded "
+        "(default 4096x4096, the server's limit)",
+    )
     where = p.add_argument_group("output")
     where.add_argument("--out", help="new bundle directory (must not exist unless --overwrite)")
     where.add_argument(
@@ -98,6 +111,7 @@ def job_from_args(args: argparse.Namespace):
     import torch
 
     from .distributed import DEFAULT_TIMEOUT_S
+    from .images import DEFAULT_MAX_IMAGE_PIXELS
     from .pipeline import IndexJob
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -128,6 +142,8 @@ def job_from_args(args: argparse.Namespace):
         progress=not args.no_progress,
         keep_work_dir=args.keep_work_dir,
         dist_timeout_s=args.dist_timeout or DEFAULT_TIMEOUT_S,
+        max_image_pixels=args.max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS,
+        allow_outside_root=args.allow_outside_root,
     )
 
 

@@ -16,6 +16,16 @@ File samples have the absolute path as uri. :func:`load_image` reopens any sampl
 ``uri(i)`` and ``label(i)`` never decode an image: the indexer walks a dataset with them
 and decodes only what it needs. A file that cannot be read or decoded raises
 :class:`CorruptSample` so the caller can skip it instead of crashing mid-run.
+
+Dataset files are not trusted more than uploads:
+
+- every image is opened with a pixel limit checked on its header before decoding
+  (images.py; ``max_pixels``, default 4096 x 4096): an oversized file is a CorruptSample;
+- a file dataset's samples must resolve (symlinks and ``..`` followed) inside its *root*,
+  the image folder or the CSV's directory: opening a dataset with a path outside refuses
+  it (ValueError), and :func:`load_image` given the root refuses a file that has moved
+  outside since (a symlink swapped in). ``allow_outside_root=True`` is the explicit opt-in;
+  ``describe()`` records the root and the choice, so a bundle's reader honours it.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ import csv
 import functools
 import gzip
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +43,7 @@ import numpy as np
 from PIL import Image
 
 from .durable import sha256_file
+from .images import DEFAULT_MAX_IMAGE_PIXELS, ImageRejected, open_image_limited
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
@@ -46,6 +58,7 @@ __all__ = [
     "CsvDataset",
     "open_dataset",
     "load_image",
+    "dataset_root",
     "fashion_mnist_dir",
     "fashion_mnist_arrays",
 ]
@@ -76,15 +89,26 @@ CLASSES_FILE = "classes.txt"
 
 
 class CorruptSample(Exception):
-    """A sample whose image cannot be read or decoded (missing, truncated, not an image)."""
+    """A sample whose image cannot be read or decoded (missing, truncated, not an image,
+    over the pixel limit, outside its dataset's root).
 
-    def __init__(self, uri: str, reason: str):
-        super().__init__(f"cannot read image {uri}: {reason}")
+    ``reason`` never names a file. With ``sample_id`` (how a bundle reports it) the message
+    names the sample, not the path, so a server can show it to clients; the path stays in
+    ``uri`` for the server's log. Without it (the indexer's own use) the message names the file.
+    """
+
+    def __init__(self, uri: str, reason: str, sample_id: int | None = None):
         self.uri = uri
         self.reason = reason
+        self.sample_id = sample_id
+        super().__init__(
+            f"cannot read image {uri}: {reason}"
+            if sample_id is None
+            else f"cannot read the image of sample {sample_id}: {reason}"
+        )
 
     def __reduce__(self):  # picklable, so it crosses process boundaries (worker pools)
-        return (type(self), (self.uri, self.reason))
+        return (type(self), (self.uri, self.reason, self.sample_id))
 
 
 @dataclass(frozen=True)
@@ -237,14 +261,33 @@ class FashionMNIST(Dataset):
 # Files: image folders and CSV lists
 
 
-def _decode_file(path: str) -> Image.Image:
+OUTSIDE_ROOT = "its file lies outside the dataset's root (index with --allow-outside-root to allow that)"
+
+
+def _within(real: str, real_root: str) -> bool:
+    return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
+
+
+def _decode_file(path: str, root: str | None = None, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image:
+    """The decoded image at ``path``; CorruptSample if it cannot be read, is over
+    ``max_pixels``, or (given ``root``) resolves outside ``root``."""
+    real = os.path.realpath(path)
+    if root is not None and not _within(real, os.path.realpath(root)):
+        raise CorruptSample(path, OUTSIDE_ROOT)
+    # Confined: open the resolved path without following a symlink swapped in since.
+    # Non-blocking, so that a FIFO in place of a file cannot hang the reader.
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | (getattr(os, "O_NOFOLLOW", 0) if root is not None else 0)
     try:
-        with open(path, "rb") as f:
-            image = Image.open(f)
-            image.load()  # decode now, inside the try, so truncation is caught here
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise CorruptSample(path, f"{type(e).__name__}: {e}") from e
-    return image
+        fd = os.open(real if root is not None else path, flags)
+    except OSError as e:
+        raise CorruptSample(path, f"cannot open the file ({e.strerror or type(e).__name__})") from e
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CorruptSample(path, "not a regular file")
+        try:
+            return open_image_limited(f, max_pixels)
+        except ImageRejected as e:
+            raise CorruptSample(path, e.reason) from e
 
 
 def _read_class_list(path: Path) -> list[str]:
@@ -259,16 +302,44 @@ def _read_class_list(path: Path) -> list[str]:
 
 
 class _FileDataset(Dataset):
-    """Samples are image files: ``paths`` (absolute) and ``labels`` (ints)."""
+    """Samples are image files: ``paths`` (absolute) and ``labels`` (ints), confined to
+    ``base`` (the folder files must resolve inside) unless ``allow_outside_root``."""
 
     kind = "files"
 
-    def __init__(self, spec: str, root: Path, paths: Sequence[str], labels: Sequence[int], classes: list[str] | None):
+    def __init__(
+        self,
+        spec: str,
+        root: Path,
+        paths: Sequence[str],
+        labels: Sequence[int],
+        classes: list[str] | None,
+        *,
+        base: Path,
+        max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        allow_outside_root: bool = False,
+    ):
         self.spec = spec
         self.root = root
+        self.base = base
         self.paths = list(paths)
         self.labels = np.asarray(labels, dtype=np.int64)
         self.classes = classes
+        self.max_pixels = int(max_pixels)
+        self.allow_outside_root = bool(allow_outside_root)
+        if not self.allow_outside_root:
+            self._check_confined()
+
+    def _check_confined(self) -> None:
+        """ValueError naming the first sample whose file resolves outside ``base``."""
+        real_base = os.path.realpath(self.base)
+        outside = [p for p in self.paths if not _within(os.path.realpath(p), real_base)]
+        if outside:
+            raise ValueError(
+                f"{self.spec}: {len(outside)} sample(s) resolve outside the dataset's root {self.base} "
+                f"(e.g. {outside[0]}, through '..', an absolute path or a symlink); move them inside "
+                "or pass --allow-outside-root"
+            )
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -280,7 +351,7 @@ class _FileDataset(Dataset):
         return int(self.labels[self._index(i)])
 
     def _decode(self, i: int) -> Image.Image:
-        return _decode_file(self.paths[i])
+        return _decode_file(self.paths[i], None if self.allow_outside_root else str(self.base), self.max_pixels)
 
     def describe(self) -> dict:
         return {
@@ -289,13 +360,15 @@ class _FileDataset(Dataset):
             "size": len(self),
             "classes": list(self.classes) if self.classes is not None else None,
             "path": str(self.root),
+            "root": str(self.base),
+            "allow_outside_root": self.allow_outside_root,
         }
 
 
 class ImageFolder(_FileDataset):
     kind = "image-folder"
 
-    def __init__(self, root: str | os.PathLike, spec: str | None = None):
+    def __init__(self, root: str | os.PathLike, spec: str | None = None, **options):
         root = Path(os.path.abspath(root))
         subdirs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         class_file = root / CLASSES_FILE
@@ -323,13 +396,15 @@ class ImageFolder(_FileDataset):
             raise ValueError(
                 f"{root}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) under its class subfolders"
             )
-        super().__init__(spec or str(root), root, paths, labels, classes)
+        super().__init__(spec or str(root), root, paths, labels, classes, base=root, **options)
 
 
 class CsvDataset(_FileDataset):
     kind = "csv"
 
-    def __init__(self, csv_path: str | os.PathLike, classes: Sequence[str] | None = None, spec: str | None = None):
+    def __init__(
+        self, csv_path: str | os.PathLike, classes: Sequence[str] | None = None, spec: str | None = None, **options
+    ):
         csv_path = Path(os.path.abspath(csv_path))
         base = csv_path.parent
         if classes is None and (base / CLASSES_FILE).is_file():
@@ -358,7 +433,7 @@ class CsvDataset(_FileDataset):
                 labels.append(label)
         if not paths:
             raise ValueError(f"{csv_path}: no rows")
-        super().__init__(spec or str(csv_path), csv_path, paths, labels, classes)
+        super().__init__(spec or str(csv_path), csv_path, paths, labels, classes, base=base, **options)
 
 
 def _parse_label(raw: str, by_name: dict[str, int]) -> int | None:
@@ -374,9 +449,17 @@ def _parse_label(raw: str, by_name: dict[str, int]) -> int | None:
 # Entry points
 
 
-def open_dataset(spec: str, *, classes: Sequence[str] | None = None) -> Dataset:
-    """Open a dataset by spec (see the module docstring). ``classes`` applies to CSV files."""
+def open_dataset(
+    spec: str,
+    *,
+    classes: Sequence[str] | None = None,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    allow_outside_root: bool = False,
+) -> Dataset:
+    """Open a dataset by spec (see the module docstring). ``classes`` applies to CSV files;
+    ``max_pixels`` and ``allow_outside_root`` to file datasets."""
     spec = str(spec)
+    options = {"max_pixels": max_pixels, "allow_outside_root": allow_outside_root}
     if spec.startswith(_FASHION_PREFIX):
         split = spec[len(_FASHION_PREFIX) :]
         if split not in _FASHION_FILES:
@@ -384,9 +467,9 @@ def open_dataset(spec: str, *, classes: Sequence[str] | None = None) -> Dataset:
         return FashionMNIST(split)
     path = Path(spec).expanduser()
     if path.is_dir():
-        return ImageFolder(path, spec=spec)
+        return ImageFolder(path, spec=spec, **options)
     if path.is_file() and path.suffix.lower() == ".csv":
-        return CsvDataset(path, classes=classes, spec=spec)
+        return CsvDataset(path, classes=classes, spec=spec, **options)
     why = "not a directory or .csv file" if path.exists() else "no such file or directory"
     raise ValueError(
         f"unknown dataset spec {spec!r} ({why}); expected fashion-mnist:test, fashion-mnist:train, "
@@ -394,12 +477,27 @@ def open_dataset(spec: str, *, classes: Sequence[str] | None = None) -> Dataset:
     )
 
 
-def load_image(uri: str) -> Image.Image:
+def dataset_root(description: dict) -> str | None:
+    """The folder a file dataset's samples must stay inside, from its ``describe()`` (older
+    bundles record no root: the image folder, or the CSV's directory); None when the
+    dataset was indexed with ``allow_outside_root`` or is not made of files."""
+    if description.get("allow_outside_root") or description.get("kind") not in ("image-folder", "csv"):
+        return None
+    root = description.get("root")
+    if root is None and description.get("path"):
+        path = str(description["path"])
+        root = os.path.dirname(path) if description.get("kind") == "csv" else path
+    return root
+
+
+def load_image(uri: str, *, root: str | None = None, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image:
     """Reopen a sample by its uri: ``fashion-mnist:<split>/<i>`` or an absolute file path.
 
     Raises ValueError for a malformed uri, IndexError for an id outside the split and
-    CorruptSample for a file that cannot be read. Callers exposing this over a network
-    must restrict uris to those of their own bundle: any absolute path is accepted here.
+    CorruptSample for a file that cannot be read, has more than ``max_pixels`` pixels or,
+    given ``root``, resolves outside it. Callers exposing this over a network must restrict
+    uris to those of their own bundle and pass its dataset's root (``Bundle.load_image``
+    does both).
     """
     uri = str(uri)
     if uri.startswith(_FASHION_PREFIX):
@@ -413,4 +511,4 @@ def load_image(uri: str) -> Image.Image:
         return Image.fromarray(images[i].copy())
     if not os.path.isabs(uri):
         raise ValueError(f"unsupported sample uri {uri!r}; expected fashion-mnist:<split>/<i> or an absolute path")
-    return _decode_file(uri)
+    return _decode_file(uri, root, max_pixels)

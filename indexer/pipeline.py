@@ -13,11 +13,15 @@ Order of work (every rank runs the same code; see distributed.py):
 
 Appends (``append_to``) take the model, preprocessing and frozen statistics from the
 bundle's current generation, give new samples ids from the bundle's ``next_id`` on, and
-publish generation N+1 by replacing ``CURRENT``.
+publish generation N+1 by replacing ``CURRENT``. Rank 0 holds the bundle's append lock
+throughout and first recovers what a killed run of the same append left (appends.py): a
+re-run after a kill anywhere gives the bundle of one clean append, and re-running a
+finished append changes nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -29,16 +33,16 @@ from pathlib import Path
 import torch
 
 from . import faiss_index
+from .appends import AppendLock, publish_append, published_entry, recover, request_key
 from .assemble import GenerationInputs, assemble_generation
 from .distributed import DEFAULT_TIMEOUT_S, World, init_world
 from .durable import fsync_dir
 from .errors import DataSpecError, IndexerError, ModelSpecError, OutputExists
+from .images import DEFAULT_MAX_IMAGE_PIXELS
 from .manifest import (
-    CURRENT,
     FORMAT_VERSION,
     generation_name,
     is_bundle_dir,
-    parse_generation,
     read_manifest,
     resolve_generation,
     verify_files,
@@ -76,6 +80,10 @@ class IndexJob:
     progress: bool = True
     keep_work_dir: bool = False
     dist_timeout_s: float = DEFAULT_TIMEOUT_S
+    #: images whose header declares more pixels (width x height) are skipped, undecoded
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    #: index file samples that resolve outside the dataset's folder (recorded: readers honour it)
+    allow_outside_root: bool = False
     #: called with the shard index after each shard file is durably written (tests inject crashes here)
     on_shard_written: Callable[[int], None] | None = None
 
@@ -129,52 +137,110 @@ def run_index(job: IndexJob) -> IndexResult:
     t0 = time.perf_counter()
     _check_job(job)
     append = job.append_to is not None
-    base_gen, base_manifest = _base_generation(job)
+    if append:
+        resolve_generation(job.append_to)  # BundleCorrupt now for a path that is no bundle
+    else:
+        _check_out(Path(job.out), job.overwrite)
+    ds = _open_data(job)
     device = _device(job.device)
     world = init_world(device, job.dist_timeout_s)
     try:
-        if device == "cuda":
-            device = f"cuda:{world.local_rank}"
-        prep = _prepare(job, device, base_manifest)
-        if world.is_main:
-            prep.work.prepare()
-        world.barrier()
-        prep.work.check()
-        computed, resumed = _compute(job, world, prep.engine, prep.ds, prep.plan, prep.work, prep.check)
-        world.barrier()
-        if not world.is_main:
-            target = Path(os.path.abspath(job.append_to if append else job.out))
-            return IndexResult(target, 0, 0, 0, 0, 0, computed, resumed, time.perf_counter() - t0, world.rank)
-        inputs = _generation_inputs(job, prep, world, device)
-        if append:
-            bundle_path, generation, manifest = _publish_append(Path(job.append_to), base_gen, inputs)
-        else:
-            bundle_path, generation, manifest = _publish_new(Path(job.out), inputs, job.overwrite)
-        if not job.keep_work_dir:
-            prep.work.remove()
-        c = manifest["counts"]
-        return IndexResult(
-            bundle_path,
-            generation,
-            c["samples"],
-            c["misclassified"],
-            c["skipped"],
-            manifest["datasets"][-1]["indexed"],
-            computed,
-            resumed,
-            time.perf_counter() - t0,
-            0,
-            manifest,
-        )
+        with AppendLock(job.append_to) if append and world.is_main else contextlib.nullcontext():
+            return _run(job, ds, device, world, t0)
     finally:
         world.close()
 
 
+def _run(job: IndexJob, ds, device: str, world: World, t0: float) -> IndexResult:
+    """run_index's steps, with the append lock held on rank 0."""
+    append = job.append_to is not None
+    if device == "cuda":
+        device = f"cuda:{world.local_rank}"
+    request = request_key(ds, _request_options(job, device)) if append else None
+    if append:
+        if world.is_main:
+            recover(job.append_to, request)
+        world.barrier()  # every rank then sees the recovered CURRENT
+    base_gen, base_manifest = _base_generation(job)
+    if append and published_entry(base_manifest, request) is not None:
+        return _already_published(job, world, base_manifest, request, t0)
+    prep = _prepare(job, device, base_manifest, ds)
+    if world.is_main:
+        prep.work.prepare()
+    world.barrier()
+    prep.work.check()
+    computed, resumed = _compute(job, world, prep.engine, prep.ds, prep.plan, prep.work, prep.check)
+    world.barrier()
+    if not world.is_main:
+        target = Path(os.path.abspath(job.append_to if append else job.out))
+        return IndexResult(target, 0, 0, 0, 0, 0, computed, resumed, time.perf_counter() - t0, world.rank)
+    inputs = _generation_inputs(job, prep, world, device)
+    if append:
+        inputs.dataset_entry["request"] = request  # how a re-run knows it was published
+        bundle_path, generation, manifest = publish_append(Path(job.append_to), base_gen, inputs)
+    else:
+        bundle_path, generation, manifest = _publish_new(Path(job.out), inputs, job.overwrite)
+    if not job.keep_work_dir:
+        prep.work.remove()
+    c = manifest["counts"]
+    return IndexResult(
+        bundle_path,
+        generation,
+        c["samples"],
+        c["misclassified"],
+        c["skipped"],
+        manifest["datasets"][-1]["indexed"],
+        computed,
+        resumed,
+        time.perf_counter() - t0,
+        0,
+        manifest,
+    )
+
+
+def _request_options(job: IndexJob, device: str) -> dict:
+    """The options besides the data that change an append's rows (appends.request_key)."""
+    return {
+        "limit": job.limit,
+        "batch_size": int(job.batch_size),
+        "shard_size": int(job.shard_size),
+        "device": torch.device(device).type,
+        "max_image_pixels": int(job.max_image_pixels),
+    }
+
+
+def _already_published(job: IndexJob, world: World, manifest: dict, request: str, t0: float) -> IndexResult:
+    """A re-run of an append the bundle already holds: finish its clean-up, report it."""
+    root = Path(os.path.abspath(job.append_to))
+    entry = published_entry(manifest, request)
+    if world.is_main:
+        log.warning(
+            "%s already holds this append (generation %d: same data and options); nothing to do",
+            root,
+            entry.get("generation", manifest["generation"]),
+        )
+        if not job.keep_work_dir:
+            shutil.rmtree(work_dir_for(root), ignore_errors=True)
+    c = manifest["counts"]
+    return IndexResult(
+        root,
+        int(manifest["generation"]),
+        c["samples"],
+        c["misclassified"],
+        c["skipped"],
+        int(entry.get("indexed", 0)),
+        0,
+        0,
+        time.perf_counter() - t0,
+        world.rank,
+        manifest if world.is_main else None,
+    )
+
+
 def _base_generation(job: IndexJob) -> tuple[Path | None, dict | None]:
     """For an append, the current generation and its manifest (sizes checked); for a new
-    bundle, (None, None) once the output path is known to be usable."""
+    bundle, (None, None)."""
     if job.append_to is None:
-        _check_out(Path(job.out), job.overwrite)
         return None, None
     base_gen = resolve_generation(job.append_to)
     base_manifest = read_manifest(base_gen)
@@ -182,14 +248,13 @@ def _base_generation(job: IndexJob) -> tuple[Path | None, dict | None]:
     return base_gen, base_manifest
 
 
-def _prepare(job: IndexJob, device: str, base_manifest: dict | None) -> _Prepared:
-    """Load the model (the base's for an append), open the data, preflight one sample and
-    lay out the shards and the work directory (not created yet)."""
+def _prepare(job: IndexJob, device: str, base_manifest: dict | None, ds) -> _Prepared:
+    """Load the model (the base's for an append), preflight one sample of the opened data
+    and lay out the shards and the work directory (not created yet)."""
     append = base_manifest is not None
     loaded = (
         load_model_from_manifest(base_manifest) if append else load_model(job.model, job.weights, job.preprocessing)
     )
-    ds = _open_data(job.data)
     n = len(ds) if job.limit is None else min(len(ds), int(job.limit))
     if n <= 0:
         raise DataSpecError(f"{job.data!r} has no samples to index" + (" (--limit 0)" if job.limit == 0 else ""))
@@ -253,7 +318,11 @@ def _check_job(job: IndexJob) -> None:
             raise IndexerError("--overwrite does not apply to --append-to (appends publish a new generation)")
     elif not job.model:
         raise ModelSpecError("--model is required to build a new bundle (e.g. --model demo-fashion)")
-    for name, value in (("--batch-size", job.batch_size), ("--shard-size", job.shard_size)):
+    for name, value in (
+        ("--batch-size", job.batch_size),
+        ("--shard-size", job.shard_size),
+        ("--max-image-pixels", job.max_image_pixels),
+    ):
         if int(value) < 1:
             raise IndexerError(f"{name} must be at least 1, got {value}")
     if job.limit is not None and int(job.limit) < 0:
@@ -285,11 +354,11 @@ def _device(device: str) -> str:
     return device
 
 
-def _open_data(spec: str):
+def _open_data(job: IndexJob):
     from .datasets import open_dataset
 
     try:
-        return open_dataset(spec)
+        return open_dataset(job.data, max_pixels=job.max_image_pixels, allow_outside_root=job.allow_outside_root)
     except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
         raise DataSpecError(str(e)) from e
 
@@ -317,6 +386,7 @@ def _job_params(job, loaded, ds, n, id_offset, device, check, base_manifest) -> 
         "batch_size": int(job.batch_size),
         "shard_size": int(job.shard_size),
         "device": torch.device(device).type,
+        "max_image_pixels": int(job.max_image_pixels),  # which samples are skipped
         "base": None
         if base_manifest is None
         else {"generation": base_manifest["generation"], "manifest_sha256": base_manifest["manifest_sha256"]},
@@ -400,32 +470,3 @@ def _publish_new(out: Path, inputs: GenerationInputs, overwrite: bool) -> tuple[
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return out, 1, manifest
-
-
-def _publish_append(root: Path, base_gen: Path, inputs: GenerationInputs) -> tuple[Path, int, dict]:
-    from .bundle import open_bundle
-
-    root = Path(os.path.abspath(root))
-    existing = [parse_generation(p.name) for p in root.glob("gen-*") if p.is_dir()]
-    number = max(existing + [int(read_manifest(base_gen)["generation"])]) + 1
-    name = generation_name(number)
-    for stale in root.glob(".gen-*.staging-*"):
-        _remove_stale(root, stale.name[: stale.name.index(".staging-") + len(".staging-")])
-    staging = root / f".{name}.staging-{os.getpid()}-{os.urandom(3).hex()}"
-    try:
-        with open_bundle(base_gen, verify=True, gpu=False) as base:
-            inputs.generation, inputs.base = number, base
-            manifest = assemble_generation(staging, inputs)
-            inputs.base = None
-        if resolve_generation(root).resolve() != base_gen.resolve():
-            raise IndexerError(
-                f"{root} changed while appending (its {CURRENT} no longer points to {base_gen.name}); "
-                "rerun the command to append to the new generation"
-            )
-        os.rename(staging, root / name)
-        fsync_dir(root)
-        write_current(root, number)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return root, number, manifest

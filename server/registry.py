@@ -81,7 +81,11 @@ class Registry:
 def open_served(name: str, path: Path, device: torch.device, config: ServerConfig) -> ServedBundle:
     """Open the bundle at ``path`` with its model on ``device``, its batchers, saliency
     process and neighbour lists, as ``config`` says; closes what it opened on failure."""
-    bundle = open_bundle(path, gpu=False if device.type == "cpu" else None)
+    # Errors raised while serving name the bundle by its served name, not its path; sample
+    # images reopened from the dataset get the upload pixel limit.
+    bundle = open_bundle(
+        path, gpu=False if device.type == "cpu" else None, name=name, max_image_pixels=config.max_image_pixels
+    )
     served = None
     try:
         served = _with_model(name, bundle, device, config)

@@ -187,7 +187,9 @@ def test_csv_relative_paths_header_and_corrupt(tmp_path):
     csv_path = tmp_path / "lists" / "set.csv"
     csv_path.parent.mkdir()
     csv_path.write_text(f"path,label\n../imgs/ok.png,3\n../imgs/bad.png,1\n\n{good_abs},0\n../imgs/missing.png,2\n")
-    d = open_dataset(str(csv_path))
+    with pytest.raises(ValueError, match="4 sample.* outside the dataset's root.*--allow-outside-root"):
+        open_dataset(str(csv_path))  # every row leaves lists/: refused unless asked for
+    d = open_dataset(str(csv_path), allow_outside_root=True)
     assert len(d) == 4 and d.classes is None
     assert d.uri(0) == str(tmp_path / "imgs" / "ok.png")
     assert [d.label(i) for i in range(4)] == [3, 1, 0, 2]
