@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -83,7 +84,7 @@ class Client:
         return f"Client(target={self.target!r})"
 
     def _call(self, method, request, timeout):
-        deadline = self.timeout if timeout is None else timeout
+        deadline = self.timeout if timeout is None else _timeout(timeout)
         with map_grpc_errors():
             return method(request, timeout=deadline, metadata=self._metadata)
 
@@ -91,6 +92,7 @@ class Client:
 
     def index_info(self, *, bundle: str = "", timeout: float | None = None) -> list[BundleInfo]:
         """The loaded bundles (only `bundle` when named; NotFound if it is not loaded)."""
+        bundle = _name(bundle, "bundle")
         response = self._call(self._saliency_stub.ListBundles, pb.ListBundlesRequest(), timeout)
         bundles = [_convert.bundle_info_from_proto(m) for m in response.bundles]
         if bundle:
@@ -101,7 +103,11 @@ class Client:
 
     def sample(self, id: int, *, include_image: bool = False, bundle: str = "", timeout: float | None = None) -> Sample:
         """Metadata of indexed sample `id` (and its PNG as `.image_png` with include_image)."""
-        request = pb.GetSampleRequest(bundle=bundle, id=_as_int(id, "id"), include_image=include_image)
+        request = pb.GetSampleRequest(
+            bundle=_name(bundle, "bundle"),
+            id=_as_int(id, "id", 64),
+            include_image=_flag(include_image, "include_image"),
+        )
         return _convert.get_sample_response_from_proto(self._call(self._saliency_stub.GetSample, request, timeout))
 
     def sample_image(self, id: int, *, bundle: str = "", timeout: float | None = None):
@@ -131,7 +137,10 @@ class Client:
         `top_k` None: the server default (the proto: 10)."""
         query = _query(sample_id, image, label)
         request = pb.GetProfileRequest(
-            bundle=bundle, top_k=_positive_or_default(top_k, "top_k"), include_vector=full, **query
+            bundle=_name(bundle, "bundle"),
+            top_k=_positive_or_default(top_k, "top_k"),
+            include_vector=_flag(full, "full"),
+            **query,
         )
         return _convert.profile_from_proto(self._call(self._saliency_stub.GetProfile, request, timeout))
 
@@ -166,14 +175,14 @@ class Client:
         else:
             query = _query(sample_id, image, label, alternatives="sample_id, image or vector")
         request = pb.FindSimilarFailuresRequest(
-            bundle=bundle,
+            bundle=_name(bundle, "bundle"),
             k=_positive_or_default(k, "k"),
-            only_misclassified=only_misclassified,
-            include_query=not exclude_self,
-            layers=[layers] if isinstance(layers, str) else list(layers or ()),
+            only_misclassified=_flag(only_misclassified, "only_misclassified"),
+            include_query=not _flag(exclude_self, "exclude_self"),
+            layers=_names(layers, "layers"),
             true_labels=_int_list(true_labels, "true_labels"),
             predicted_labels=_int_list(predicted_labels, "predicted_labels"),
-            include_top_filters=include_top_filters,
+            include_top_filters=_flag(include_top_filters, "include_top_filters"),
             **query,
         )
         response = self._call(self._saliency_stub.FindSimilarFailures, request, timeout)
@@ -197,7 +206,7 @@ class Client:
         query = _query(sample_id, image, label)
         boost = _positive_float_or_default(boost, "boost")
         request = pb.ExplainInputRequest(
-            bundle=bundle,
+            bundle=_name(bundle, "bundle"),
             top_k=_positive_or_default(top_k, "top_k"),
             filters=_int_list(filters, "filters"),
             boost=boost,
@@ -228,13 +237,13 @@ class Client:
         selections most, random, least; step_size 0.001; num_neighbors 10)."""
         step_size = _positive_float_or_default(step_size, "step_size")
         request = pb.StartFinetuneEvaluationRequest(
-            bundle=bundle,
+            bundle=_name(bundle, "bundle"),
             counts=_counts(counts),
             selections=_selections(selections),
             step_size=step_size,
             num_neighbors=_positive_or_default(num_neighbors, "num_neighbors"),
-            neighbor_bundle=neighbor_bundle,
-            seed=_as_int(seed, "seed"),
+            neighbor_bundle=_name(neighbor_bundle, "neighbor_bundle"),
+            seed=_as_int(seed, "seed", 64),
             **_query(sample_id, image, label),
         )
         response = self._call(self._evaluation_stub.StartFinetuneEvaluation, request, timeout)
@@ -261,11 +270,11 @@ class Client:
         if num_neighbors < 0:
             raise InvalidArgument(f"num_neighbors must be >= 0, got {num_neighbors}")
         request = pb.StartPruningEvaluationRequest(
-            bundle=bundle,
+            bundle=_name(bundle, "bundle"),
             counts=_counts(counts),
             selections=_selections(selections),
             num_neighbors=num_neighbors,
-            seed=_as_int(seed, "seed"),
+            seed=_as_int(seed, "seed", 64),
             **_query(sample_id, image, label),
         )
         response = self._call(self._evaluation_stub.StartPruningEvaluation, request, timeout)
@@ -279,6 +288,7 @@ class Client:
         """Operations, newest first (only those in `state`, and of `bundle` when named).
 
         `page_size` None: the server default (the proto: 100)."""
+        bundle = _name(bundle, "bundle")
         request = pb.ListOperationsRequest(
             page_size=_positive_or_default(page_size, "page_size"), state=_convert.state_to_proto(state)
         )
@@ -288,6 +298,7 @@ class Client:
 
     def operation(self, op_id: str, *, bundle: str = "", timeout: float | None = None) -> Operation:
         """One operation, with its result once finished (NotFound if it is not of `bundle`, when named)."""
+        bundle = _name(bundle, "bundle")
         response = self._call(self._operations_stub.GetOperation, pb.GetOperationRequest(id=_op_id(op_id)), timeout)
         op = _convert.operation_from_proto(response.operation)
         if bundle and op.bundle != bundle:
@@ -296,7 +307,7 @@ class Client:
 
     def cancel(self, op_id: str, *, bundle: str = "", timeout: float | None = None) -> Operation:
         """Asks a pending or running operation to stop; finished ones come back unchanged."""
-        if bundle:
+        if _name(bundle, "bundle"):
             self.operation(op_id, bundle=bundle, timeout=timeout)  # refuse another bundle's operation
         request = pb.CancelOperationRequest(id=_op_id(op_id))
         return _convert.operation_from_proto(
@@ -321,7 +332,7 @@ def _query(sample_id, image, label, alternatives: str = "sample_id or image") ->
     if sample_id is not None:
         if label is not None:
             raise InvalidArgument("label is only used with image (an indexed sample has its own)")
-        return {"sample_id": _as_int(sample_id, "sample_id")}
+        return {"sample_id": _as_int(sample_id, "sample_id", 64)}
     return {"image": _convert.image_input(image, label)}
 
 
@@ -338,20 +349,59 @@ def _positive_or_default(value, name: str) -> int:
 
 
 def _positive_float_or_default(value, name: str) -> float:
-    """0.0 (the server default) for None, else a positive float."""
+    """0.0 (the server default) for None, else a positive finite float."""
     if value is None:
         return 0.0
-    if not value > 0:
-        raise InvalidArgument(f"{name} must be positive, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InvalidArgument(f"{name} must be a number, got {_convert._shown(value)}")
+    if not 0 < value < math.inf:  # NaN fails too
+        raise InvalidArgument(f"{name} must be positive and finite, got {value!r}")
     return float(value)
+
+
+def _items(values, name: str, kind: str) -> list:
+    """The entries of a sequence argument (a str or bytes is not a sequence of entries here)."""
+    if isinstance(values, (str, bytes)):
+        raise InvalidArgument(f"{name} must be a sequence of {kind}, got {_convert._shown(values)}")
+    try:
+        return list(values)
+    except TypeError:
+        raise InvalidArgument(f"{name} must be a sequence of {kind}, got {_convert._shown(values)}") from None
 
 
 def _int_list(values, name: str) -> list[int]:
     if values is None:
         return []
-    if isinstance(values, (str, bytes)):
-        raise InvalidArgument(f"{name} must be a sequence of integers, got {values!r}")
-    return [_as_int(v, name) for v in values]
+    return [_as_int(v, name) for v in _items(values, name, "integers")]
+
+
+def _name(value, name: str) -> str:
+    """A string argument (bundle names); "" is the server's default."""
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{name} must be a string, got {_convert._shown(value)}")
+    return value
+
+
+def _names(values, name: str) -> list[str]:
+    """A string or a sequence of strings (layer names); None: none."""
+    if values is None:
+        return []
+    if isinstance(values, str):
+        return [values]
+    return [_name(v, name) for v in _items(values, name, "strings")]
+
+
+def _flag(value, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise InvalidArgument(f"{name} must be True or False, got {_convert._shown(value)}")
+    return bool(value)
+
+
+def _timeout(value) -> float:
+    """A per-call deadline in seconds (None, the client's default, is handled by the caller)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not value >= 0:
+        raise InvalidArgument(f"timeout must be a number of seconds >= 0, got {_convert._shown(value)}")
+    return float(value)
 
 
 def _counts(counts) -> list[int]:
@@ -368,7 +418,7 @@ def _selections(selections) -> list[int]:
         return []
     if isinstance(selections, str):
         selections = [selections]
-    result = [_convert.selection_to_proto(s) for s in selections]
+    result = [_convert.selection_to_proto(s) for s in _items(selections, "selections", "names")]
     if not result:
         raise InvalidArgument("selections must not be empty")
     return result

@@ -132,10 +132,25 @@ def image_input(image, label) -> pb.ImageInput:
     return pb.ImageInput(data=encode_image(image), label=as_int(label, "label"))
 
 
-def as_int(value, name: str) -> int:
+#: Wire ranges of the proto's integer types: int32 for labels, counts, k and the like,
+#: int64 for sample ids and seeds.
+INT_RANGES = {32: (-(2**31), 2**31 - 1), 64: (-(2**63), 2**63 - 1)}
+
+
+def as_int(value, name: str, bits: int = 32) -> int:
+    """``value`` as an int that fits the field's proto type (int32, or int64 with bits=64);
+    InvalidArgument naming the field otherwise (protobuf's own ValueError never escapes)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidArgument(f"{name} must be an integer, got {value!r}")
+        raise InvalidArgument(f"{name} must be an integer, got {_shown(value)}")
+    low, high = INT_RANGES[bits]
+    if not low <= int(value) <= high:
+        raise InvalidArgument(f"{name} {value} does not fit an int{bits} ({low}..{high})")
     return int(value)
+
+
+def _shown(value, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def layer_from_proto(msg: pb.Layer) -> Layer:

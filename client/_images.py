@@ -36,7 +36,10 @@ def encode_image(image) -> bytes:
             raise InvalidArgument("image is empty")
         return data
     if isinstance(image, (str, os.PathLike)):
-        data = Path(image).read_bytes()
+        try:
+            data = Path(image).read_bytes()
+        except OSError as exc:  # missing, a directory, not readable: the caller's argument
+            raise InvalidArgument(f"cannot read image file {os.fspath(image)!r}: {exc.strerror or exc}") from exc
         if not data:
             raise InvalidArgument(f"image file {os.fspath(image)!r} is empty")
         return data if is_png_or_jpeg(data) else _reencode_as_png(data, os.fspath(image))
@@ -48,7 +51,7 @@ def encode_image(image) -> bytes:
         Image = None
     if Image is not None and isinstance(image, Image.Image):
         return _pil_to_png(image)
-    raise TypeError(
+    raise InvalidArgument(
         f"image must be PNG/JPEG bytes, a file path, a PIL.Image or a uint8 numpy array, not {type(image).__name__}"
     )
 
@@ -84,5 +87,7 @@ def _reencode_as_png(data: bytes, name: str) -> bytes:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
             return _pil_to_png(img)
-    except (UnidentifiedImageError, OSError) as exc:
+    except Image.DecompressionBombError as exc:  # a header declaring more pixels than Pillow decodes
+        raise InvalidArgument(f"{name!r} declares too many pixels to decode: {exc}") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InvalidArgument(f"cannot read {name!r} as an image: {exc}") from exc

@@ -21,6 +21,7 @@ import dataclasses
 import importlib
 import json
 import os
+import stat
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -304,15 +305,27 @@ def build_parser() -> argparse.ArgumentParser:
 def _client(args) -> Client:
     token = None
     if args.token_file is not None:
-        token = args.token_file.read_text().strip()
-        if not token:
-            raise UsageError(f"token file {args.token_file} is empty")
+        token = _read_token_file(args.token_file)
     elif os.environ.get(TOKEN_ENV):
         token = os.environ[TOKEN_ENV].strip()
     elif os.environ.get(TOKEN_FILE_ENV):
-        token = Path(os.environ[TOKEN_FILE_ENV]).expanduser().read_text().strip()
+        token = _read_token_file(Path(os.environ[TOKEN_FILE_ENV]).expanduser())
     tls = bool(args.tls or args.ca_file)
     return Client(args.target, token=token, timeout=args.timeout, tls=tls, root_certificates=args.ca_file)
+
+
+def _read_token_file(path: Path) -> str:
+    """The token in ``path``; warns (as ssh does for keys) when others may read or change it."""
+    token = path.read_text().strip()
+    if not token:
+        raise UsageError(f"token file {path} is empty")
+    mode = path.stat().st_mode
+    if mode & 0o077:
+        print(
+            f"warning: token file {path} is accessible by others (mode {stat.S_IMODE(mode):04o}); chmod 600 {path}",
+            file=sys.stderr,
+        )
+    return token
 
 
 def _query_kwargs(args) -> dict:

@@ -192,7 +192,8 @@ class OperationCancelled(OperationError):
 
 
 class OperationAborted(OperationError):
-    """The server stopped while the operation was running."""
+    """The server stopped before the operation finished: while it ran, or before it started
+    (`.details` then says it never ran, so starting it again repeats nothing)."""
 
     default_code = grpc.StatusCode.ABORTED
 

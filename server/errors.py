@@ -6,6 +6,12 @@ about gRPC. :class:`ErrorInterceptor` applies :data:`ERROR_TABLE` to every call:
 exception becomes its status code with its message; anything else is a bug and becomes
 INTERNAL with a generic message and a reference, while the traceback goes to the server
 log only (never to clients).
+
+Messages that quote input quote it through :func:`shown` (at most ``SHOWN_CHARS``
+characters of it), and :func:`status_for` caps every message at ``MAX_MESSAGE_CHARS``:
+a 100 KB operation id must not come back as a 100 KB status message (which grpc then
+refuses as oversized metadata). The interceptor also refuses requests over the field caps
+of limits.py before the handler runs, through the same table.
 """
 
 from __future__ import annotations
@@ -14,10 +20,12 @@ import logging
 import uuid
 
 import grpc
+from google.protobuf.message import Message
 
 from parasal.indexer import BundleError, CorruptSample, SampleNotFound
 
 from .interceptors import WrappingInterceptor
+from .limits import request_problem
 
 __all__ = [
     "ServerError",
@@ -29,8 +37,11 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "ERROR_TABLE",
+    "MAX_MESSAGE_CHARS",
+    "shown",
     "status_for",
     "abort",
+    "check_request",
     "ErrorInterceptor",
 ]
 
@@ -86,13 +97,35 @@ ERROR_TABLE: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
 )
 
 INTERNAL_MESSAGE = "internal error (reference {ref}; details are in the server log)"
+#: Longest status message sent (status messages travel as HTTP/2 trailers, which grpc
+#: limits to 16 KiB by default; a message is for people, a few lines at most).
+MAX_MESSAGE_CHARS = 1000
+#: Characters of an input value a message quotes.
+SHOWN_CHARS = 80
+
+
+def shown(value: object, limit: int = SHOWN_CHARS) -> str:
+    """``value`` as a message quotes it: its repr when short, else the first ``limit``
+    characters and how long it was (``'aaaa...' (100000 characters)``)."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return repr(text) if isinstance(value, str) else text
+    head = repr(text[:limit]) if isinstance(value, str) else text[:limit]
+    return f"{head}... ({len(text)} characters)"
+
+
+def _capped(message: str) -> str:
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    return message[: MAX_MESSAGE_CHARS - 40] + f"... (message cut, {len(message)} characters)"
 
 
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    """(status code, client-safe message) for an exception; logs unknown ones with traceback."""
+    """(status code, client-safe message of at most MAX_MESSAGE_CHARS) for an exception;
+    logs unknown ones with traceback."""
     for cls, code in ERROR_TABLE:
         if isinstance(exc, cls):
-            return code, str(exc)  # SampleNotFound defines __str__ without KeyError's quotes
+            return code, _capped(str(exc))  # SampleNotFound defines __str__ without KeyError's quotes
     ref = uuid.uuid4().hex[:12]
     log.error("internal error %s: %s", ref, exc, exc_info=exc)
     return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE.format(ref=ref)
@@ -106,12 +139,22 @@ def abort(context: grpc.ServicerContext, exc: Exception):
     context.abort(code, message)
 
 
+def check_request(request) -> None:
+    """InvalidArgument naming the first field of ``request`` over its cap (limits.py)."""
+    if isinstance(request, Message):  # not a request stream, nor raw bytes
+        problem = request_problem(request)
+        if problem:
+            raise InvalidArgument(problem)
+
+
 class ErrorInterceptor(WrappingInterceptor):
-    """Applies :data:`ERROR_TABLE` to every exception a handler raises."""
+    """Applies :data:`ERROR_TABLE` to every exception a handler raises; refuses requests
+    over the field caps first (innermost interceptor: after authentication)."""
 
     def unary(self, behavior, method):
         def wrapped(request, context):
             try:
+                check_request(request)
                 return behavior(request, context)
             except Exception as exc:  # noqa: BLE001 - mapped, never swallowed
                 abort(context, exc)
@@ -121,6 +164,7 @@ class ErrorInterceptor(WrappingInterceptor):
     def stream(self, behavior, method):
         def wrapped(request, context):
             try:
+                check_request(request)
                 yield from behavior(request, context)
             except Exception as exc:  # noqa: BLE001 - mapped, never swallowed
                 abort(context, exc)

@@ -27,6 +27,7 @@ from parasal.v1 import saliency_pb2 as pb
 from .config import ServerConfig
 from .conversions import finetune_result_to_proto, pruning_result_to_proto
 from .errors import InvalidArgument
+from .limits import MAX_COUNTS
 from .operations import Operations, Progress, StopFlag
 from .queries import ImageQuery, PreparedImage, Queries, check_range
 from .registry import Registry, ServedBundle
@@ -39,13 +40,16 @@ __all__ = [
     "DEFAULT_STEP_SIZE",
     "DEFAULT_NEIGHBORS",
     "MAX_COUNTS",
+    "MAX_EVALUATION_SIZE",
 ]
 
 # DEFAULT_COUNTS is core's (re-exported here): what an empty ``counts`` on the wire means.
 DEFAULT_STEP_SIZE = 1e-3
 DEFAULT_NEIGHBORS = 10
-#: Distinct counts one evaluation may ask for (each costs a forward pass per selection).
-MAX_COUNTS = 64
+#: counts x selections x max(1, neighbours evaluated) one evaluation may ask for, its
+#: cost in forward(+backward) passes: the defaults (4 counts x 3 selections) over 1000
+#: neighbours. MAX_COUNTS (limits.py) caps the counts of a request.
+MAX_EVALUATION_SIZE = 12_000
 #: Share of the progress bar for preparing reference and neighbors.
 PREPARE_SHARE = 0.1
 
@@ -95,6 +99,7 @@ class Evaluations:
         if not math.isfinite(step) or step <= 0:
             raise InvalidArgument(f"step_size must be a positive finite number, got {step}")
         k = check_range("num_neighbors", params.num_neighbors or DEFAULT_NEIGHBORS, 1, self.config.max_neighbors)
+        _check_size(counts, selections, k, neighbors)
         reference = self._reference(served, params.reference)
 
         def job(progress: Progress, should_stop: StopFlag) -> pb.FinetuneEvaluationResult:
@@ -124,6 +129,7 @@ class Evaluations:
         counts = _counts(params.counts, served.layout.num_filters)
         selections = tuple(params.selections) or SELECTIONS
         k = check_range("num_neighbors", params.num_neighbors, 0, self.config.max_neighbors)
+        _check_size(counts, selections, k, served)
         reference = self._reference(served, params.reference)
 
         def job(progress: Progress, should_stop: StopFlag) -> pb.PruningEvaluationResult:
@@ -200,12 +206,24 @@ def _counts(counts: Sequence[int], num_filters: int) -> tuple[int, ...]:
     """Distinct counts in request order, each 1..F; the default keeps those within F."""
     if not counts:
         return tuple(c for c in DEFAULT_COUNTS if c <= num_filters) or (num_filters,)
+    if len(counts) > MAX_COUNTS:
+        raise InvalidArgument(f"counts has {len(counts)} entries; at most {MAX_COUNTS}")
     distinct = tuple(dict.fromkeys(int(c) for c in counts))
-    if len(distinct) > MAX_COUNTS:
-        raise InvalidArgument(f"{len(distinct)} distinct counts; at most {MAX_COUNTS}")
     for count in distinct:
         check_range("count", count, 1, num_filters)
     return distinct
+
+
+def _check_size(counts: Sequence[int], selections: Sequence[str], k: int, neighbors: ServedBundle) -> None:
+    """InvalidArgument when an evaluation would exceed MAX_EVALUATION_SIZE. Neighbours are
+    counted as evaluated: at most the misclassified samples the neighbour bundle has."""
+    evaluated = min(k, int(neighbors.bundle.num_misclassified))
+    size = len(counts) * len(selections) * max(1, evaluated)
+    if size > MAX_EVALUATION_SIZE:
+        raise InvalidArgument(
+            f"evaluation too large: {len(counts)} counts x {len(selections)} selections x {max(1, evaluated)} "
+            f"neighbors = {size}; at most {MAX_EVALUATION_SIZE} (ask for fewer counts or neighbors)"
+        )
 
 
 def _scaled(progress: Progress) -> Progress:

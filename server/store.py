@@ -27,16 +27,30 @@ from parasal.v1 import saliency_pb2 as pb
 
 from .config import ConfigError
 
-__all__ = ["OperationStore", "new_operation_id", "TERMINAL_STATES", "ABORTED_MESSAGE"]
+__all__ = [
+    "OperationStore",
+    "new_operation_id",
+    "TERMINAL_STATES",
+    "ABORTED_MESSAGE",
+    "NEVER_STARTED_MESSAGE",
+    "aborted_message",
+]
 
 TERMINAL_STATES = frozenset(
     {pb.OPERATION_STATE_SUCCEEDED, pb.OPERATION_STATE_FAILED, pb.OPERATION_STATE_CANCELLED, pb.OPERATION_STATE_ABORTED}
 )
 ABORTED_MESSAGE = "the server stopped while it was running"
+#: For an operation that was still queued: nothing of it ran (safe to start again).
+NEVER_STARTED_MESSAGE = "the server stopped before it started; it never ran"
 #: The error code recorded for aborted operations (google.rpc.Code, as gRPC status codes are).
 ABORTED_CODE = code_pb2.ABORTED
 #: Address space reserved for the environment (a sparse file; records are a few KB each).
 MAP_SIZE = 1 << 30
+
+
+def aborted_message(state: int) -> str:
+    """What an ABORTED record says, given the state it was in when the server stopped."""
+    return NEVER_STARTED_MESSAGE if state == pb.OPERATION_STATE_PENDING else ABORTED_MESSAGE
 
 
 def new_operation_id() -> str:
@@ -100,15 +114,17 @@ class OperationStore:
 
     # -- start-up housekeeping -----------------------------------------------------------
 
-    def abort_unfinished(self, message: str = ABORTED_MESSAGE) -> list[str]:
-        """Mark every PENDING/RUNNING record ABORTED (a previous process died with them);
-        returns their ids. Called before any new operation starts."""
+    def abort_unfinished(self) -> list[str]:
+        """Mark every PENDING/RUNNING record ABORTED (a previous process died with them),
+        saying whether it was running or never started; returns their ids. Called before
+        any new operation starts."""
         aborted = []
         with self._env.begin(write=True) as txn:
             for key, value in txn.cursor():
                 op = pb.Operation.FromString(value)
                 if op.state in TERMINAL_STATES:
                     continue
+                message = aborted_message(op.state)
                 op.state = pb.OPERATION_STATE_ABORTED
                 op.message = message
                 op.error.code, op.error.message = ABORTED_CODE, message

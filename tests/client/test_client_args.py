@@ -70,13 +70,14 @@ def test_paths(tmp_path):
     np.testing.assert_array_equal(decode(bmp_data), RGB)
     with pytest.raises(InvalidArgument, match="cannot read"):
         encode_image(junk)
-    with pytest.raises(FileNotFoundError):
-        encode_image(tmp_path / "missing.png")
+    for unreadable in (tmp_path / "missing.png", tmp_path):  # missing, a directory: the caller's argument
+        with pytest.raises(InvalidArgument, match="cannot read image file"):
+            encode_image(unreadable)
 
 
 def test_unsupported_types():
     for value in (3, [[1, 2]], None):
-        with pytest.raises(TypeError):
+        with pytest.raises(InvalidArgument, match="image must be"):
             encode_image(value)
 
 

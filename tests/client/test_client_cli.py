@@ -105,6 +105,25 @@ def test_token_file_and_env(run, fake, tmp_path, monkeypatch):
     assert status == 2 and err.startswith("error: ")
 
 
+def test_a_token_file_others_can_read_is_used_with_a_warning(run, fake, tmp_path, monkeypatch):
+    """As ssh does for keys: the token still works, and stderr says how to protect it."""
+    fake.state.token = "tok"
+    token_file = tmp_path / "token"
+    token_file.write_text("tok\n")
+    token_file.chmod(0o644)
+    status, _, err = run("info", "--token-file", token_file)
+    assert (
+        status == 0
+        and err == f"warning: token file {token_file} is accessible by others (mode 0644); chmod 600 {token_file}\n"
+    )
+    monkeypatch.setenv(cli.TOKEN_FILE_ENV, str(token_file))
+    status, _, err = run("info")
+    assert status == 0 and "accessible by others" in err
+    token_file.chmod(0o600)
+    status, _, err = run("info", "--token-file", token_file)
+    assert status == 0 and err == ""
+
+
 def test_profile_of_an_image_and_vector_out(run, fake, tmp_path):
     image = tmp_path / "x.png"
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(image)

@@ -10,7 +10,7 @@ from parasal.core.evaluation import Cancelled
 from parasal.server.config import ConfigError
 from parasal.server.errors import NotFound, ResourceExhausted
 from parasal.server.operations import Operations
-from parasal.server.store import ABORTED_MESSAGE, OperationStore, new_operation_id
+from parasal.server.store import ABORTED_MESSAGE, NEVER_STARTED_MESSAGE, OperationStore, new_operation_id
 from parasal.v1 import saliency_pb2 as pb
 
 FINETUNE = pb.OPERATION_KIND_FINETUNE_EVALUATION
@@ -47,7 +47,8 @@ def test_unfinished_records_read_aborted_after_a_restart(tmp_path):
         for op in (running, pending):
             got = ops.get(op.id)
             assert got.state == pb.OPERATION_STATE_ABORTED
-            assert got.message == ABORTED_MESSAGE and got.error.code == grpc.StatusCode.ABORTED.value[0]
+            expected = ABORTED_MESSAGE if op is running else NEVER_STARTED_MESSAGE  # a pending one never ran
+            assert got.message == expected and got.error.code == grpc.StatusCode.ABORTED.value[0]
         assert ops.get(done.id).state == pb.OPERATION_STATE_SUCCEEDED
         assert [o.id for o in ops.list(10, pb.OPERATION_STATE_ABORTED)] == [pending.id, running.id]
     finally:

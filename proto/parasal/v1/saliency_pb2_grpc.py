@@ -96,7 +96,8 @@ class SaliencyServiceServicer:
         """Samples failing for the same reason: the k nearest profiles by cosine similarity,
         optionally filtered and optionally over a subset of layers (exact search then).
         Errors: NOT_FOUND (bundle or id); INVALID_ARGUMENT (k outside 1..1000, vector of the
-        wrong length or with NaN/Inf, unknown layer, label out of range, bad image).
+        wrong length or with NaN/Inf, unknown layer, label out of range, bad image, a
+        repeated field over its cap).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -106,7 +107,7 @@ class SaliencyServiceServicer:
         """Input-space saliency (paper section 2.2): the pixels that drive the top-k (or the
         given) salient filters, as a heatmap and a PNG overlay.
         Errors: NOT_FOUND (bundle or id); INVALID_ARGUMENT (bad image, filter index out of
-        range, top_k out of range).
+        range, more filters than the model has, top_k out of range).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -321,7 +322,8 @@ class EvaluationServiceServicer:
         over the most / random / least salient filters (and the whole network), measured on
         the reference and its nearest misclassified neighbours. Returns the operation at once.
         Errors: NOT_FOUND (bundle or id); INVALID_ARGUMENT (counts, selections, step size,
-        neighbour count, image); RESOURCE_EXHAUSTED (the operation pool is full).
+        neighbour count, image, an evaluation over its size cap: see `counts`);
+        RESOURCE_EXHAUSTED (the operation pool is full).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -419,7 +421,8 @@ class EvaluationService:
 
 class OperationsServiceStub:
     """The operations started by EvaluationService. Records survive a server restart; an
-    operation that was running when the server stopped reads as ABORTED.
+    operation that was pending or running when the server stopped reads as ABORTED (its
+    message says whether it never started or stopped while running).
     """
 
     def __init__(self, channel):
@@ -452,7 +455,8 @@ class OperationsServiceStub:
 
 class OperationsServiceServicer:
     """The operations started by EvaluationService. Records survive a server restart; an
-    operation that was running when the server stopped reads as ABORTED.
+    operation that was pending or running when the server stopped reads as ABORTED (its
+    message says whether it never started or stopped while running).
     """
 
     def GetOperation(self, request, context):
@@ -518,7 +522,8 @@ def add_OperationsServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class OperationsService:
     """The operations started by EvaluationService. Records survive a server restart; an
-    operation that was running when the server stopped reads as ABORTED.
+    operation that was pending or running when the server stopped reads as ABORTED (its
+    message says whether it never started or stopped while running).
     """
 
     @staticmethod
