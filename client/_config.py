@@ -50,6 +50,9 @@ def channel_options(extra=None) -> list[tuple[str, object]]:
         "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
         "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
         "grpc.enable_retries": 1,
+        # grpc's default reconnect back-off grows to 120 s: after a server restart a waiting
+        # OperationHandle would sit idle that long before it re-watches. 5 s is plenty gentle.
+        "grpc.max_reconnect_backoff_ms": 5000,
         "grpc.service_config": service_config(),
         "grpc.primary_user_agent": f"parasal-client/{_version()}",
     }

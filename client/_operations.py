@@ -16,6 +16,7 @@ from .errors import (
     OperationCancelled,
     OperationFailed,
     OperationTimeout,
+    Unavailable,
     map_grpc_errors,
 )
 from .types import FinetuneResult, Operation, PruningResult
@@ -26,6 +27,12 @@ if TYPE_CHECKING:
 # When a watch stream ends before a terminal state (the server restarting), wait this
 # long before watching again.
 _REWATCH_DELAY = 0.5
+#: Every WatchOperation stream carries a deadline of at most this many seconds (the server
+#: also ends streams itself, after its --stream-max); the wait then goes on with a new one.
+WATCH_STREAM_S = 60.0
+#: While the server cannot be reached (a restart, the network), keep trying this long
+#: before raising `Unavailable`, however long the overall timeout.
+RECONNECT_S = 60.0
 
 
 class OperationHandle:
@@ -75,40 +82,54 @@ class OperationHandle:
     def watch(self, timeout: float | None = None) -> Iterator[Operation]:
         """Yields a snapshot on every state or progress change, ending after a terminal one.
 
-        Raises `OperationTimeout` (a `TimeoutError`) when `timeout` seconds pass first.
+        Each stream has a deadline (`WATCH_STREAM_S`). A stream that ends early, or a server
+        that is briefly unreachable (a restart), is followed by looking again and watching
+        again; `Unavailable` is raised only after `RECONNECT_S` without contact. Raises
+        `OperationTimeout` (a `TimeoutError`) when `timeout` seconds pass first.
         """
         if self._last is not None and self._last.done:
             yield self._last
             return
         deadline = None if timeout is None else time.monotonic() + timeout
+        contact = time.monotonic()  # the last time the server answered
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise self._timeout_error(timeout)
-            stream = self._client._operations_stub.WatchOperation(
-                pb.WatchOperationRequest(id=self._id), timeout=remaining, metadata=self._client._metadata
-            )
             try:
-                with map_grpc_errors():
-                    for response in stream:
-                        op = _convert.operation_from_proto(response.operation)
-                        self._last = op
-                        yield op
-                        if op.done:
-                            return
-            except DeadlineExceeded as exc:
-                if deadline is None:
+                for op in self._watch_once(WATCH_STREAM_S if remaining is None else min(remaining, WATCH_STREAM_S)):
+                    contact = time.monotonic()
+                    yield op
+                    if op.done:
+                        return
+                op = self.refresh()  # the stream ended without a terminal state: look once
+                contact = time.monotonic()
+                if op.done:
+                    yield op
+                    return
+            except DeadlineExceeded as exc:  # this stream's own deadline, unless the wait's passed
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise self._timeout_error(timeout) from exc
+                continue  # a stream that lasted its deadline: watch again at once
+            except Unavailable:
+                if time.monotonic() - contact > RECONNECT_S:
                     raise
-                raise self._timeout_error(timeout) from exc
-            finally:
-                stream.cancel()  # no-op once finished; stops the RPC if the caller stops early
-            # The stream ended without a terminal state: look once, then watch again.
-            op = self.refresh()
-            if op.done:
-                yield op
-                return
             pause = _REWATCH_DELAY if deadline is None else min(_REWATCH_DELAY, max(0.0, deadline - time.monotonic()))
             time.sleep(pause)
+
+    def _watch_once(self, stream_s: float) -> Iterator[Operation]:
+        """One WatchOperation stream with a deadline of ``stream_s`` seconds."""
+        stream = self._client._operations_stub.WatchOperation(
+            pb.WatchOperationRequest(id=self._id), timeout=stream_s, metadata=self._client._metadata
+        )
+        try:
+            with map_grpc_errors():
+                for response in stream:
+                    op = _convert.operation_from_proto(response.operation)
+                    self._last = op
+                    yield op
+        finally:
+            stream.cancel()  # no-op once finished; stops the RPC if the caller stops early
 
     def result(self, timeout: float | None = None) -> FinetuneResult | PruningResult:
         """Waits (streaming WatchOperation) and returns the result.
@@ -116,7 +137,8 @@ class OperationHandle:
         Raises `OperationFailed` (with the operation's own error code and message),
         `OperationCancelled`, `OperationAborted`, or `OperationTimeout` (a `TimeoutError`;
         the operation keeps running) when `timeout` seconds pass first. `timeout=None`
-        waits as long as it takes.
+        waits as long as it takes, over streams that each carry a deadline, watching again
+        after a server restart (`Unavailable` only after `RECONNECT_S` without contact).
         """
         op = self._last
         if op is None or not op.done:

@@ -1,9 +1,10 @@
 """Bearer-token authentication as a server interceptor.
 
 Clients send metadata ``authorization: Bearer <token>``. A missing or wrong token ends
-the call with UNAUTHENTICATED before any servicer runs: the interceptor raises
-:class:`~parasal.server.errors.Unauthenticated` through the server's one error table
-(errors.py), like any other domain error. The comparison is constant-time
+the call with UNAUTHENTICATED before any servicer runs, and before its request is read or
+parsed (the server's dispatcher asks :meth:`BearerTokenInterceptor.authorized` first): the
+interceptor raises :class:`~parasal.server.errors.Unauthenticated` through the server's
+one error table (errors.py), like any other domain error. The comparison is constant-time
 (``hmac.compare_digest``) and the token is never logged.
 
 Health checking and server reflection stay open: load balancers and Kubernetes probes
@@ -17,6 +18,7 @@ import hmac
 
 import grpc
 
+from .dispatch import abort_async
 from .errors import Unauthenticated, abort
 from .interceptors import wrap_handler
 
@@ -48,11 +50,16 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):
                 break
         return hmac.compare_digest(presented, self._expected)
 
+    def denies(self, handler_call_details) -> bool:
+        """True when this call is refused (a closed method without the right token)."""
+        return not (
+            handler_call_details.method.startswith(OPEN_METHOD_PREFIXES)
+            or self.authorized(handler_call_details.invocation_metadata)
+        )
+
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
-        if handler_call_details.method.startswith(OPEN_METHOD_PREFIXES) or self.authorized(
-            handler_call_details.invocation_metadata
-        ):
+        if not self.denies(handler_call_details):
             return handler
 
         # The denying handler replaces the real one, so the error interceptor (inside this
@@ -70,4 +77,11 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):
 
             return denied
 
-        return wrap_handler(handler, unary=unary, stream=stream)
+        def stream_async(_behavior):
+            async def denied(_request, context):
+                await abort_async(context, Unauthenticated(DENIED_MESSAGE))
+                yield  # pragma: no cover - makes this an async generator like the handler it replaces
+
+            return denied
+
+        return wrap_handler(handler, unary=unary, stream=stream, stream_async=stream_async)

@@ -34,6 +34,8 @@ import torch.nn.functional as F
 
 from parasal.core import filter_saliency
 
+from .inline import must_not_block
+
 __all__ = [
     "GreedyBatcher",
     "UploadProfile",
@@ -93,6 +95,7 @@ class GreedyBatcher(Generic[Req]):
         raise NotImplementedError
 
     def submit(self, request: Req):
+        must_not_block("a batched computation")  # a caller on the event loop must not wait here
         self._queue.put(request)
         return request.future.result()
 

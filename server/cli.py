@@ -36,6 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="a bundle directory to serve (repeatable; NAME defaults to the directory's name; "
         "requests naming no bundle get the first)",
     )
+    p.add_argument(
+        "--weights",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="load bundle NAME's model from FILE instead of the bundle's own copy (model.pt); "
+        "its fingerprint must match the bundle's (repeatable)",
+    )
     p.add_argument("--host", default=defaults.host, help=f"address to listen on (default {defaults.host})")
     p.add_argument(
         "--port", type=int, default=defaults.port, help=f"port; 0 picks a free one (default {defaults.port})"
@@ -58,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"evaluations pending or running at once (default {defaults.max_operations})",
     )
     p.add_argument(
+        "--max-operations-per-caller",
+        type=int,
+        default=defaults.max_operations_per_caller,
+        help=f"of those, for one client address (default {defaults.max_operations_per_caller})",
+    )
+    p.add_argument(
         "--operation-workers",
         type=int,
         default=defaults.operation_workers,
@@ -70,7 +84,36 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-concurrent-rpcs",
         type=int,
         default=defaults.max_concurrent_rpcs,
-        help=f"calls in progress at once; more get RESOURCE_EXHAUSTED (default {defaults.max_concurrent_rpcs})",
+        help=f"queries running or queued at once; more get RESOURCE_EXHAUSTED at once "
+        f"(default {defaults.max_concurrent_rpcs})",
+    )
+    p.add_argument(
+        "--request-timeout",
+        type=float,
+        default=defaults.request_timeout_s,
+        dest="request_timeout_s",
+        help=f"seconds a call's request may take to arrive; later, DEADLINE_EXCEEDED "
+        f"(default {defaults.request_timeout_s:g})",
+    )
+    p.add_argument(
+        "--max-streams",
+        type=int,
+        default=defaults.max_streams,
+        help=f"WatchOperation streams open at once; more get RESOURCE_EXHAUSTED (default {defaults.max_streams})",
+    )
+    p.add_argument(
+        "--stream-max",
+        type=float,
+        default=defaults.stream_max_s,
+        dest="stream_max_s",
+        help=f"seconds a WatchOperation stream lasts at most; the SDK then watches again "
+        f"(default {defaults.stream_max_s:g})",
+    )
+    p.add_argument(
+        "--max-streams-per-connection",
+        type=int,
+        default=defaults.max_streams_per_connection,
+        help=f"calls one connection may have open at once (default {defaults.max_streams_per_connection})",
     )
     p.add_argument(
         "--model-replicas",
@@ -139,18 +182,35 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _weights_arg(arg: str) -> tuple[str, Path]:
+    """``NAME=FILE`` -> (NAME, FILE), the file checked to exist."""
+    name, sep, path = arg.partition("=")
+    if not sep or not name or not path:
+        raise ConfigError(f"--weights {arg!r}: expected NAME=FILE (NAME as in --bundle)")
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ConfigError(f"--weights {arg!r}: {file} is not a file")
+    return name, file
+
+
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     config = ServerConfig(
         bundles=[parse_bundle_arg(b) for b in args.bundle],
+        weights=dict(_weights_arg(w) for w in args.weights),
         host=args.host,
         port=args.port,
         token_file=args.token_file,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         max_operations=args.max_operations,
+        max_operations_per_caller=args.max_operations_per_caller,
         operation_workers=args.operation_workers,
         threads=args.threads,
         max_concurrent_rpcs=args.max_concurrent_rpcs,
+        request_timeout_s=args.request_timeout_s,
+        max_streams=args.max_streams,
+        stream_max_s=args.stream_max_s,
+        max_streams_per_connection=args.max_streams_per_connection,
         model_replicas=args.model_replicas,
         search_workers=args.search_workers,
         sample_cache=args.sample_cache,
@@ -166,6 +226,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     for name, path in config.bundles:
         if not path.is_dir():
             raise ConfigError(f"bundle {name!r}: {path} is not a directory")
+    unknown = sorted(set(config.weights) - {name for name, _ in config.bundles})
+    if unknown:
+        raise ConfigError(f"--weights names no served bundle: {unknown}")
     return config.validate()
 
 

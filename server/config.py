@@ -7,9 +7,12 @@ tests build one directly.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+log = logging.getLogger("parasal.server")
 
 __all__ = [
     "ServerConfig",
@@ -59,6 +62,10 @@ def parse_bundle_arg(arg: str) -> tuple[str, Path]:
 class ServerConfig:
     #: (name, directory) of each bundle to serve; requests naming no bundle get the first.
     bundles: list[tuple[str, Path]] = field(default_factory=list)
+    #: Bundle name -> weights file to load its model from instead of the bundle's own copy
+    #: (``model.pt``), e.g. a bundle built before bundles kept their weights; the
+    #: fingerprint must still match.
+    weights: dict[str, Path] = field(default_factory=dict)
     #: Loopback by default: exposing the server is an explicit choice (use TLS and a token then).
     host: str = "127.0.0.1"
     #: 0 picks a free port; the chosen one is printed as ``parasal: serving on HOST:PORT``.
@@ -72,6 +79,9 @@ class ServerConfig:
     tls_key: Path | None = None
     #: Operations pending or running at once; one more is refused with RESOURCE_EXHAUSTED.
     max_operations: int = 4
+    #: Of those, at most this many for one caller (one client address: callers behind one
+    #: proxy count as one), so one caller cannot fill the pool.
+    max_operations_per_caller: int = 2
     #: Threads running operations (each evaluation uses the model on one thread).
     operation_workers: int = 1
     #: Finished operation records kept in the store (oldest pruned at start-up).
@@ -84,10 +94,22 @@ class ServerConfig:
     max_image_pixels: int = 4096 * 4096
     #: gRPC message limit both ways (uploads and full profile vectors need more than 4 MiB).
     max_message_bytes: int = MAX_MESSAGE_BYTES
-    #: Calls in progress at once; more are refused by gRPC with RESOURCE_EXHAUSTED.
+    #: Queries (unary calls) running or queued for a worker at once; one more is refused at
+    #: once with RESOURCE_EXHAUSTED, never queued. Streams and health are not counted.
     max_concurrent_rpcs: int = 64
-    #: Threads serving rpcs. Each open WatchOperation stream holds one while it lasts.
+    #: Worker threads running queries. Streams, health and calls whose request has not fully
+    #: arrived hold none (they wait on the server's event loop).
     threads: int = 16
+    #: Seconds a call's request may take to arrive once its headers did; then the call ends
+    #: with DEADLINE_EXCEEDED (a stalled client holds nothing longer). Uploads must arrive
+    #: within it too: 64 MB in 10 s needs 6.4 MB/s.
+    request_timeout_s: float = 10.0
+    #: WatchOperation streams open at once; one more is refused with RESOURCE_EXHAUSTED.
+    max_streams: int = 1000
+    #: Seconds a WatchOperation stream lasts at most; it then ends OK and the SDK watches again.
+    stream_max_s: float = 300.0
+    #: HTTP/2 streams (calls) one connection may have open at once.
+    max_streams_per_connection: int = 100
     #: Copies of each model for concurrent queries (saliency hooks make one copy single-threaded).
     model_replicas: int = 2
     #: Samples per bundle whose metadata and response messages are cached, filled at
@@ -145,6 +167,7 @@ class ServerConfig:
                 raise ConfigError(f"{name} must be at least 0, got {value}")
         for name, value in [
             ("max_operations", self.max_operations),
+            ("max_operations_per_caller", self.max_operations_per_caller),
             ("operation_workers", self.operation_workers),
             ("max_k", self.max_k),
             ("threads", self.threads),
@@ -153,9 +176,14 @@ class ServerConfig:
             ("max_concurrent_rpcs", self.max_concurrent_rpcs),
             ("max_image_pixels", self.max_image_pixels),
             ("max_message_bytes", self.max_message_bytes),
+            ("max_streams", self.max_streams),
+            ("max_streams_per_connection", self.max_streams_per_connection),
         ]:
             if value < 1:
                 raise ConfigError(f"{name} must be at least 1, got {value}")
+        for name, value in [("request_timeout_s", self.request_timeout_s), ("stream_max_s", self.stream_max_s)]:
+            if not value > 0:
+                raise ConfigError(f"{name} must be more than 0, got {value}")
         state = Path(self.state_dir).expanduser().resolve()
         for name, path in self.bundles:
             bundle = Path(path).expanduser().resolve()
@@ -167,12 +195,16 @@ class ServerConfig:
         """The bearer token from token_file (surrounding whitespace stripped), or None."""
         if self.token_file is None:
             return None
+        path = Path(self.token_file).expanduser()
         try:
-            token = Path(self.token_file).expanduser().read_text().strip()
+            token = path.read_text().strip()
+            mode = path.stat().st_mode
         except OSError as exc:
             raise ConfigError(f"cannot read token file {self.token_file}: {exc.strerror}") from None
         if not token:
             raise ConfigError(f"token file {self.token_file} is empty")
+        if mode & 0o077:  # as ssh warns for private keys: anyone who can read it can call the server
+            log.warning("token file %s is accessible by others (mode %04o); chmod 600 %s", path, mode & 0o7777, path)
         return token
 
     def read_tls(self) -> tuple[bytes, bytes] | None:

@@ -24,6 +24,7 @@ from google.protobuf.message import Message
 
 from parasal.indexer import BundleError, CorruptSample, SampleNotFound
 
+from .inline import WouldBlock
 from .interceptors import WrappingInterceptor
 from .limits import request_problem
 
@@ -156,6 +157,8 @@ class ErrorInterceptor(WrappingInterceptor):
             try:
                 check_request(request)
                 return behavior(request, context)
+            except WouldBlock:  # an inline attempt handing over to a worker (inline.py): not an error
+                raise
             except Exception as exc:  # noqa: BLE001 - mapped, never swallowed
                 abort(context, exc)
 

@@ -4,17 +4,24 @@ grpc's ``ServerInterceptor`` hands us a method handler of one of four shapes; wr
 its behaviour means rebuilding a handler of the same shape. :func:`wrap_handler` does that
 once, so the error table (errors.py), authentication (auth.py) and logging only say what
 happens around a call.
+
+Response streams written as async generators (WatchOperation: it waits on the server's
+event loop, see dispatch.py) are wrapped by :meth:`WrappingInterceptor.stream_async`;
+dispatch.py applies the error table to them itself.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Callable
 
 import grpc
 
-__all__ = ["wrap_handler", "WrappingInterceptor", "LoggingInterceptor"]
+from .inline import WouldBlock
+
+__all__ = ["wrap_handler", "is_async_stream", "WrappingInterceptor", "LoggingInterceptor"]
 
 log = logging.getLogger("parasal.server.requests")
 
@@ -26,11 +33,16 @@ def wrap_handler(
     *,
     unary: Callable[[Behavior], Behavior],
     stream: Callable[[Behavior], Behavior],
+    stream_async: Callable[[Behavior], Behavior] | None = None,
 ) -> grpc.RpcMethodHandler | None:
     """Same handler with its behaviour wrapped: ``unary`` for a single response, ``stream``
-    for a response stream (the wrapper must then return an iterator)."""
+    for a response stream (the wrapper must then return an iterator), ``stream_async`` for
+    a response stream that is an async generator function (the wrapper must be one too;
+    None leaves such a behaviour as it is)."""
     if handler is None:
         return None
+    if handler.unary_stream and is_async_stream(handler.unary_stream):
+        stream = stream_async or (lambda behavior: behavior)
     kwargs = dict(request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), **kwargs)
@@ -39,6 +51,11 @@ def wrap_handler(
     if handler.stream_unary:
         return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), **kwargs)
     return grpc.stream_stream_rpc_method_handler(stream(handler.stream_stream), **kwargs)
+
+
+def is_async_stream(behavior) -> bool:
+    """True for a response stream written as an async generator function (run on the loop)."""
+    return inspect.isasyncgenfunction(behavior)
 
 
 class WrappingInterceptor(grpc.ServerInterceptor):
@@ -56,13 +73,22 @@ class WrappingInterceptor(grpc.ServerInterceptor):
     def stream(self, behavior: Behavior, method: str) -> Behavior:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def stream_async(self, behavior: Behavior, method: str) -> Behavior:
+        """Async response streams pass unchanged unless a subclass says otherwise."""
+        return behavior
+
     def intercept_service(self, continuation, handler_call_details):
         method = handler_call_details.method
         handler = continuation(handler_call_details)
         cached = self._cache.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]
-        wrapped = wrap_handler(handler, unary=lambda b: self.unary(b, method), stream=lambda b: self.stream(b, method))
+        wrapped = wrap_handler(
+            handler,
+            unary=lambda b: self.unary(b, method),
+            stream=lambda b: self.stream(b, method),
+            stream_async=lambda b: self.stream_async(b, method),
+        )
         self._cache[method] = (handler, wrapped)
         return wrapped
 
@@ -86,8 +112,12 @@ class LoggingInterceptor(WrappingInterceptor):
                 response = behavior(request, context)
                 failed = False
                 return response
+            except WouldBlock:  # handed over to a worker (inline.py): that run logs the call
+                start = None
+                raise
             finally:
-                self._finish(method, context, start, failed)
+                if start is not None:
+                    self._finish(method, context, start, failed)
 
         return wrapped
 
@@ -96,6 +126,18 @@ class LoggingInterceptor(WrappingInterceptor):
             start, failed = time.perf_counter(), True
             try:
                 yield from behavior(request, context)
+                failed = False
+            finally:
+                self._finish(method, context, start, failed)
+
+        return wrapped
+
+    def stream_async(self, behavior, method):
+        async def wrapped(request, context):
+            start, failed = time.perf_counter(), True
+            try:
+                async for response in behavior(request, context):
+                    yield response
                 failed = False
             finally:
                 self._finish(method, context, start, failed)

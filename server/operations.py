@@ -4,9 +4,12 @@ An operation is a *job* (a callable doing the work, see evaluations.py) plus its
 ``parasal.v1.Operation`` message. Records of live operations are kept in memory and
 written through to the store on every state change and on progress (throttled: when
 ``progress_interval_s`` passed or progress advanced by ``PROGRESS_STEP``); watchers wait
-on one condition variable and see each recorded change.
+on one condition variable and see each recorded change; :meth:`Operations.watch_async`
+waits on the server's event loop instead, holding no thread.
 
-Limits: at most ``max_operations`` operations are pending or running at once; one more is
+Limits: at most ``max_operations`` operations are pending or running at once, and at most
+``max_per_caller`` of them for one caller (the servicer names the caller with
+:func:`acting_for`: its client address), so one caller cannot fill the pool; one more is
 refused with :class:`ResourceExhausted`. ``operation_workers`` threads run them in start
 order.
 
@@ -19,10 +22,13 @@ killed process left behind, which :class:`Operations` marks on start-up.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -30,10 +36,17 @@ from parasal.core import Cancelled
 from parasal.v1 import saliency_pb2 as pb
 
 from .conversions import timestamp
-from .errors import FailedPrecondition, NotFound, ResourceExhausted, status_for
-from .store import ABORTED_CODE, ABORTED_MESSAGE, TERMINAL_STATES, OperationStore, new_operation_id
+from .errors import FailedPrecondition, NotFound, ResourceExhausted, shown, status_for
+from .store import (
+    ABORTED_CODE,
+    ABORTED_MESSAGE,
+    TERMINAL_STATES,
+    OperationStore,
+    aborted_message,
+    new_operation_id,
+)
 
-__all__ = ["Operations", "Job", "Progress", "StopFlag", "TERMINAL_STATES"]
+__all__ = ["Operations", "Job", "Progress", "StopFlag", "TERMINAL_STATES", "acting_for"]
 
 log = logging.getLogger("parasal.server.operations")
 
@@ -45,6 +58,18 @@ Job = Callable[[Progress, StopFlag], object]
 #: Progress recorded at least at every this much advance, however quick the job.
 PROGRESS_STEP = 0.1
 _RESULT_FIELD = {pb.FinetuneEvaluationResult: "finetune", pb.PruningEvaluationResult: "pruning"}
+#: Who starts operations in this context ("" = nobody in particular: no per-caller limit).
+_CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("parasal_operation_caller", default="")
+
+
+@contextlib.contextmanager
+def acting_for(caller: str):
+    """Operations started inside this block count against ``caller``'s share of the pool."""
+    token = _CALLER.set(caller)
+    try:
+        yield
+    finally:
+        _CALLER.reset(token)
 
 
 @dataclass
@@ -53,6 +78,7 @@ class _Live:
     stop: threading.Event = field(default_factory=threading.Event)
     future: Future | None = None
     last_write: float = 0.0
+    caller: str = ""
 
 
 class Operations:
@@ -61,12 +87,14 @@ class Operations:
         store: OperationStore,
         *,
         max_operations: int = 4,
+        max_per_caller: int | None = None,
         workers: int = 1,
         progress_interval_s: float = 0.2,
         max_stored: int = 10_000,
     ):
         self.store = store
         self.max_operations = max_operations
+        self.max_per_caller = max_operations if max_per_caller is None else max_per_caller
         self.progress_interval_s = progress_interval_s
         aborted = store.abort_unfinished()
         if aborted:
@@ -77,6 +105,8 @@ class Operations:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._live: dict[str, _Live] = {}
+        # Watchers on an event loop: each (loop, event) is set on every recorded change.
+        self._async_waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         self._stopping = False
         self._closed = False
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="parasal-op")
@@ -88,11 +118,7 @@ class Operations:
         with self._lock:
             if self._stopping:
                 raise FailedPrecondition("the server is shutting down; no new operations")
-            if len(self._live) >= self.max_operations:
-                raise ResourceExhausted(
-                    f"{len(self._live)} operations are already pending or running "
-                    f"(limit {self.max_operations}); wait for one to finish or cancel one"
-                )
+            self._check_room(_CALLER.get())
             now = timestamp()
             op = pb.Operation(
                 id=new_operation_id(),
@@ -104,11 +130,25 @@ class Operations:
                 created_at=now,
                 updated_at=now,
             )
-            live = _Live(op)
+            live = _Live(op, caller=_CALLER.get())
             self._record(live)
             self._live[op.id] = live
             live.future = self._executor.submit(self._run, live, job)
             return _copy(op)
+
+    def _check_room(self, caller: str) -> None:
+        """ResourceExhausted when the pool, or ``caller``'s share of it, is full (hold the lock)."""
+        if len(self._live) >= self.max_operations:
+            raise ResourceExhausted(
+                f"{len(self._live)} operations are already pending or running "
+                f"(limit {self.max_operations}); wait for one to finish or cancel one"
+            )
+        mine = sum(1 for live in self._live.values() if caller and live.caller == caller)
+        if caller and mine >= self.max_per_caller:
+            raise ResourceExhausted(
+                f"{mine} operations of this caller ({caller}) are already pending or running "
+                f"(limit {self.max_per_caller} per caller); wait for one to finish or cancel one"
+            )
 
     def _run(self, live: _Live, job: Job) -> None:
         with self._lock:
@@ -195,6 +235,14 @@ class Operations:
             self.store.put(live.op)
         live.last_write = time.monotonic()
         self._changed.notify_all()
+        self._wake_async()
+
+    def _wake_async(self) -> None:
+        for loop, event in self._async_waiters:
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # that loop is closed: the server has stopped
+                pass
 
     # -- reading -----------------------------------------------------------------------
 
@@ -208,7 +256,7 @@ class Operations:
             return _copy(live.op)
         op = self.store.get(op_id) if op_id and not self._closed else None
         if op is None:
-            raise NotFound(f"unknown operation {op_id!r}")
+            raise NotFound(f"unknown operation {shown(op_id)}")
         return op
 
     def list(self, page_size: int = 100, state: int = pb.OPERATION_STATE_UNSPECIFIED) -> list[pb.Operation]:
@@ -250,6 +298,34 @@ class Operations:
             if op.state in TERMINAL_STATES or self._closed:
                 return
 
+    async def watch_async(self, op_id: str, poll_s: float = 5.0) -> AsyncIterator[pb.Operation]:
+        """:meth:`watch` for an event loop: the same snapshots, waiting without a thread. The
+        caller bounds how long it lasts (the server ends streams after ``stream_max_s``)."""
+        event = asyncio.Event()
+        entry = (asyncio.get_running_loop(), event)
+        with self._lock:
+            self._async_waiters.add(entry)
+        try:
+            sent = None
+            while True:
+                event.clear()
+                with self._lock:  # writers hold it around one store put: a short wait
+                    op = self._get(op_id)
+                    closed = self._closed
+                data = op.SerializeToString(deterministic=True)
+                if data != sent:
+                    sent = data
+                    yield op
+                if op.state in TERMINAL_STATES or closed:
+                    return
+                try:
+                    await asyncio.wait_for(event.wait(), poll_s)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            with self._lock:
+                self._async_waiters.discard(entry)
+
     def wake(self) -> None:
         """Wake every watcher (e.g. because a client cancelled its watch)."""
         with self._changed:
@@ -289,11 +365,13 @@ class Operations:
                 return
             self._closed = True
             self._changed.notify_all()
+            self._wake_async()
             self.store.close()
 
     def _abort(self, live: _Live) -> None:
-        live.op.error.CopyFrom(pb.OperationError(code=ABORTED_CODE, message=ABORTED_MESSAGE))
-        self._update(live, state=pb.OPERATION_STATE_ABORTED, message=ABORTED_MESSAGE)
+        message = aborted_message(live.op.state)  # a pending one never ran: say so
+        live.op.error.CopyFrom(pb.OperationError(code=ABORTED_CODE, message=message))
+        self._update(live, state=pb.OPERATION_STATE_ABORTED, message=message)
         self._live.pop(live.op.id, None)
 
 

@@ -21,9 +21,11 @@ from PIL import Image
 
 from parasal.core import heatmap_overlay_png, input_saliency, top_k_filters
 from parasal.indexer import ImageRejected, ImageTooLarge, Preprocessing, open_image_limited
+from parasal.indexer.preprocessing import convert_mode
 
 from .config import ServerConfig
 from .errors import InvalidArgument, shown
+from .inline import must_not_block
 from .registry import Registry, ServedBundle
 
 __all__ = [
@@ -136,6 +138,8 @@ class Queries:
     def sample(self, bundle: str, sample_id: int, include_image: bool) -> SampleRecord:
         served = self.registry.get(bundle)
         meta = served.meta(sample_id)
+        if include_image:
+            must_not_block("reading a dataset image")
         png = encode_png(served.bundle.load_image(sample_id)) if include_image else b""
         return SampleRecord(meta, png)
 
@@ -179,16 +183,16 @@ class Queries:
 
     def prepare(self, served: ServedBundle, query: ImageQuery) -> PreparedImage:
         """Decode and check an upload for this bundle's model; InvalidArgument names the problem."""
+        must_not_block("decoding an upload")  # uploads then wait for the saliency batcher anyway
         check_label(query.label, served.num_classes)
         preprocessing = served.preprocessing
         image = decode_image(query.data, self.config.max_image_pixels, fixed_input_size(preprocessing))
-        channels = image_channels(image)
-        if channels != preprocessing.num_channels:
-            raise InvalidArgument(
-                f"image has {channels} channel(s) (mode {image.mode}); the model takes "
-                f"{preprocessing.num_channels} ({preprocessing.channels})"
-            )
-        tensor = preprocessing(image)
+        # The indexer's own conversion (grey <-> RGB, palette, alpha): an upload is used
+        # exactly when the same file in a dataset would be; only what it cannot convert is refused.
+        try:
+            tensor = preprocessing(image)
+        except ImageRejected as exc:
+            raise InvalidArgument(str(exc)) from None
         shape = tuple(preprocessing.input_shape or ())
         if shape and tuple(tensor.shape) != shape:
             raise InvalidArgument(
@@ -284,7 +288,7 @@ class Queries:
                 boost=boost,
             )
         profile = result.profile.detach().cpu().numpy()
-        overlay = heatmap_overlay_png(display_pixels(served.preprocessing, prepared.image), result.heatmap)
+        overlay = original_overlay_png(served.preprocessing, prepared.image, result.heatmap)
         scores = [filter_score(served, i, float(profile[i])) for i in result.filters]
         return Explanation(result.heatmap, overlay, scores, prepared.label, result.predicted)
 
@@ -311,18 +315,28 @@ def check_label(label: int, num_classes: int) -> int:
 
 
 def check_layers(served: ServedBundle, layers: Sequence[str]) -> list[str]:
+    """Layer names, each an exact layer or a module prefix, expanded to layers in layout
+    order (duplicates dropped); InvalidArgument naming the unknown ones."""
     if not layers:
         return []
     known = {span.name for span in served.layout}
     if len(layers) > len(known):
         raise InvalidArgument(f"layers has {len(layers)} entries; this model has {len(known)} layers")
-    unknown = [name for name in layers if name not in known]
+    names = [span.name for span in served.layout]
+    expanded, unknown = [], []
+    for name in layers:
+        # A module prefix ("layer4") stands for every layer under it ("layer4.0.conv1", ...).
+        matches = [name] if name in known else [n for n in names if n.startswith(name.rstrip(".") + ".")]
+        if name and matches:
+            expanded += matches
+        else:
+            unknown.append(name)
     if unknown:
         raise InvalidArgument(
             f"unknown layer(s) {', '.join(shown(name) for name in unknown[:5])}; this model's layers are "
-            f"{[span.name for span in served.layout][:12]}{'...' if len(known) > 12 else ''}"
+            f"{names[:12]}{'...' if len(known) > 12 else ''} (a module name selects every layer under it)"
         )
-    return list(dict.fromkeys(layers))
+    return list(dict.fromkeys(expanded))
 
 
 def check_vector(values: np.ndarray, num_filters: int) -> np.ndarray:
@@ -395,6 +409,15 @@ def display_pixels(preprocessing, image: Image.Image) -> np.ndarray:
     pixels = plain(image).permute(1, 2, 0).numpy()  # (H, W, C)
     pixels = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
     return pixels[..., 0] if n == 1 else pixels
+
+
+def original_overlay_png(preprocessing: Preprocessing, image: Image.Image, heatmap: np.ndarray) -> bytes:
+    """The heatmap (over the model's input) drawn on the original image, pixel for pixel
+    the image GetSample returns: the preprocessing's crop and resize are undone, so the
+    overlay lines up with the sample's image (clients enlarge it to read it)."""
+    grey = len(Image.getmodebase(image.mode)) == 1 and image.mode != "P"
+    pixels = np.asarray(convert_mode(image, "L" if grey else "RGB"))
+    return heatmap_overlay_png(pixels, preprocessing.to_original(heatmap, image.size))
 
 
 def encode_png(image: Image.Image) -> bytes:

@@ -25,7 +25,7 @@ from parasal.indexer import model_display_name, open_bundle
 from .batching import ProfileBatcher, SearchBatcher
 from .config import ServerConfig
 from .devices import limit_faiss_threads, resolve_device, torch_threads, usable_cores
-from .errors import NotFound
+from .errors import NotFound, shown
 from .neighbor_lists import NeighborLists
 from .replicas import Replicas
 from .saliency_process import SaliencyProcess
@@ -65,7 +65,7 @@ class Registry:
         try:
             return self._bundles[name or self.default]
         except KeyError:
-            raise NotFound(f"unknown bundle {name!r}; this server has {sorted(self._bundles)}") from None
+            raise NotFound(f"unknown bundle {shown(name)}; this server has {sorted(self._bundles)}") from None
 
     def __iter__(self) -> Iterator[ServedBundle]:
         return iter(self._bundles.values())
@@ -84,7 +84,11 @@ def open_served(name: str, path: Path, device: torch.device, config: ServerConfi
     # Errors raised while serving name the bundle by its served name, not its path; sample
     # images reopened from the dataset get the upload pixel limit.
     bundle = open_bundle(
-        path, gpu=False if device.type == "cpu" else None, name=name, max_image_pixels=config.max_image_pixels
+        path,
+        gpu=False if device.type == "cpu" else None,
+        name=name,
+        max_image_pixels=config.max_image_pixels,
+        weights=config.weights.get(name),
     )
     served = None
     try:

@@ -12,13 +12,20 @@ from parasal.v1 import saliency_pb2_grpc as pb_grpc
 from . import conversions as cv
 from .errors import DeadlineExceeded, InvalidArgument
 from .evaluations import Evaluations, FinetuneParams, PruningParams
-from .operations import Operations
+from .operations import Operations, acting_for
 from .queries import Queries
 from .registry import Registry
 
-__all__ = ["SaliencyServicer", "EvaluationServicer", "OperationsServicer", "MAX_PAGE_SIZE"]
+__all__ = ["SaliencyServicer", "EvaluationServicer", "OperationsServicer", "MAX_PAGE_SIZE", "INLINE_METHODS"]
 
 MAX_PAGE_SIZE = 1000
+
+#: Methods whose by-id answers come from memory in ~0.1 ms: the dispatcher tries them on the
+#: event loop first (server/inline.py); anything in them that waits (batched searches and
+#: saliency, image decodes and reads) hands the call over to a worker.
+INLINE_METHODS = frozenset(
+    f"/parasal.v1.SaliencyService/{name}" for name in ("ListBundles", "GetSample", "GetProfile", "FindSimilarFailures")
+)
 
 
 def _alive(context: grpc.ServicerContext) -> None:
@@ -88,6 +95,17 @@ class SaliencyServicer(pb_grpc.SaliencyServiceServicer):
         return cv.explanation_to_proto(result)
 
 
+def caller(context: grpc.ServicerContext) -> str:
+    """Who is calling, for the per-caller operation limit: the client's address without its
+    port (``ipv4:10.0.0.7``); every connection from one machine is one caller."""
+    peer = context.peer() or ""
+    kind, _, address = peer.partition(":")
+    if kind in ("ipv4", "ipv6"):
+        address = address.rsplit(":", 1)[0]
+        return f"{kind}:{address}"
+    return peer
+
+
 class EvaluationServicer(pb_grpc.EvaluationServiceServicer):
     def __init__(self, evaluations: Evaluations):
         self.evaluations = evaluations
@@ -103,7 +121,8 @@ class EvaluationServicer(pb_grpc.EvaluationServiceServicer):
             neighbor_bundle=request.neighbor_bundle,
             seed=request.seed,
         )
-        return pb.StartFinetuneEvaluationResponse(operation=self.evaluations.start_finetune(params))
+        with acting_for(caller(context)):
+            return pb.StartFinetuneEvaluationResponse(operation=self.evaluations.start_finetune(params))
 
     def StartPruningEvaluation(self, request, context):
         params = PruningParams(
@@ -114,7 +133,8 @@ class EvaluationServicer(pb_grpc.EvaluationServiceServicer):
             num_neighbors=request.num_neighbors,
             seed=request.seed,
         )
-        return pb.StartPruningEvaluationResponse(operation=self.evaluations.start_pruning(params))
+        with acting_for(caller(context)):
+            return pb.StartPruningEvaluationResponse(operation=self.evaluations.start_pruning(params))
 
 
 class OperationsServicer(pb_grpc.OperationsServiceServicer):
@@ -132,7 +152,8 @@ class OperationsServicer(pb_grpc.OperationsServiceServicer):
     def CancelOperation(self, request, context):
         return pb.CancelOperationResponse(operation=self.operations.cancel(request.id))
 
-    def WatchOperation(self, request, context):
-        context.add_callback(self.operations.wake)
-        for op in self.operations.watch(request.id, context.is_active):
+    async def WatchOperation(self, request, context):
+        # An async generator: the stream waits on the server's event loop, holding no thread
+        # (dispatch.py bounds how many are open and how long each lasts).
+        async for op in self.operations.watch_async(request.id):
             yield pb.WatchOperationResponse(operation=op)

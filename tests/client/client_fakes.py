@@ -84,6 +84,10 @@ def pruning_result() -> pb.PruningEvaluationResult:
                 corrected=False,
                 incorrect_confidence_delta=-0.125,
                 true_confidence_delta=0.0625,
+                # What the server sends when no neighbour was evaluated: "no value".
+                neighbors_corrected_fraction=float("nan"),
+                neighbors_incorrect_confidence_delta=float("nan"),
+                neighbors_true_confidence_delta=float("nan"),
             )
         ],
     )

@@ -102,3 +102,20 @@ def test_limits_are_written_once_and_every_module_defaults_to_them():
     assert defaults.neighbor_lists == limits.NEIGHBOR_LIST_SIZE == 64
     assert defaults.neighbor_lists_max_samples == limits.NEIGHBOR_LISTS_MAX_SAMPLES == 50_000
     assert inspect.signature(NeighborLists.build).parameters["size"].default == limits.NEIGHBOR_LIST_SIZE
+
+
+def test_a_token_file_others_can_read_is_used_with_a_warning(tmp_path, caplog):
+    """As ssh does for private keys: the server still starts, but says how to fix it."""
+    from parasal.server.config import ServerConfig
+
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    token.chmod(0o600)
+    with caplog.at_level("WARNING", logger="parasal.server"):
+        assert ServerConfig(token_file=token).read_token() == "s3cret"
+    assert not [r for r in caplog.records if "accessible by others" in r.getMessage()]
+    token.chmod(0o644)
+    with caplog.at_level("WARNING", logger="parasal.server"):
+        assert ServerConfig(token_file=token).read_token() == "s3cret"
+    (warning,) = [r.getMessage() for r in caplog.records if "accessible by others" in r.getMessage()]
+    assert "0644" in warning and "chmod 600" in warning and "s3cret" not in warning

@@ -170,3 +170,6 @@ def test_shutdown_aborts_what_is_running(tmp_path):
     with OperationStore(tmp_path) as store:
         for op in (running, pending):
             assert store.get(op.id).state == pb.OPERATION_STATE_ABORTED
+        # the one still waiting for a worker never ran, and its record says so
+        assert store.get(running.id).message == ABORTED_MESSAGE
+        assert store.get(pending.id).message == store.get(pending.id).error.message == NEVER_STARTED_MESSAGE
