@@ -17,7 +17,8 @@ unless --address is given, then, through the SDK:
    by-id figures can be read against what Python gRPC alone costs on this machine.
 
 Prints a table with the targets and, last, one JSON line with every figure. Sample ids are
-taken as 0..num_samples-1 (true of a Fashion-MNIST split bundle).
+read from the bundle with --bundle, and taken as 0..num_samples-1 with --address (true of
+a whole Fashion-MNIST split).
 """
 
 from __future__ import annotations
@@ -127,6 +128,17 @@ def phase(
     }
 
 
+def _sample_ids(bundle: Path | None, num_samples: int) -> list[int]:
+    """The bundle's sample ids (a stratified ``--limit`` sample has gaps); against a running
+    server (``--address``) they are taken as 0..num_samples-1, as for a whole dataset split."""
+    if bundle is None:
+        return list(range(num_samples))
+    from parasal.indexer import open_bundle
+
+    with open_bundle(bundle, verify="size") as b:
+        return [int(i) for i in b.ids]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     where = p.add_mutually_exclusive_group(required=True)
@@ -173,10 +185,11 @@ def main(argv=None) -> int:
         with Client(address, timeout=120) as client:
             info = client.index_info()[0]
             rng = random.Random(args.seed)
-            ids = [rng.randrange(info.num_samples) for _ in range(args.requests)]
-            image_ids = [rng.randrange(info.num_samples) for _ in range(min(64, args.image_requests))]
+            known = _sample_ids(args.bundle, info.num_samples)
+            ids = [rng.choice(known) for _ in range(args.requests)]
+            image_ids = [rng.choice(known) for _ in range(min(64, args.image_requests))]
             images = [(client.sample(i, include_image=True).image_png, client.sample(i).label) for i in image_ids]
-            failing = client.find_similar_failures(sample_id=0, k=1, only_misclassified=True).neighbors[0].id
+            failing = client.find_similar_failures(sample_id=known[0], k=1, only_misclassified=True).neighbors[0].id
             for i in ids[:20]:  # warm-up
                 client.find_similar_failures(sample_id=i, k=args.k)
             for data, label in images[:5]:

@@ -46,7 +46,7 @@ class DemoOptions:
     """Settings of one demo run; the defaults are what `make demo` does."""
 
     data: str = "fashion-mnist:test"
-    limit: int | None = None  # index only the first N samples (tests use 1,000)
+    limit: int | None = None  # index a stratified sample of N (tests use 1,000)
     bundle_dir: Path = Path("bundles/demo-fashion-test")
     report_dir: Path = Path("demo-report")
     queries: int = 4  # misclassified samples investigated, one per confusion pair
@@ -337,10 +337,28 @@ def _print_summary(summary, queries: list[QueryView], metrics: dict, class_names
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="parasal demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--limit", type=int, default=None, help="index only the first N test images")
-    parser.add_argument("--bundle-dir", type=Path, default=DemoOptions.bundle_dir)
-    parser.add_argument("--report-dir", type=Path, default=DemoOptions.report_dir)
-    parser.add_argument("--queries", type=int, default=DemoOptions.queries)
+    parser.add_argument(
+        "--limit", type=int, default=None, help="index a stratified random sample of N test images (default: all)"
+    )
+    parser.add_argument(
+        "--bundle-dir",
+        type=Path,
+        default=DemoOptions.bundle_dir,
+        help=f"where the demo's bundle is built or reused (default {DemoOptions.bundle_dir}); "
+        "a bundle the demo did not build is never replaced",
+    )
+    parser.add_argument(
+        "--report-dir",
+        type=Path,
+        default=DemoOptions.report_dir,
+        help=f"where the HTML report goes (default {DemoOptions.report_dir})",
+    )
+    parser.add_argument(
+        "--queries",
+        type=int,
+        default=DemoOptions.queries,
+        help=f"misclassified samples investigated, one per confusion pair (default {DemoOptions.queries})",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:

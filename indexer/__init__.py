@@ -15,7 +15,30 @@ light submodules such as ``parasal.indexer.errors``, does not import FAISS, LMDB
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING
+
+
+class _FaissLoaderChatter(logging.Filter):
+    """faiss's loader logs, at INFO, each optimised library it tries ("Could not load
+    library with AVX2 support due to: ModuleNotFoundError ...") before loading the generic
+    one: under a server's INFO logging that reads like an error at every start. A failed
+    fallback still raises ImportError, so the chatter is lowered to DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+def _quiet_faiss_loader() -> None:
+    logger = logging.getLogger("faiss.loader")  # before anything here imports faiss
+    if not any(isinstance(f, _FaissLoaderChatter) for f in logger.filters):
+        logger.addFilter(_FaissLoaderChatter())
+
+
+_quiet_faiss_loader()
 
 # public name -> the private module that defines it
 _EXPORTS = {

@@ -11,7 +11,10 @@ Rank 0 only, streaming, one shard in memory at a time:
    ``table.npz``; ``top_filters`` come from the stored (float16) z-scores.
 3. The FAISS index is built from the stored rows (L2-normalised), or, for an append, the
    base generation's index is extended with the new rows without retraining.
-4. The manifest lists every file with its size and sha256.
+4. The model's weights file (or TorchScript archive), when it has one, is copied in as
+   ``model.pt`` (an append hard-links the base generation's copy), so the bundle serves
+   on a machine without the original path; the fingerprint still checks it on load.
+5. The manifest lists every file with its size and sha256.
 
 Everything is deterministic given the shards, so a resumed or multi-rank job produces the
 same bytes as a clean single-process one (the manifest's timestamp and job info aside).
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,10 +38,12 @@ from . import faiss_index
 from .durable import fsync_dir, fsync_file, write_npz
 from .errors import DataSpecError
 from .manifest import (
+    DATA_FILES,
     FORMAT,
     FORMAT_VERSION,
     INDEX_FILE,
     META_FILE,
+    MODEL_FILE,
     PROFILES_FILE,
     STATS_FILE,
     TABLE_FILE,
@@ -76,6 +82,8 @@ class GenerationInputs:
     seed: int = 0
     job: dict = field(default_factory=dict)  # how it was run (batch size, world size, device): informational
     base: Any = None  # Bundle of the previous generation, for appends
+    #: the weights file (or TorchScript archive) to keep in the generation; appends take the base's copy
+    model_file: str | os.PathLike | None = None
 
 
 @dataclass
@@ -96,7 +104,8 @@ def assemble_generation(gen_dir: str | os.PathLike, inp: GenerationInputs) -> di
     totals = _statistics(inp)
     table = _write_rows(gen_dir, inp, totals)
     index_info = _write_index(gen_dir, inp, table["ids"])
-    manifest = _manifest(gen_dir, inp, totals, table, index_info)
+    kept = _keep_model_file(gen_dir, inp)
+    manifest = _manifest(gen_dir, inp, totals, table, index_info, kept)
     write_manifest(gen_dir, manifest)
     fsync_dir(gen_dir)
     return manifest
@@ -217,8 +226,29 @@ def _write_index(gen_dir: Path, inp: GenerationInputs, ids: np.ndarray) -> dict:
     return index_info
 
 
-def _manifest(gen_dir: Path, inp: GenerationInputs, totals: _Totals, table: dict, index_info: dict) -> dict:
-    """4. The manifest dict (the JSON written to disk), listing every file's size and sha256."""
+def _keep_model_file(gen_dir: Path, inp: GenerationInputs) -> bool:
+    """4. ``model.pt``: the base generation's copy (hard-linked: generations are never
+    modified), else a copy of the user's file (copied: the user may overwrite it). Returns
+    whether the generation keeps one."""
+    target = gen_dir / MODEL_FILE
+    base_copy = None if inp.base is None else inp.base.generation_path / MODEL_FILE
+    if base_copy is not None and base_copy.is_file():
+        try:
+            os.link(base_copy, target)
+        except OSError:  # another file system, or links not supported
+            shutil.copyfile(base_copy, target)
+    elif inp.model_file:
+        shutil.copyfile(inp.model_file, target)
+    else:
+        return False
+    fsync_file(target)
+    return True
+
+
+def _manifest(
+    gen_dir: Path, inp: GenerationInputs, totals: _Totals, table: dict, index_info: dict, kept_model: bool
+) -> dict:
+    """5. The manifest dict (the JSON written to disk), listing every file's size and sha256."""
     base, plan, skipped = inp.base, inp.plan, totals.skipped
     skipped_rows = [{"id": i, "uri": inp.ds.uri(i - plan.id_offset), "reason": r} for i, r in sorted(skipped)]
     datasets = ([] if base is None else [d.entry for d in base.manifest.datasets]) + [
@@ -236,7 +266,7 @@ def _manifest(gen_dir: Path, inp: GenerationInputs, totals: _Totals, table: dict
         "generation": inp.generation,
         "parent_generation": None if base is None else base.generation,
         "created": utc_now(),
-        "model": inp.model,
+        "model": {**inp.model, "file": MODEL_FILE} if kept_model else inp.model,
         "preprocessing": inp.preprocessing,
         "layout": inp.layout,
         "num_filters": inp.num_filters,
@@ -247,10 +277,10 @@ def _manifest(gen_dir: Path, inp: GenerationInputs, totals: _Totals, table: dict
             "misclassified": int((~table["correct"]).sum()),
             "skipped": len(old_skipped) + len(skipped),
         },
-        "next_id": int(plan.id_offset + plan.num_samples),
+        "next_id": int(plan.id_offset + plan.id_span),
         "index": index_info,
         "skipped": old_skipped + skipped_rows,
         "versions": tool_versions(),
         "job": inp.job,
-        "files": file_entries(gen_dir),
+        "files": file_entries(gen_dir, DATA_FILES + ((MODEL_FILE,) if kept_model else ())),
     }

@@ -24,6 +24,7 @@ machine; the path goes to the log.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Sequence
@@ -67,6 +68,7 @@ def open_bundle(
     gpu: bool | None = None,
     name: str | None = None,
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    weights: str | os.PathLike | None = None,
 ) -> Bundle:
     """Open the bundle at ``path`` (a bundle root or one generation directory).
 
@@ -75,10 +77,15 @@ def open_bundle(
     False (see module docstring). ``gpu``: clone the index to a GPU; None = when
     ``faiss.get_num_gpus() > 0``. ``name``: how errors raised while reading name the
     bundle (default: its path). ``max_image_pixels``: the largest sample image
-    ``load_image`` decodes. Raises :class:`BundleCorrupt` or
-    :class:`BundleVersionMismatch` for a bundle that cannot be used, saying why.
+    ``load_image`` decodes. ``weights``: load the model from this file (a state dict, or
+    the TorchScript archive) instead of the bundle's own copy (``model.pt``) or, for
+    bundles without one, the path it was built from; its fingerprint must still match.
+    Raises :class:`BundleCorrupt` or :class:`BundleVersionMismatch` for a bundle that
+    cannot be used, saying why.
     """
-    return Bundle(path, model=model, verify=verify, gpu=gpu, name=name, max_image_pixels=max_image_pixels)
+    return Bundle(
+        path, model=model, verify=verify, gpu=gpu, name=name, max_image_pixels=max_image_pixels, weights=weights
+    )
 
 
 class Bundle:
@@ -93,8 +100,10 @@ class Bundle:
         gpu: bool | None = None,
         name: str | None = None,
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        weights: str | os.PathLike | None = None,
     ):
         self.path = Path(path)
+        self._weights = weights
         self.name = name or str(self.path)
         self.max_image_pixels = int(max_image_pixels)
         self.generation_path = resolve_generation(self.path)
@@ -125,7 +134,13 @@ class Bundle:
         """The typed manifest, statistics, label table and profiles memmap; BundleCorrupt
         for a field or file that does not parse."""
         try:
-            m = self.manifest = Manifest.from_dict(raw)
+            m = Manifest.from_dict(raw)
+            # Where the model loads from, resolved once here so that every copy of the
+            # manifest (a saliency child process gets one) loads the same file.
+            source = self._weights or (m.model.file and self.generation_path / m.model.file)
+            if source:
+                m = dataclasses.replace(m, model=dataclasses.replace(m.model, path=os.path.abspath(source)))
+            self.manifest = m
             self.layout = m.layout
             self.preprocessing = m.preprocessing
             self.generation = m.generation

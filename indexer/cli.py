@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from .errors import IndexerError
+from .preprocessing import parse_size
 
 __all__ = ["main", "build_parser", "job_from_args"]
 
@@ -50,14 +51,48 @@ def build_parser() -> argparse.ArgumentParser:
         "(FAISS index + LMDB metadata + statistics).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Model specs: demo-fashion | torchvision:<arch> --weights FILE | torchscript:PATH or *.pt | "
-        "package.module:factory [--weights FILE].\nData specs: fashion-mnist:test|train | an image-folder "
-        "directory | a path,label CSV.",
+        "package.module:factory [--weights FILE] (its module importable: PYTHONPATH, to index and to serve).\n"
+        "Data specs: fashion-mnist:test|train | an image-folder directory | a path,label CSV | "
+        "package.module:factory returning a dataset of (image, label).",
     )
     what = p.add_argument_group("what to index")
     what.add_argument("--model", help="model spec (not with --append-to)")
     what.add_argument("--weights", help="state dict for torchvision:/factory specs, or to replace demo-fashion's")
-    what.add_argument("--data", required=True, help="data spec")
-    what.add_argument("--limit", type=int, help="index only the first N samples")
+    what.add_argument(
+        "--data",
+        required=True,
+        help="data spec: fashion-mnist:test|train, an image folder (one subfolder per class), a path,label CSV, "
+        "or package.module:factory returning a dataset of (image, label) (a PIL image or an uint8 / [0, 1] "
+        "float array or tensor; the preprocessing below applies)",
+    )
+    what.add_argument(
+        "--limit",
+        type=int,
+        help="index a random sample of N samples, stratified by label (seeded by --seed); ids stay the "
+        "samples' dataset indices",
+    )
+    what.add_argument(
+        "--sample",
+        choices=["stratified", "first"],
+        default="stratified",
+        help="how --limit picks its N samples: stratified (default) or first (the first N in dataset order: "
+        "an image folder's first classes only)",
+    )
+    what.add_argument(
+        "--classes",
+        metavar="FILE|a,b,c",
+        help="class order (class index = position): a file with one name a line, or names separated by "
+        "commas; it must name every subfolder of an image folder. Default: the folder's classes.txt, else the "
+        "model's own class names when they name every subfolder, else the sorted subfolder names",
+    )
+    what.add_argument(
+        "--max-skipped",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help="publish nothing when more than this fraction of the samples is skipped (unreadable, label out "
+        "of range, too large, ...; default 0.01)",
+    )
     what.add_argument(
         "--allow-outside-root",
         action="store_true",
@@ -82,8 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
     pre = p.add_argument_group("preprocessing (defaults depend on the model kind; recorded in the bundle)")
     pre.add_argument("--channels", choices=["L", "RGB"], help="convert images to 1 (L) or 3 (RGB) channels")
-    pre.add_argument("--resize", type=int, help="resize the shorter side to N pixels (0: no resize)")
-    pre.add_argument("--crop", type=int, help="centre-crop to NxN (0: no crop)")
+    pre.add_argument(
+        "--resize", type=parse_size, metavar="N|none", help="resize the shorter side to N pixels (none: keep the size)"
+    )
+    pre.add_argument("--crop", type=parse_size, metavar="N|none", help="centre-crop to NxN (none: no crop)")
     pre.add_argument("--mean", nargs="+", help="per-channel mean, e.g. 0.485,0.456,0.406")
     pre.add_argument("--std", nargs="+", help="per-channel std")
     run = p.add_argument_group("execution")
@@ -102,7 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     idx.add_argument("--nprobe", type=int, help="IVF lists probed per query (default min(nlist, 16))")
     idx.add_argument("--train-size", type=int, default=32768, help="rows sampled to train the index (default 32768)")
-    idx.add_argument("--seed", type=int, default=0, help="seed of the training sample (default 0)")
+    idx.add_argument(
+        "--seed", type=int, default=0, help="seed of the --limit sample and of the index's training sample (default 0)"
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     return p
 
@@ -110,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
 def job_from_args(args: argparse.Namespace):
     import torch
 
+    from .datachecks import DEFAULT_MAX_SKIPPED
     from .distributed import DEFAULT_TIMEOUT_S
     from .images import DEFAULT_MAX_IMAGE_PIXELS
     from .pipeline import IndexJob
@@ -130,6 +170,9 @@ def job_from_args(args: argparse.Namespace):
         weights=args.weights,
         preprocessing={k: v for k, v in overrides.items() if v is not None},
         limit=args.limit,
+        sample=args.sample,
+        classes=args.classes,
+        max_skipped=DEFAULT_MAX_SKIPPED if args.max_skipped is None else args.max_skipped,
         batch_size=args.batch_size,
         shard_size=args.shard_size,
         device=device,
@@ -144,13 +187,28 @@ def job_from_args(args: argparse.Namespace):
         dist_timeout_s=args.dist_timeout or DEFAULT_TIMEOUT_S,
         max_image_pixels=args.max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS,
         allow_outside_root=args.allow_outside_root,
+        notify=_say,
     )
+
+
+def _say(message: str) -> None:
+    """The job's notes (class mapping, sampling, slow paths), on stderr beside the warnings."""
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to the current ``sys.stderr`` (not the one at set-up: main() may run again
+    with stderr replaced, as tests do)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
 
 
 def _configure_logging(verbose: bool) -> None:
     logger = logging.getLogger("parasal")
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
         logger.addHandler(handler)
     logger.setLevel(logging.INFO if verbose else logging.WARNING)

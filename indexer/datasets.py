@@ -11,6 +11,12 @@ Specs accepted by :func:`open_dataset`:
 - a ``.csv`` file of ``path,label`` rows (header optional). Relative paths are resolved
   against the CSV's directory; labels are ints, or class names when a classes list is
   given (``classes=`` or a ``classes.txt`` beside the CSV).
+- ``package.module:factory``: ``factory()`` returns any torch-style dataset (``__len__``
+  and ``__getitem__(i) -> (image, label)``); see :class:`TorchDataset` for the contract.
+
+``classes=`` (``--classes``) also orders an image folder's classes: class index = position
+in the list, which must name every subfolder. ``class_source`` says where a dataset's class
+order came from, so the indexer can print it.
 
 File samples have the absolute path as uri. :func:`load_image` reopens any sample by uri.
 ``uri(i)`` and ``label(i)`` never decode an image: the indexer walks a dataset with them
@@ -56,7 +62,10 @@ __all__ = [
     "FashionMNIST",
     "ImageFolder",
     "CsvDataset",
+    "TorchDataset",
+    "to_pil_image",
     "open_dataset",
+    "parse_class_list",
     "load_image",
     "dataset_root",
     "fashion_mnist_dir",
@@ -124,6 +133,8 @@ class Dataset:
 
     spec: str
     classes: list[str] | None = None
+    #: where the class order came from ("sorted subfolder names", "--classes", ...), for the indexer's output
+    class_source: str | None = None
 
     def __len__(self) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -228,6 +239,7 @@ class FashionMNIST(Dataset):
         self._paths = _fashion_paths(split, data_dir)
         self.images, self.labels = fashion_mnist_arrays(split, data_dir)
         self.classes = list(FASHION_MNIST_CLASSES)
+        self.class_source = "the Fashion-MNIST label order"
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -291,14 +303,30 @@ def _decode_file(path: str, root: str | None = None, max_pixels: int = DEFAULT_M
 
 
 def _read_class_list(path: Path) -> list[str]:
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    names = [n for n in names if n]
+    return _check_class_list([line.strip() for line in path.read_text(encoding="utf-8").splitlines()], str(path))
+
+
+def _check_class_list(names: Sequence[str], where: str) -> list[str]:
+    names = [str(n).strip() for n in names if str(n).strip()]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise ValueError(f"{path}: duplicate class names {dupes}")
+        raise ValueError(f"{where}: duplicate class names {dupes}")
     if not names:
-        raise ValueError(f"{path}: no class names")
+        raise ValueError(f"{where}: no class names")
     return names
+
+
+def parse_class_list(text: str | Sequence[str]) -> list[str]:
+    """``--classes``: a file with one name a line, or names separated by commas ("a,b,c");
+    a sequence is taken as the names themselves. ValueError for duplicates or no names."""
+    if not isinstance(text, str):
+        return _check_class_list(text, "--classes")
+    path = Path(text).expanduser()
+    if path.is_file():
+        return _read_class_list(path)
+    if "," not in text and (os.sep in text or path.suffix):
+        raise ValueError(f"--classes {text!r}: no such file (give a file of names, one a line, or a,b,c)")
+    return _check_class_list(text.split(","), "--classes")
 
 
 class _FileDataset(Dataset):
@@ -366,19 +394,34 @@ class _FileDataset(Dataset):
 
 
 class ImageFolder(_FileDataset):
+    """One subfolder per class. Class order: ``classes`` (``--classes``, or the model's own
+    class names), else ``classes.txt`` in the folder, else the sorted subfolder names."""
+
     kind = "image-folder"
 
-    def __init__(self, root: str | os.PathLike, spec: str | None = None, **options):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        spec: str | None = None,
+        classes: Sequence[str] | None = None,
+        class_source: str = "--classes",
+        **options,
+    ):
         root = Path(os.path.abspath(root))
         subdirs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         class_file = root / CLASSES_FILE
-        if class_file.is_file():
+        if classes is not None:
+            classes = _check_class_list(classes, class_source)
+            self.class_source = class_source
+        elif class_file.is_file():
             classes = _read_class_list(class_file)
-            unlisted = sorted(set(subdirs) - set(classes))
-            if unlisted:
-                raise ValueError(f"{root}: subfolder(s) {unlisted} are not listed in {class_file}")
+            self.class_source = str(class_file)
         else:
             classes = subdirs
+            self.class_source = "sorted subfolder names"
+        unlisted = sorted(set(subdirs) - set(classes))
+        if unlisted:
+            raise ValueError(f"{root}: subfolder(s) {unlisted} are not listed in {self.class_source}")
         if not classes:
             raise ValueError(f"{root}: no class subfolders (expected one subfolder per class)")
         paths, labels = [], []
@@ -397,6 +440,12 @@ class ImageFolder(_FileDataset):
                 f"{root}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) under its class subfolders"
             )
         super().__init__(spec or str(root), root, paths, labels, classes, base=root, **options)
+        self.options = options
+
+    def with_classes(self, classes: Sequence[str], source: str) -> ImageFolder:
+        """The same folder with its classes in the order of ``classes`` (ValueError unless
+        it names every subfolder)."""
+        return ImageFolder(self.root, spec=self.spec, classes=classes, class_source=source, **self.options)
 
 
 class CsvDataset(_FileDataset):
@@ -407,8 +456,10 @@ class CsvDataset(_FileDataset):
     ):
         csv_path = Path(os.path.abspath(csv_path))
         base = csv_path.parent
+        self.class_source = "--classes" if classes is not None else "the CSV's integer labels"
         if classes is None and (base / CLASSES_FILE).is_file():
             classes = _read_class_list(base / CLASSES_FILE)
+            self.class_source = str(base / CLASSES_FILE)
         classes = list(classes) if classes is not None else None
         by_name = {name: k for k, name in enumerate(classes)} if classes else {}
         paths, labels = [], []
@@ -436,6 +487,141 @@ class CsvDataset(_FileDataset):
         super().__init__(spec or str(csv_path), csv_path, paths, labels, classes, base=base, **options)
 
 
+# ---------------------------------------------------------------------------------------
+# Any torch-style dataset, from a factory
+
+
+class TorchDataset(Dataset):
+    """``--data package.module:factory``: ``factory()`` returns a dataset object with
+    ``__len__`` and ``__getitem__(i) -> (image, label, ...)`` (a torch ``Dataset``, a list, ...).
+
+    The contract:
+
+    - ``image``: a PIL image (any mode), or a numpy array / torch tensor, (H, W), (H, W, C)
+      (numpy) or (C, H, W) (torch), of uint8 or of floats in [0, 1]. Arrays become an 8-bit
+      PIL image; then the bundle's preprocessing (channels, resize, crop, mean/std) applies
+      exactly as to a file, and the server replays it on uploads. So the dataset must not
+      normalise itself: float values outside [0, 1] are skipped as unusable.
+    - ``label``: an int (or a 0-d tensor), the model's class index. Labels are read from
+      ``dataset.targets`` when it has one entry per sample (torchvision's convention),
+      else from the items themselves (loading each one once). ``dataset.classes`` (a list
+      of names), when present, names the classes.
+    - ids: the item's index ``i`` (plus the bundle's offset for appends); uri
+      ``<spec>/<i>``. ``GetSample(include_image)`` and explanations reopen the image by
+      calling the factory again in the server (cached per process): that works when the
+      module is importable there (``PYTHONPATH``) and the factory returns the same items in
+      the same order; otherwise those calls answer that the sample's image is unavailable.
+    """
+
+    kind = "factory"
+
+    def __init__(self, spec: str, obj=None):
+        from .imports import import_object, module_location
+
+        self.spec = str(spec)
+        self.data = obj if obj is not None else _call_factory(import_object(self.spec))
+        if not (hasattr(self.data, "__len__") and hasattr(self.data, "__getitem__")):
+            kind = type(self.data).__name__
+            raise ValueError(f"{self.spec}() returned {kind}: not a dataset (no __len__/__getitem__)")
+        self.location = module_location(self.spec)
+        names = getattr(self.data, "classes", None)
+        self.classes = [str(c) for c in names] if isinstance(names, (list, tuple)) and names else None
+        self.class_source = f"{self.spec}().classes" if self.classes else "the dataset's integer labels"
+        targets = getattr(self.data, "targets", None)
+        self._labels = None
+        if targets is not None and len(targets) == len(self.data):
+            self._labels = np.asarray([int(t) for t in targets], dtype=np.int64)
+        self._item_labels: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def uri(self, i: int) -> str:
+        return f"{self.spec}/{self._index(i)}"
+
+    def label(self, i: int) -> int:
+        i = self._index(i)
+        if self._labels is not None:
+            return int(self._labels[i])
+        if i not in self._item_labels:
+            self._item_labels[i] = _item_label(self._item(i)[1], self.uri(i))
+        return self._item_labels[i]
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Every label (from ``targets``, else loading each item once)."""
+        if self._labels is None:
+            self._labels = np.asarray([self.label(i) for i in range(len(self))], dtype=np.int64)
+        return self._labels
+
+    def _item(self, i: int):
+        try:
+            item = self.data[i]
+        except Exception as e:
+            raise CorruptSample(self.uri(i), f"the dataset raised {type(e).__name__}: {str(e)[:200]}") from e
+        if not isinstance(item, (tuple, list)) or len(item) < 2:
+            raise CorruptSample(self.uri(i), f"item is {type(item).__name__}, not (image, label)")
+        return item
+
+    def __getitem__(self, i: int) -> Sample:
+        i = self._index(i)
+        item = self._item(i)
+        uri = self.uri(i)
+        label = int(self._labels[i]) if self._labels is not None else _item_label(item[1], uri)
+        return Sample(image=to_pil_image(item[0], uri), label=label, uri=uri)
+
+    def describe(self) -> dict:
+        return {
+            "spec": self.spec,
+            "kind": self.kind,
+            "size": len(self),
+            "classes": list(self.classes) if self.classes is not None else None,
+            "factory": self.spec,
+            "module": self.location,
+        }
+
+
+def _call_factory(factory):
+    try:
+        return factory()
+    except Exception as e:
+        raise ValueError(f"the dataset factory failed: {type(e).__name__}: {e}") from e
+
+
+def _item_label(label, uri: str) -> int:
+    try:
+        return int(label.item() if hasattr(label, "item") else label)
+    except (TypeError, ValueError) as e:
+        raise CorruptSample(uri, f"label {label!r} is not an int") from e
+
+
+def to_pil_image(image, uri: str = "") -> Image.Image:
+    """A dataset item's image as PIL (see :class:`TorchDataset` for what is accepted)."""
+    if isinstance(image, Image.Image):
+        return image
+    if hasattr(image, "detach"):  # a torch tensor, (C, H, W) or (H, W)
+        array = image.detach().cpu().numpy()
+        if array.ndim == 3:
+            array = np.moveaxis(array, 0, -1)
+    else:
+        array = np.asarray(image)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
+        raise CorruptSample(uri, f"image array of shape {array.shape}: expected (H, W), (H, W, 3) or (3, H, W)")
+    if array.dtype != np.uint8:
+        array = array.astype(np.float64)
+        if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
+            raise CorruptSample(uri, "float image with values outside [0, 1] (already normalised?)")
+        array = np.round(array * 255).astype(np.uint8)
+    return Image.fromarray(np.ascontiguousarray(array))
+
+
+@functools.lru_cache(maxsize=4)
+def _factory_dataset(spec: str) -> TorchDataset:
+    return TorchDataset(spec)
+
+
 def _parse_label(raw: str, by_name: dict[str, int]) -> int | None:
     if raw in by_name:
         return by_name[raw]
@@ -456,24 +642,35 @@ def open_dataset(
     max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     allow_outside_root: bool = False,
 ) -> Dataset:
-    """Open a dataset by spec (see the module docstring). ``classes`` applies to CSV files;
-    ``max_pixels`` and ``allow_outside_root`` to file datasets."""
+    """Open a dataset by spec (see the module docstring). ``classes`` orders image folders
+    and names CSV labels; ``max_pixels`` and ``allow_outside_root`` apply to file datasets."""
+    from .imports import ImportFailed, is_factory_spec
+
     spec = str(spec)
     options = {"max_pixels": max_pixels, "allow_outside_root": allow_outside_root}
     if spec.startswith(_FASHION_PREFIX):
         split = spec[len(_FASHION_PREFIX) :]
         if split not in _FASHION_FILES:
             raise ValueError(f"unknown dataset spec {spec!r}: use fashion-mnist:test or fashion-mnist:train")
+        if classes is not None:
+            raise ValueError("--classes does not apply to Fashion-MNIST (its labels are fixed)")
         return FashionMNIST(split)
     path = Path(spec).expanduser()
     if path.is_dir():
-        return ImageFolder(path, spec=spec, **options)
+        return ImageFolder(path, spec=spec, classes=classes, **options)
     if path.is_file() and path.suffix.lower() == ".csv":
         return CsvDataset(path, classes=classes, spec=spec, **options)
+    if not path.exists() and is_factory_spec(spec):
+        try:
+            return TorchDataset(spec)
+        except ImportFailed as e:
+            raise ValueError(
+                f"unknown dataset spec {spec!r}: no such file or directory, and as a dataset factory: {e}"
+            ) from e
     why = "not a directory or .csv file" if path.exists() else "no such file or directory"
     raise ValueError(
         f"unknown dataset spec {spec!r} ({why}); expected fashion-mnist:test, fashion-mnist:train, "
-        f"an image-folder directory or a .csv file of path,label rows"
+        f"an image-folder directory, a .csv file of path,label rows or package.module:factory"
     )
 
 
@@ -510,5 +707,25 @@ def load_image(uri: str, *, root: str | None = None, max_pixels: int = DEFAULT_M
             raise IndexError(f"{uri}: index outside [0, {len(images)})")
         return Image.fromarray(images[i].copy())
     if not os.path.isabs(uri):
-        raise ValueError(f"unsupported sample uri {uri!r}; expected fashion-mnist:<split>/<i> or an absolute path")
+        return _load_factory_image(uri)
     return _decode_file(uri, root, max_pixels)
+
+
+def _load_factory_image(uri: str) -> Image.Image:
+    """``package.module:factory/<i>``: item i of the factory's dataset, made again in this process."""
+    from .imports import ImportFailed, is_factory_spec
+
+    spec, sep, index = uri.rpartition("/")
+    if not sep or not is_factory_spec(spec) or not index.isdigit():
+        raise ValueError(
+            f"unsupported sample uri {uri!r}; expected fashion-mnist:<split>/<i>, an absolute path "
+            "or package.module:factory/<i>"
+        )
+    try:
+        ds = _factory_dataset(spec)
+    except (ImportFailed, ValueError) as e:
+        raise CorruptSample(uri, f"cannot make the dataset again here ({e})") from e
+    i = int(index)
+    if i >= len(ds):
+        raise IndexError(f"{uri}: index outside [0, {len(ds)})")
+    return ds[i].image

@@ -13,6 +13,8 @@ On disk a bundle is a directory of immutable *generations* and a pointer::
         profiles.npy       (N, F) float16 standardized profiles, rows in id order
         table.npz          ids (N,) int64 ascending + label, predicted, correct, confidences, loss
         stats.npz          RunningStats: count, mean (F,), m2 (F,) float64
+        model.pt           (when the model has a weights file) a copy of the state dict or of the
+                           TorchScript archive: the bundle serves without the original path
 
 Publishing is atomic at two levels. A new bundle is assembled under a hidden sibling
 name (``gen-00001`` and ``CURRENT`` inside it) and renamed to its final path, so the path
@@ -56,6 +58,7 @@ __all__ = [
     "TABLE_FILE",
     "STATS_FILE",
     "DATA_FILES",
+    "MODEL_FILE",
     "generation_name",
     "parse_generation",
     "resolve_generation",
@@ -85,6 +88,7 @@ PROFILES_FILE = "profiles.npy"
 TABLE_FILE = "table.npz"
 STATS_FILE = "stats.npz"
 DATA_FILES = (INDEX_FILE, META_FILE, PROFILES_FILE, TABLE_FILE, STATS_FILE)
+MODEL_FILE = "model.pt"  # optional: the model's weights (or TorchScript archive), kept in the generation
 _GEN_RE = re.compile(r"^gen-(\d{5,})$")
 
 
@@ -180,8 +184,10 @@ def verify_files(gen_dir: str | os.PathLike, manifest: dict, mode: bool | str = 
     if mode not in (True, "sha256", "size"):
         raise ValueError(f"verify must be True, False, 'sha256' or 'size', not {mode!r}")
     files = manifest.get("files")
-    if not isinstance(files, dict) or set(files) != set(DATA_FILES):
+    if not isinstance(files, dict) or not set(DATA_FILES) <= set(files) or set(files) - {*DATA_FILES, MODEL_FILE}:
         raise BundleCorrupt(f"manifest of {gen_dir} does not list the bundle's files {list(DATA_FILES)}")
+    if (manifest.get("model") or {}).get("file") not in (None, *files):
+        raise BundleCorrupt(f"manifest of {gen_dir} names a model file it does not list")
     for name, entry in files.items():
         p = Path(gen_dir) / name
         if not p.is_file():
@@ -237,9 +243,13 @@ def write_current(root: str | os.PathLike, generation: int) -> None:
 class ModelInfo:
     """``manifest["model"]``: how to reload the model and how to recognise its weights."""
 
-    spec: dict  # JSON-able; load_model(spec) reloads the same model
+    spec: dict  # JSON-able; load_model(spec) reloads the same model (from the paths it was built with)
     fingerprint: str  # state_dict_fingerprint of the weights the bundle was built with
     num_classes: int | None = None
+    file: str | None = None  # the generation's copy of the weights (MODEL_FILE), if it keeps one
+    #: absolute path the model loads from: the reader sets it (the generation's copy, or the
+    #: ``weights=`` override given to open_bundle); None: the spec's own paths
+    path: str | None = None
 
     @property
     def name(self) -> str:
@@ -250,8 +260,13 @@ class ModelInfo:
 
     @property
     def weights(self) -> str | None:
-        """The weights file the spec names, if any."""
+        """The weights file the spec names, if any (the path the bundle was built from)."""
         return self.spec.get("weights")
+
+    @property
+    def pythonpath(self) -> str | None:
+        """For a factory model: the ``sys.path`` entry its module was imported from at index time."""
+        return (self.spec.get("module") or {}).get("pythonpath")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ModelInfo:
@@ -260,6 +275,7 @@ class ModelInfo:
             spec=dict(d["spec"]),
             fingerprint=str(d["fingerprint"]),
             num_classes=None if num_classes is None else int(num_classes),
+            file=d.get("file"),
         )
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "decode_meta",
     "acquire_reader",
     "release_reader",
+    "stored_uris",
     "RECORDS_PER_TXN",
     "TOP_FILTERS",
 ]
@@ -188,6 +189,15 @@ def iter_records(env: lmdb.Environment) -> Iterator[tuple[int, bytes]]:
     with env.begin(buffers=False) as txn:
         for key, value in txn.cursor():
             yield decode_key(key), value
+
+
+def stored_uris(path: str | os.PathLike) -> set[str]:
+    """The uri of every record of the LMDB file at ``path`` (an append's duplicate check)."""
+    env = acquire_reader(path)
+    try:
+        return {decode_meta(sample_id, value).uri for sample_id, value in iter_records(env)}
+    finally:
+        release_reader(path)
 
 
 def get_records(env: lmdb.Environment, ids: Iterable[int]) -> list[bytes | None]:

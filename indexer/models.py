@@ -22,12 +22,22 @@ mean/std, no resizing) otherwise; any field can be overridden.
 The *fingerprint* is a sha256 over the state dict (names, dtypes, shapes and bytes, in
 sorted-name order), so two loads of the same weights agree however they were spelt, and
 a bundle can refuse a model it was not built with.
+
+Bundles travel: the indexer copies the weights file (or the TorchScript archive) into
+each generation (``model.pt``, listed with its sha256), and :func:`load_model_from_manifest`
+loads that copy, not the path the bundle was built from; ``weights=`` overrides it, and the
+fingerprint still has to match. A factory's code cannot be copied: the manifest records
+its module's file and the ``PYTHONPATH`` entry it was imported from, for the error message.
+
+Class names travel with the model where the spec carries them (``LoadedModel.classes``):
+demo-fashion's Fashion-MNIST names, a torchvision architecture's ImageNet categories (when
+the classifier has 1000 outputs), or a ``classes`` list attribute on a factory's or a
+TorchScript module.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
 import warnings
 from collections.abc import Mapping
@@ -48,6 +58,8 @@ __all__ = [
     "load_model",
     "load_model_from_manifest",
     "model_display_name",
+    "model_file_of",
+    "with_model_file",
     "parse_model_spec",
     "default_preprocessing",
     "override_preprocessing",
@@ -76,6 +88,7 @@ class LoadedModel:
     spec: dict  # JSON-able; load_model(spec) reloads the same model
     fingerprint: str  # state_dict_fingerprint(model)
     layout: FilterLayout | None = field(default=None, repr=False)
+    classes: list[str] | None = None  # the model's own class names, when its spec carries them
 
     def __post_init__(self):
         if self.layout is None:
@@ -84,6 +97,12 @@ class LoadedModel:
     @property
     def is_torchscript(self) -> bool:
         return isinstance(self.model, torch.jit.ScriptModule)
+
+    @property
+    def model_file(self) -> str | None:
+        """The file the weights came from (state dict or TorchScript archive): what a bundle
+        keeps a copy of; None for the embedded demo weights."""
+        return model_file_of(self.spec)
 
 
 def load_model(
@@ -114,31 +133,66 @@ def load_model(
         pre = preprocessing
     elif preprocessing:
         pre = override_preprocessing(pre, **dict(preprocessing))
-    return LoadedModel(model=model, preprocessing=pre, spec=spec_dict, fingerprint=state_dict_fingerprint(model))
+    return LoadedModel(
+        model=model,
+        preprocessing=pre,
+        spec=spec_dict,
+        fingerprint=state_dict_fingerprint(model),
+        classes=_model_classes(kind, spec_dict, model),
+    )
 
 
-def load_model_from_manifest(bundle_or_manifest) -> LoadedModel:
+def load_model_from_manifest(
+    bundle_or_manifest, weights: str | os.PathLike | None = None, *, generation_dir: str | os.PathLike | None = None
+) -> LoadedModel:
     """The model a bundle was built with, with its recorded preprocessing; raises
-    :class:`ModelMismatch` if the weights on disk no longer match the recorded fingerprint.
+    :class:`ModelMismatch` if the weights no longer match the recorded fingerprint.
 
     Accepts a Bundle, its :class:`~parasal.indexer.Manifest`, or the manifest's JSON dict
-    (the writer's side, before a Bundle exists)."""
+    (the writer's side, before a Bundle exists: give ``generation_dir`` to find the
+    bundle's copy of the weights). The weights come from ``weights`` (an explicit
+    override: a state dict, or a TorchScript archive for TorchScript bundles), else the
+    bundle's own copy, else (bundles without one) the path the bundle was built from."""
     manifest = getattr(bundle_or_manifest, "manifest", bundle_or_manifest)
     if isinstance(manifest, Mapping):
-        spec, fingerprint = manifest["model"]["spec"], manifest["model"]["fingerprint"]
+        entry = manifest["model"]
+        spec, fingerprint = entry["spec"], entry["fingerprint"]
         preprocessing = Preprocessing.from_dict(manifest["preprocessing"])
+        kept = entry.get("file") and generation_dir is not None and os.path.join(generation_dir, entry["file"])
     else:
         spec, fingerprint, preprocessing = manifest.model.spec, manifest.model.fingerprint, manifest.preprocessing
+        kept = manifest.model.path
+    source = _abs_file(weights, "weights") if weights is not None else kept or None
+    if source and not os.path.isfile(source):
+        raise ModelSpecError(f"cannot reload the bundle's model: its weights file {source} is missing")
+    spec = with_model_file(spec, source) if source else dict(spec)
     try:
         loaded = load_model(spec, preprocessing=preprocessing)
     except ModelSpecError as e:
         raise ModelSpecError(f"cannot reload the bundle's model: {e}") from e
     if loaded.fingerprint != fingerprint:
+        what = (
+            "are not the ones the bundle was built with"
+            if weights is not None
+            else "has changed since the bundle was built"
+        )
         raise ModelMismatch(
-            f"the model at {_describe_spec(spec)} has changed since the bundle was built "
+            f"the model at {_describe_spec(spec)} {what} "
             f"(weights fingerprint {loaded.fingerprint[:12]}… != recorded {fingerprint[:12]}…)"
         )
     return loaded
+
+
+def model_file_of(spec: Mapping[str, Any]) -> str | None:
+    """The file a spec's weights come from: the TorchScript archive, or the state dict."""
+    return spec.get("path") if spec.get("kind") == "torchscript" else spec.get("weights")
+
+
+def with_model_file(spec: Mapping[str, Any], path: str | os.PathLike) -> dict:
+    """``spec`` loading its weights (or archive) from ``path`` instead."""
+    out = dict(spec)
+    out["path" if out.get("kind") == "torchscript" else "weights"] = str(path)
+    return out
 
 
 def model_display_name(spec: Mapping[str, Any]) -> str:
@@ -353,14 +407,34 @@ def _load_torchscript(path: str) -> nn.Module:
         ) from e
 
 
+def _model_classes(kind: str, spec: Mapping[str, Any], model: nn.Module) -> list[str] | None:
+    """The class names the model's spec carries (see module docstring), else None."""
+    if kind == "demo-fashion":
+        from .datasets import FASHION_MNIST_CLASSES
+
+        return list(FASHION_MNIST_CLASSES)
+    if kind == "torchvision":
+        try:
+            import torchvision
+
+            categories = torchvision.models.get_model_weights(spec["arch"]).DEFAULT.meta.get("categories")
+        except (ValueError, KeyError, AttributeError):  # an architecture without published weights
+            return None
+        return list(categories) if categories and len(categories) == spec.get("num_classes") else None
+    names = getattr(model, "classes", None)
+    if isinstance(names, (list, tuple)) and names and all(isinstance(n, str) for n in names):
+        return list(names)
+    return None
+
+
 def _load_factory(spec: dict) -> nn.Module:
-    module_name, _, attr = spec["factory"].partition(":")
+    from .imports import ImportFailed, import_object, module_location
+
     try:
-        obj: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as e:
-        raise ModelSpecError(f"cannot import {spec['factory']}: {e}") from e
+        obj = import_object(spec["factory"], recorded=spec.get("module"))
+    except ImportFailed as e:
+        raise ModelSpecError(str(e)) from e
+    spec.setdefault("module", module_location(spec["factory"]))  # where it came from: for the hint elsewhere
     try:
         model = obj()
     except Exception as e:

@@ -11,8 +11,14 @@ Order of work (every rank runs the same code; see distributed.py):
 4. rank 0 assembles the generation (assemble.py) under a hidden name and publishes it
    with a rename (manifest.py describes the layout), then removes the work directory.
 
+Before any work rank 0 prints (``IndexJob.notify``) the class -> index mapping and how the
+samples were chosen; after the shards, it refuses to publish when more than
+``max_skipped`` of them were skipped, and after publishing it warns when the error rate is
+implausible (datachecks.py).
+
 Appends (``append_to``) take the model, preprocessing and frozen statistics from the
-bundle's current generation, give new samples ids from the bundle's ``next_id`` on, and
+bundle's current generation, skip images whose uri the bundle already holds, give new
+samples ids from the bundle's ``next_id`` on, and
 publish generation N+1 by replacing ``CURRENT``. Rank 0 holds the bundle's append lock
 throughout and first recovers what a killed run of the same append left (appends.py): a
 re-run after a kill anywhere gives the bundle of one clean append, and re-running a
@@ -22,6 +28,7 @@ finished append changes nothing.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import shutil
@@ -30,9 +37,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from . import faiss_index
+from . import datachecks, faiss_index
 from .appends import AppendLock, publish_append, published_entry, recover, request_key
 from .assemble import GenerationInputs, assemble_generation
 from .distributed import DEFAULT_TIMEOUT_S, World, init_world
@@ -41,6 +49,7 @@ from .errors import DataSpecError, IndexerError, ModelSpecError, OutputExists
 from .images import DEFAULT_MAX_IMAGE_PIXELS
 from .manifest import (
     FORMAT_VERSION,
+    META_FILE,
     generation_name,
     is_bundle_dir,
     read_manifest,
@@ -48,8 +57,10 @@ from .manifest import (
     verify_files,
     write_current,
 )
+from .metadata import stored_uris
 from .models import LoadedModel, load_model, load_model_from_manifest
 from .profiling import ProfileEngine, compute_shard, preflight
+from .sampling import sample_entry, select_samples
 from .shards import SHARD_FORMAT, ShardPlan, WorkDir
 
 __all__ = ["IndexJob", "IndexResult", "run_index", "work_dir_for"]
@@ -67,7 +78,15 @@ class IndexJob:
     model: str | None = None  # required with out; taken from the bundle with append_to
     weights: str | os.PathLike | None = None
     preprocessing: dict = field(default_factory=dict)  # overrides: channels, resize, crop, mean, std
-    limit: int | None = None  # index only the first `limit` samples of the dataset
+    #: index a seeded (``seed``) sample of ``limit`` samples, stratified by label (ids stay dataset indices)
+    limit: int | None = None
+    #: how ``limit`` picks: "stratified" (default) or "first" (the first ``limit`` in dataset order)
+    sample: str = "stratified"
+    #: class order: a file (one name a line), "a,b,c" or a list; default: classes.txt, the
+    #: model's (or, for appends, the bundle's) class names when they name every subfolder, else sorted subfolders
+    classes: str | list[str] | None = None
+    #: refuse to publish when more than this fraction of the samples is skipped
+    max_skipped: float = datachecks.DEFAULT_MAX_SKIPPED
     batch_size: int = 64
     shard_size: int = 1024
     device: str = "cpu"  # "cpu" or "cuda" (each rank uses cuda:LOCAL_RANK)
@@ -86,6 +105,8 @@ class IndexJob:
     allow_outside_root: bool = False
     #: called with the shard index after each shard file is durably written (tests inject crashes here)
     on_shard_written: Callable[[int], None] | None = None
+    #: rank 0's notes to the user (class mapping, sampling, slow paths); default: logged at INFO
+    notify: Callable[[str], None] | None = None
 
 
 @dataclass
@@ -122,7 +143,7 @@ class _Prepared:
 
     loaded: LoadedModel
     ds: object  # the Dataset
-    num_samples: int  # of the dataset, after --limit
+    num_samples: int  # in the selection (after duplicates and --limit)
     index_type: str
     engine: ProfileEngine
     check: object  # preflight's answer: input shape, number of classes
@@ -164,7 +185,11 @@ def _run(job: IndexJob, ds, device: str, world: World, t0: float) -> IndexResult
     base_gen, base_manifest = _base_generation(job)
     if append and published_entry(base_manifest, request) is not None:
         return _already_published(job, world, base_manifest, request, t0)
-    prep = _prepare(job, device, base_manifest, ds)
+    notes: list[str] = []  # said once the checks passed: a user error stays one line
+    prep = _prepare(job, device, base_gen, base_manifest, ds, notes.append)
+    if world.is_main:
+        for note in notes:
+            _notifier(job)(note)
     if world.is_main:
         prep.work.prepare()
     world.barrier()
@@ -174,7 +199,8 @@ def _run(job: IndexJob, ds, device: str, world: World, t0: float) -> IndexResult
     if not world.is_main:
         target = Path(os.path.abspath(job.append_to if append else job.out))
         return IndexResult(target, 0, 0, 0, 0, 0, computed, resumed, time.perf_counter() - t0, world.rank)
-    inputs = _generation_inputs(job, prep, world, device)
+    _check_skipped(job, prep)
+    inputs = _generation_inputs(job, prep, world, device, base_manifest)
     if append:
         inputs.dataset_entry["request"] = request  # how a re-run knows it was published
         bundle_path, generation, manifest = publish_append(Path(job.append_to), base_gen, inputs)
@@ -182,6 +208,7 @@ def _run(job: IndexJob, ds, device: str, world: World, t0: float) -> IndexResult
         bundle_path, generation, manifest = _publish_new(Path(job.out), inputs, job.overwrite)
     if not job.keep_work_dir:
         prep.work.remove()
+    _warn_error_rate(manifest, base_manifest, prep)
     c = manifest["counts"]
     return IndexResult(
         bundle_path,
@@ -202,6 +229,7 @@ def _request_options(job: IndexJob, device: str) -> dict:
     """The options besides the data that change an append's rows (appends.request_key)."""
     return {
         "limit": job.limit,
+        **({"sample": job.sample, "sample_seed": int(job.seed)} if job.limit is not None else {}),
         "batch_size": int(job.batch_size),
         "shard_size": int(job.shard_size),
         "device": torch.device(device).type,
@@ -248,31 +276,100 @@ def _base_generation(job: IndexJob) -> tuple[Path | None, dict | None]:
     return base_gen, base_manifest
 
 
-def _prepare(job: IndexJob, device: str, base_manifest: dict | None, ds) -> _Prepared:
-    """Load the model (the base's for an append), preflight one sample of the opened data
-    and lay out the shards and the work directory (not created yet)."""
+def _prepare(job: IndexJob, device: str, base_gen: Path | None, base_manifest: dict | None, ds, say) -> _Prepared:
+    """Load the model (the base's for an append), settle the class order and the samples
+    (saying both), preflight one sample and lay out the shards and the work directory
+    (not created yet)."""
     append = base_manifest is not None
     loaded = (
-        load_model_from_manifest(base_manifest) if append else load_model(job.model, job.weights, job.preprocessing)
+        load_model_from_manifest(base_manifest, generation_dir=base_gen)
+        if append
+        else load_model(job.model, job.weights, job.preprocessing)
     )
-    n = len(ds) if job.limit is None else min(len(ds), int(job.limit))
-    if n <= 0:
-        raise DataSpecError(f"{job.data!r} has no samples to index" + (" (--limit 0)" if job.limit == 0 else ""))
+    ds = _settle_classes(job, ds, loaded, base_manifest, say)
+    indices = _select(job, ds, base_gen, say)
+    n = len(ds) if indices is None else len(indices)
     F_ = loaded.layout.num_filters
     index_type = base_manifest["index"]["type"] if append else faiss_index.canonical_index_type(job.index_type)
     if not append:
         faiss_index.check_index_type(index_type, F_, n)
     engine = ProfileEngine(loaded, device)
-    check = preflight(engine, ds, n)
+    check = preflight(engine, ds, n, indices)
+    if engine.use_reference:
+        say(engine.reference_reason)
+    if check.upsampling and not {"resize", "crop"} & set(job.preprocessing):  # a default the user did not pick
+        say(f"warning: {check.upsampling}")
     id_offset = int(base_manifest["next_id"]) if append else 0
-    plan = ShardPlan(n, job.shard_size, id_offset)
+    plan = ShardPlan(n, job.shard_size, id_offset, indices)
     work_path = work_dir_for(job.append_to if append else job.out)
-    work = WorkDir(work_path, _job_params(job, loaded, ds, n, id_offset, device, check, base_manifest))
+    work = WorkDir(work_path, _job_params(job, loaded, ds, plan, device, check, base_manifest))
     return _Prepared(loaded, ds, n, index_type, engine, check, plan, work)
 
 
-def _generation_inputs(job: IndexJob, prep: _Prepared, world: World, device: str) -> GenerationInputs:
+def _notifier(job: IndexJob) -> Callable[[str], None]:
+    return job.notify or (lambda message: log.info("%s", message))
+
+
+def _settle_classes(job: IndexJob, ds, loaded: LoadedModel, base_manifest: dict | None, say):
+    """The dataset with its class order settled (see IndexJob.classes); says the mapping."""
+    bundle_classes = None
+    if base_manifest is not None and base_manifest.get("datasets"):
+        bundle_classes = (base_manifest["datasets"][0].get("description") or {}).get("classes")
+    candidates = [(bundle_classes, "the bundle's class names"), (loaded.classes, "the model's class names")]
+    if job.classes is None:
+        try:
+            ds, note = datachecks.choose_classes(ds, candidates)
+        except ValueError as e:
+            raise DataSpecError(str(e)) from e
+        if note:
+            say(note)
+    say(datachecks.class_mapping(ds))
+    return ds
+
+
+def _select(job: IndexJob, ds, base_gen: Path | None, say) -> np.ndarray | None:
+    """The dataset indices to index (sorted), or None for all of them (sampling.py)."""
+    exclude = stored_uris(base_gen / META_FILE) if base_gen is not None else None
+    chosen = select_samples(ds, limit=job.limit, how=job.sample, seed=job.seed, exclude_uris=exclude, say=say)
+    n = len(ds) if chosen is None else len(chosen)
+    if n == 0 and exclude is not None and job.limit != 0:
+        raise DataSpecError(
+            f"all {len(ds)} samples of {job.data!r} are already in {job.append_to} (same uris); nothing to append"
+        )
+    if n == 0:
+        raise DataSpecError(f"{job.data!r} has no samples to index" + (" (--limit 0)" if job.limit == 0 else ""))
+    return chosen
+
+
+def _check_skipped(job: IndexJob, prep: _Prepared) -> None:
+    """Rank 0, before assembling: say what was skipped; DataSpecError above ``max_skipped``."""
+    skipped = []
+    for shard in prep.plan.shards:
+        summary = prep.work.load_summary(shard)
+        offset = prep.plan.id_offset
+        skipped += [(prep.ds.uri(int(i) - offset), r) for i, r in zip(summary.skipped_ids, summary.skipped_reasons)]
+    text, error = datachecks.check_skipped(skipped, prep.num_samples, float(job.max_skipped))
+    if error:
+        raise DataSpecError(error)
+    if text:
+        log.warning("%s", text)
+
+
+def _warn_error_rate(manifest: dict, base_manifest: dict | None, prep: _Prepared) -> None:
+    new = int(manifest["datasets"][-1]["indexed"])
+    before = 0 if base_manifest is None else int(base_manifest["counts"]["misclassified"])
+    wrong = int(manifest["counts"]["misclassified"]) - before
+    warning = datachecks.error_rate_warning(wrong, new, prep.check.num_classes, datachecks.class_mapping(prep.ds))
+    if warning:
+        log.warning("%s", warning)
+
+
+def _generation_inputs(
+    job: IndexJob, prep: _Prepared, world: World, device: str, base_manifest: dict | None
+) -> GenerationInputs:
     loaded, check = prep.loaded, prep.check
+    # An append records the spec as the bundle was built (loaded.spec points at the base's copy).
+    spec = base_manifest["model"]["spec"] if base_manifest is not None else loaded.spec
     return GenerationInputs(
         generation=0,
         plan=prep.plan,
@@ -282,10 +379,13 @@ def _generation_inputs(job: IndexJob, prep: _Prepared, world: World, device: str
             "spec": job.data,
             "description": prep.ds.describe(),
             "limit": job.limit,
+            "sample": None if job.limit is None else sample_entry(job.sample, job.seed),
             "id_offset": prep.plan.id_offset,
-            "num_ids": prep.num_samples,
+            "num_ids": prep.plan.id_span,
+            "selected": prep.num_samples,
         },
-        model={"spec": loaded.spec, "fingerprint": loaded.fingerprint, "num_classes": check.num_classes},
+        model={"spec": spec, "fingerprint": loaded.fingerprint, "num_classes": check.num_classes},
+        model_file=loaded.model_file,
         preprocessing=_recorded_preprocessing(loaded, check),
         layout=loaded.layout.to_dict(),
         num_filters=loaded.layout.num_filters,
@@ -327,12 +427,18 @@ def _check_job(job: IndexJob) -> None:
             raise IndexerError(f"{name} must be at least 1, got {value}")
     if job.limit is not None and int(job.limit) < 0:
         raise IndexerError(f"--limit must be non-negative, got {job.limit}")
+    if job.sample not in ("stratified", "first"):
+        raise IndexerError(f"--sample must be stratified or first, got {job.sample!r}")
+    if not 0 <= float(job.max_skipped) <= 1:
+        raise IndexerError(f"--max-skipped is a fraction of the samples, from 0 to 1; got {job.max_skipped}")
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
     out = Path(os.path.abspath(out))
-    if not out.parent.is_dir():
-        raise OutputExists(f"cannot create {out}: its parent directory {out.parent} does not exist")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)  # `--out bundles/r18` in a fresh checkout
+    except OSError as e:
+        raise OutputExists(f"cannot create {out}: cannot create its parent directory {out.parent} ({e})") from e
     if not os.access(out.parent, os.W_OK | os.X_OK):
         raise OutputExists(f"cannot create {out}: no write permission in {out.parent}")
     if not out.exists():
@@ -355,10 +461,13 @@ def _device(device: str) -> str:
 
 
 def _open_data(job: IndexJob):
-    from .datasets import open_dataset
+    from .datasets import open_dataset, parse_class_list
 
     try:
-        return open_dataset(job.data, max_pixels=job.max_image_pixels, allow_outside_root=job.allow_outside_root)
+        classes = None if job.classes is None else parse_class_list(job.classes)
+        return open_dataset(
+            job.data, classes=classes, max_pixels=job.max_image_pixels, allow_outside_root=job.allow_outside_root
+        )
     except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
         raise DataSpecError(str(e)) from e
 
@@ -371,8 +480,11 @@ def _recorded_preprocessing(loaded: LoadedModel, check) -> dict:
     return pre
 
 
-def _job_params(job, loaded, ds, n, id_offset, device, check, base_manifest) -> dict:
+def _job_params(job, loaded, ds, plan: ShardPlan, device, check, base_manifest) -> dict:
     """Everything that changes shard contents (see shards.py)."""
+    selection = None
+    if plan.indices is not None:
+        selection = hashlib.sha256(np.asarray(plan.indices, np.int64).tobytes()).hexdigest()
     return {
         "format_version": FORMAT_VERSION,
         "shard_format": SHARD_FORMAT,
@@ -381,8 +493,9 @@ def _job_params(job, loaded, ds, n, id_offset, device, check, base_manifest) -> 
         "preprocessing": loaded.preprocessing.to_dict(),
         "input_shape": list(check.input_shape),
         "data": ds.describe(),
-        "num_samples": n,
-        "id_offset": id_offset,
+        "num_samples": plan.num_samples,
+        "selection": selection,  # sha256 of the selected dataset indices (None: all of them)
+        "id_offset": plan.id_offset,
         "batch_size": int(job.batch_size),
         "shard_size": int(job.shard_size),
         "device": torch.device(device).type,

@@ -28,6 +28,7 @@ from parasal.core.saliency import filter_saliency
 from .datasets import CorruptSample
 from .errors import DataSpecError, InputMismatch
 from .models import LoadedModel
+from .preprocessing import upsampling_warning
 from .shards import Shard, ShardPlan, ShardResult
 
 __all__ = ["ProfileEngine", "Preflight", "preflight", "compute_shard"]
@@ -42,6 +43,7 @@ class Preflight:
     input_shape: tuple[int, int, int]  # (C, H, W) every sample must have after preprocessing
     num_classes: int
     first_uri: str
+    upsampling: str | None = None  # a warning when the preprocessing enlarges the first image > 2x
 
 
 class ProfileEngine:
@@ -54,6 +56,7 @@ class ProfileEngine:
         self.layout = loaded.layout
         self.preprocessing = loaded.preprocessing
         self.use_reference = False  # set by preflight when the fast engine cannot handle this model
+        self.reference_reason = ""  # one line for the output saying why, when it does
 
     def saliency(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(saliency (B, F), logits (B, K)); the fast engine's own forward pass gives the
@@ -82,13 +85,14 @@ class ProfileEngine:
         }
 
 
-def preflight(engine: ProfileEngine, ds, num_samples: int) -> Preflight:
-    """Check, before any work, that the data can feed the model (see module docstring)."""
+def preflight(engine: ProfileEngine, ds, num_samples: int, indices=None) -> Preflight:
+    """Check, before any work, that the data can feed the model (see module docstring).
+    ``indices``: the dataset indices of the job's samples (None: 0..num_samples-1)."""
     pre = engine.preprocessing
     sample, index, errors = None, -1, []
     for index in range(min(num_samples, MAX_PROBE)):
         try:
-            sample = ds[index]
+            sample = ds[index if indices is None else int(indices[index])]
             break
         except CorruptSample as e:
             errors.append(e.reason)
@@ -138,7 +142,8 @@ def preflight(engine: ProfileEngine, ds, num_samples: int) -> Preflight:
     if not 0 <= label < num_classes:
         raise InputMismatch(f"class mismatch: {where} has label {label}, outside the model's {num_classes} classes")
     _check_saliency(engine, x[None], torch.tensor([label]))
-    return Preflight(input_shape=shape, num_classes=num_classes, first_uri=sample.uri)
+    upsampling = upsampling_warning(pre, sample.image.size)
+    return Preflight(input_shape=shape, num_classes=num_classes, first_uri=sample.uri, upsampling=upsampling)
 
 
 def _check_saliency(engine: ProfileEngine, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -151,19 +156,26 @@ def _check_saliency(engine: ProfileEngine, x: torch.Tensor, y: torch.Tensor) -> 
     except Exception as e:
         if not engine.loaded.is_torchscript:
             raise
-        log.warning("filter_saliency cannot handle this TorchScript model (%s); using the slower per-sample loop", e)
-        engine.use_reference = True
+        log.info("filter_saliency cannot handle this TorchScript model: %s", e)
+        _use_reference(engine)
         return
     if tuple(sal.shape) != (1, F_):
         raise RuntimeError(f"filter_saliency returned shape {tuple(sal.shape)}, expected (1, {F_})")
     if engine.loaded.is_torchscript:
         ref = per_sample_filter_saliency(engine.model, x, y, layout=engine.layout)
         if not torch.allclose(sal.float().cpu(), ref.float().cpu(), rtol=1e-3, atol=1e-7):
-            log.warning(
-                "filter_saliency disagrees with the reference on this TorchScript model; "
-                "using the slower per-sample loop"
-            )
-            engine.use_reference = True
+            log.info("filter_saliency disagrees with the reference on this TorchScript model")
+            _use_reference(engine)
+
+
+def _use_reference(engine: ProfileEngine) -> None:
+    engine.use_reference = True
+    engine.reference_reason = (
+        "slow path: TorchScript model, so saliency runs one backward pass per image (several times slower "
+        "than batched): the batched engine hooks each nn.Conv2d module, and scripted modules run no Python "
+        "hooks. For the fast path index the eager model (torchvision:<arch> or package.module:factory "
+        "with --weights FILE)"
+    )
 
 
 def _chw(shape) -> str:
@@ -175,17 +187,18 @@ def _chw(shape) -> str:
 
 
 class _Decoded(torch.utils.data.Dataset):
-    """Dataset index -> (index, tensor | None, label, skip reason | None); never raises for bad images."""
+    """Position -> (position, tensor | None, label, skip reason | None); never raises for bad images."""
 
-    def __init__(self, ds, preprocessing, input_shape, num_classes):
+    def __init__(self, ds, preprocessing, input_shape, num_classes, indices=None):
         self.ds, self.pre, self.shape, self.num_classes = ds, preprocessing, tuple(input_shape), num_classes
+        self.indices = indices  # position -> dataset index (None: the same)
 
     def __len__(self):
-        return len(self.ds)
+        return len(self.ds) if self.indices is None else len(self.indices)
 
     def __getitem__(self, i: int):
         try:
-            sample = self.ds[i]
+            sample = self.ds[i if self.indices is None else int(self.indices[i])]
         except CorruptSample as e:
             return i, None, -1, e.reason
         try:
@@ -232,7 +245,7 @@ def compute_shard(
     workers: int = 0,
     on_samples: Callable[[int], None] | None = None,
 ) -> ShardResult:
-    decoded = _Decoded(ds, engine.preprocessing, check.input_shape, check.num_classes)
+    decoded = _Decoded(ds, engine.preprocessing, check.input_shape, check.num_classes, plan.indices)
     parts: list[dict[str, np.ndarray]] = []
     skipped: list[tuple[int, str]] = []
     for batch in _batches(decoded, shard, batch_size, workers):
@@ -265,7 +278,7 @@ def compute_shard(
     skipped.sort()
     return ShardResult(
         shard=shard,
-        ids=cat["index"] + plan.id_offset,
+        ids=plan.ids_of(cat["index"]),
         raw=cat["raw"],
         label=cat["label"],
         predicted=cat["predicted"],
@@ -273,6 +286,6 @@ def compute_shard(
         predicted_confidence=cat["predicted_confidence"],
         loss=cat["loss"],
         stats=RunningStats.of(cat["raw"]) if len(cat["raw"]) else RunningStats.empty(F_),
-        skipped_ids=np.array([i for i, _ in skipped], np.int64) + plan.id_offset,
+        skipped_ids=plan.ids_of(np.array([i for i, _ in skipped], np.int64)),
         skipped_reasons=[r for _, r in skipped],
     )

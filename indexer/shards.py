@@ -1,7 +1,9 @@
 """Shards: the unit of work, of crash recovery and of distribution.
 
-A job's samples (dataset indices ``0..n-1``, ids ``id_offset + index``) are cut into
-fixed-size shards of consecutive indices. Shard ``j`` belongs to rank ``j % world_size``,
+A job's samples are positions ``0..n-1`` in its selection: the dataset indices
+themselves, or, for a sample (``--limit``) or an append that skips images already in the
+bundle, ``indices[position]``; the id is always ``id_offset + dataset index``. Positions
+are cut into fixed-size shards of consecutive positions. Shard ``j`` belongs to rank ``j % world_size``,
 so every sample is computed exactly once whatever the world size, with no padding.
 
 Each finished shard is one ``.npz`` in the work directory (``<out>.partial/``), written
@@ -21,7 +23,7 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,8 +44,8 @@ JOB_FILE = "job.json"
 @dataclass(frozen=True)
 class Shard:
     index: int  # position in the global shard list
-    start: int  # first dataset index
-    stop: int  # one past the last dataset index
+    start: int  # first position (see ShardPlan.indices)
+    stop: int  # one past the last position
 
     def __len__(self) -> int:
         return self.stop - self.start
@@ -54,10 +56,30 @@ class ShardPlan:
     num_samples: int
     shard_size: int
     id_offset: int = 0
+    #: (num_samples,) sorted dataset indices of the positions; None: position = dataset index
+    indices: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         if self.shard_size < 1:
             raise ValueError("shard size must be positive")
+        if self.indices is not None and len(self.indices) != self.num_samples:
+            raise ValueError("a selection needs one dataset index per sample")
+
+    def dataset_index(self, position: int) -> int:
+        return int(position) if self.indices is None else int(self.indices[position])
+
+    def ids_of(self, positions: np.ndarray) -> np.ndarray:
+        """Sample ids of ``positions`` (int64)."""
+        positions = np.asarray(positions, dtype=np.int64)
+        index = positions if self.indices is None else np.asarray(self.indices, np.int64)[positions]
+        return index + self.id_offset
+
+    @property
+    def id_span(self) -> int:
+        """How many ids the plan reserves from ``id_offset`` on (the next job's offset follows)."""
+        if self.indices is None:
+            return self.num_samples
+        return int(self.indices[-1]) + 1 if len(self.indices) else 0
 
     @property
     def shards(self) -> list[Shard]:
@@ -86,7 +108,7 @@ class ShardResult:
 
     def check(self, plan: ShardPlan, num_filters: int) -> None:
         """Every id of the shard appears exactly once, as a row or as a skipped sample."""
-        expected = np.arange(self.shard.start, self.shard.stop, dtype=np.int64) + plan.id_offset
+        expected = plan.ids_of(np.arange(self.shard.start, self.shard.stop))
         seen = np.concatenate([self.ids, self.skipped_ids])
         if len(seen) != len(expected) or not np.array_equal(np.sort(seen), expected):
             raise DistributedError(

@@ -40,6 +40,8 @@ def build_bundle(out: Path) -> Path:
         "fashion-mnist:test",
         "--limit",
         str(BUNDLE_SIZE),
+        "--sample",
+        "first",  # ids 0..299: the tests name samples by id
         "--out",
         str(out),
         "--no-progress",

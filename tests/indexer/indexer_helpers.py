@@ -119,3 +119,42 @@ def tree_snapshot(root: Path) -> dict[str, tuple[int, int, str]]:
             st = p.stat()
             out[str(p.relative_to(root))] = (st.st_size, st.st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
     return out
+
+
+def tiny_net_named() -> TinyNet:
+    """tiny_net carrying its own class names, in an order that is not the sorted one."""
+    net = tiny_net()
+    net.classes = ["c", "a", "b"]
+    return net
+
+
+class TinyDataset(torch.utils.data.Dataset):
+    """``indexer_helpers:tiny_dataset``: 9 items of (image, label) in the forms a factory
+    dataset may use: PIL images, uint8 arrays and float tensors in [0, 1]; item 8 is
+    normalised (values outside [0, 1]), which the indexer must skip."""
+
+    classes = ["x", "y", "z"]
+
+    def __init__(self):
+        rng = np.random.default_rng(3)
+        self.arrays = [rng.integers(0, 160, size=(28, 28), dtype=np.uint8) for _ in range(9)]
+        self.targets = [k % 3 for k in range(9)]
+
+    def __len__(self):
+        return len(self.arrays)
+
+    def __getitem__(self, i):
+        a = self.arrays[i]
+        if i % 3 == 0:
+            image = Image.fromarray(a)
+        elif i % 3 == 1:
+            image = a
+        else:
+            image = torch.from_numpy(a)[None].float() / 255  # (1, H, W)
+        if i == 8:
+            image = (image - 0.5) / 0.1
+        return image, self.targets[i]
+
+
+def tiny_dataset() -> TinyDataset:
+    return TinyDataset()

@@ -12,7 +12,7 @@ from parasal.core.saliency import filter_saliency
 from parasal.indexer.bundle import open_bundle
 from parasal.indexer.cli import main
 from parasal.indexer.datasets import load_image
-from parasal.indexer.errors import ModelMismatch
+from parasal.indexer.errors import BundleCorrupt
 from parasal.indexer.pipeline import IndexJob, run_index
 
 GRAY = {"channels": "L", "mean": (0.5,), "std": (0.5,)}
@@ -23,7 +23,17 @@ def test_append_publishes_a_new_generation(tmp_path, capsys):
     H.corrupt_file(first / "c" / "007.png")  # the last id (23) is skipped: new ids must still start after it
     second = H.make_image_folder(tmp_path / "second", per_class=5, seed=1)
     out = tmp_path / "b"
-    run_index(IndexJob(data=str(first), out=out, model=H.FACTORY, preprocessing=GRAY, shard_size=10, progress=False))
+    run_index(
+        IndexJob(
+            data=str(first),
+            out=out,
+            model=H.FACTORY,
+            preprocessing=GRAY,
+            shard_size=10,
+            progress=False,
+            max_skipped=0.1,
+        )
+    )
 
     old = open_bundle(out)
     old_ids, old_rows = old.ids.copy(), old.profiles(old.ids)
@@ -78,7 +88,9 @@ def test_append_refuses_a_changed_model(tmp_path):
     weights = H.save_weights(tmp_path / "w.pt", seed=3)
     out = tmp_path / "b"
     run_index(IndexJob(data=str(data), out=out, model=H.FACTORY, weights=weights, preprocessing=GRAY, progress=False))
-    H.save_weights(weights, seed=4)  # the weights file the bundle points to changes
-    with pytest.raises(ModelMismatch, match="changed since the bundle was built"):
-        run_index(IndexJob(data=str(data), append_to=out, progress=False))
+    H.save_weights(weights, seed=4)  # the original file changes: the bundle keeps its own copy
+    H.save_weights(out / "gen-00001" / "model.pt", seed=4)  # the bundle's copy is swapped
+    more = H.make_image_folder(tmp_path / "more", per_class=2, seed=1)
+    with pytest.raises(BundleCorrupt, match="modified: model.pt"):  # checked before it is loaded
+        run_index(IndexJob(data=str(more), append_to=out, progress=False))
     assert (out / "CURRENT").read_text() == "gen-00001\n"

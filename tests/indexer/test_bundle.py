@@ -33,6 +33,7 @@ def built(tmp_path_factory):
             batch_size=5,
             shard_size=8,
             progress=False,
+            max_skipped=0.1,  # one corrupt file in 36
         )
     )
     return result
@@ -247,6 +248,7 @@ def test_faiss_factory_index_types(built, tmp_path, index_type):
             shard_size=8,
             index_type=index_type,
             progress=False,
+            max_skipped=0.1,
         )
     )
     with open_bundle(out) as b, open_bundle(built.bundle) as exact:

@@ -54,7 +54,14 @@ def big_png(path, side: int = 8000):
 
 def build(tmp_path, data, **kw):
     return run_index(
-        IndexJob(data=str(data), out=tmp_path / "b", model=H.FACTORY, preprocessing=GRAY, progress=False, **kw)
+        IndexJob(
+            data=str(data),
+            out=tmp_path / "b",
+            model=H.FACTORY,
+            preprocessing=GRAY,
+            progress=False,
+            **{"max_skipped": 0.5, **kw},  # these tests skip files on purpose
+        )
     ).bundle
 
 

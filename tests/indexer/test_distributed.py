@@ -40,6 +40,7 @@ def test_two_process_torchrun_equals_one_process(tmp_path):
             batch_size=4,
             shard_size=7,
             progress=False,
+            max_skipped=0.1,
         )
     )
     two = tmp_path / "two"
@@ -69,6 +70,8 @@ def test_two_process_torchrun_equals_one_process(tmp_path):
         str(data),
         "--out",
         str(two),
+        "--max-skipped",
+        "0.1",
         "--batch-size",
         "4",
         "--shard-size",

@@ -28,7 +28,8 @@ def test_factory_spec_with_weights_round_trips(tmp_path):
         and m.layout.num_filters == 18
         and [s.name for s in m.layout] == ["conv1", "conv2", "conv3"]
     )
-    assert m.spec == {"kind": "factory", "factory": H.FACTORY, "weights": str(w.resolve())}
+    module = {"module": "indexer_helpers", "file": str(H.HERE / "indexer_helpers.py"), "pythonpath": str(H.HERE)}
+    assert m.spec == {"kind": "factory", "factory": H.FACTORY, "weights": str(w.resolve()), "module": module}
     assert json.loads(json.dumps(m.spec)) == m.spec
     again = load_model(m.spec, preprocessing=m.preprocessing)
     assert again.fingerprint == m.fingerprint
