@@ -5,8 +5,9 @@ from __future__ import annotations
 import io
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
 import grpc
 import numpy as np
@@ -16,9 +17,18 @@ from parasal.v1 import saliency_pb2_grpc as pb_grpc
 
 from . import _config, _convert
 from ._convert import as_int as _as_int
+from ._images import ImageLike
 from ._operations import OperationHandle
 from .errors import InvalidArgument, NotFound, map_grpc_errors
 from .types import BundleInfo, Explanation, Operation, Profile, Sample, SimilarFailures
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
+
+#: A standardized profile vector: a float array (F,) or a sequence of floats.
+VectorLike: TypeAlias = "np.ndarray | Sequence[float]"
+#: gRPC channel options overriding `_config.channel_options`: a dict or (key, value) pairs.
+ChannelOptions: TypeAlias = "Mapping[str, object] | Iterable[tuple[str, object]]"
 
 
 class Client:
@@ -46,7 +56,7 @@ class Client:
         *,
         tls: bool = False,
         root_certificates: bytes | str | os.PathLike | None = None,
-        options=None,
+        options: ChannelOptions | None = None,
     ) -> None:
         self.target = target
         self.timeout = timeout
@@ -77,7 +87,7 @@ class Client:
     def __enter__(self) -> Client:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
@@ -110,7 +120,7 @@ class Client:
         )
         return _convert.get_sample_response_from_proto(self._call(self._saliency_stub.GetSample, request, timeout))
 
-    def sample_image(self, id: int, *, bundle: str = "", timeout: float | None = None):
+    def sample_image(self, id: int, *, bundle: str = "", timeout: float | None = None) -> PILImage:
         """The stored image of sample `id` as a PIL image."""
         from PIL import Image
 
@@ -124,7 +134,7 @@ class Client:
     def profile(
         self,
         sample_id: int | None = None,
-        image=None,
+        image: ImageLike | None = None,
         label: int | None = None,
         full: bool = False,
         top_k: int | None = None,
@@ -147,9 +157,9 @@ class Client:
     def find_similar_failures(
         self,
         sample_id: int | None = None,
-        image=None,
+        image: ImageLike | None = None,
         label: int | None = None,
-        vector=None,
+        vector: VectorLike | None = None,
         k: int | None = None,
         only_misclassified: bool = False,
         exclude_self: bool = True,
@@ -191,7 +201,7 @@ class Client:
     def explain_input(
         self,
         sample_id: int | None = None,
-        image=None,
+        image: ImageLike | None = None,
         label: int | None = None,
         top_k: int | None = None,
         filters: Iterable[int] | None = None,
@@ -202,7 +212,9 @@ class Client:
     ) -> Explanation:
         """Input-space saliency: which pixels drive the top-k (or the given) salient filters.
 
-        None takes the server default (the proto: `top_k` 10, `boost` 100)."""
+        None takes the server default (the proto: `top_k` 10, `boost` 100). The heatmap is
+        over the model's input; the overlay is drawn on the original image (the size
+        `sample_image` returns), `Explanation.overlay()` enlarges it to read."""
         query = _query(sample_id, image, label)
         boost = _positive_float_or_default(boost, "boost")
         request = pb.ExplainInputRequest(
@@ -219,7 +231,7 @@ class Client:
     def start_finetune_evaluation(
         self,
         sample_id: int | None = None,
-        image=None,
+        image: ImageLike | None = None,
         label: int | None = None,
         counts: Sequence[int] | None = None,
         selections: Sequence[str] | str | None = None,
@@ -231,7 +243,7 @@ class Client:
         bundle: str = "",
         timeout: float | None = None,
     ) -> OperationHandle:
-        """Starts a fine-tuning evaluation (paper section 3.1); returns at once.
+        """Starts a fine-tuning evaluation (paper section 3.3); returns at once.
 
         None sends 0 / empty, the server default (the proto: counts 1, 5, 25, 75;
         selections most, random, least; step_size 0.001; num_neighbors 10)."""
@@ -252,7 +264,7 @@ class Client:
     def start_pruning_evaluation(
         self,
         sample_id: int | None = None,
-        image=None,
+        image: ImageLike | None = None,
         label: int | None = None,
         counts: Sequence[int] | None = None,
         selections: Sequence[str] | str | None = None,
@@ -262,18 +274,15 @@ class Client:
         bundle: str = "",
         timeout: float | None = None,
     ) -> OperationHandle:
-        """Starts a pruning evaluation (paper section 3.3); returns at once.
+        """Starts a pruning evaluation (paper section 3.1); returns at once.
 
         None sends 0 / empty, the server default (the proto: counts 1, 5, 25, 75;
-        selections most, random, least; num_neighbors 0, the sample only)."""
-        num_neighbors = 0 if num_neighbors is None else _as_int(num_neighbors, "num_neighbors")
-        if num_neighbors < 0:
-            raise InvalidArgument(f"num_neighbors must be >= 0, got {num_neighbors}")
+        selections most, random, least; num_neighbors 10, as for fine-tuning)."""
         request = pb.StartPruningEvaluationRequest(
             bundle=_name(bundle, "bundle"),
             counts=_counts(counts),
             selections=_selections(selections),
-            num_neighbors=num_neighbors,
+            num_neighbors=_positive_or_default(num_neighbors, "num_neighbors"),
             seed=_as_int(seed, "seed", 64),
             **_query(sample_id, image, label),
         )

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timezone
 
 import numpy as np
@@ -349,15 +350,26 @@ def reference_to_proto(value: ReferenceState) -> pb.ReferenceState:
     return msg
 
 
+def measured(value: float, evaluated: int = 1) -> float | None:
+    """A measurement as the SDK gives it: None ("not measured") when nothing was evaluated
+    or the wire carries NaN (the server's "no value"), so JSON never sees NaN."""
+    return None if evaluated <= 0 or math.isnan(value) else value
+
+
+def _wire_float(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
 def finetune_row_from_proto(msg: pb.FinetuneRow) -> FinetuneRow:
+    n = msg.neighbors_evaluated
     return FinetuneRow(
         selection=selection_from_proto(msg.selection),
         count=msg.count,
         reference_corrected=msg.reference_corrected,
         reference_true_confidence_delta=msg.reference_true_confidence_delta,
-        neighbors_corrected_fraction=msg.neighbors_corrected_fraction,
-        neighbors_true_confidence_delta=msg.neighbors_true_confidence_delta,
-        neighbors_evaluated=msg.neighbors_evaluated,
+        neighbors_corrected_fraction=measured(msg.neighbors_corrected_fraction, n),
+        neighbors_true_confidence_delta=measured(msg.neighbors_true_confidence_delta, n),
+        neighbors_evaluated=n,
     )
 
 
@@ -367,23 +379,24 @@ def finetune_row_to_proto(value: FinetuneRow) -> pb.FinetuneRow:
         count=value.count,
         reference_corrected=value.reference_corrected,
         reference_true_confidence_delta=value.reference_true_confidence_delta,
-        neighbors_corrected_fraction=value.neighbors_corrected_fraction,
-        neighbors_true_confidence_delta=value.neighbors_true_confidence_delta,
+        neighbors_corrected_fraction=_wire_float(value.neighbors_corrected_fraction),
+        neighbors_true_confidence_delta=_wire_float(value.neighbors_true_confidence_delta),
         neighbors_evaluated=value.neighbors_evaluated,
     )
 
 
 def pruning_row_from_proto(msg: pb.PruningRow) -> PruningRow:
+    n = msg.neighbors_evaluated
     return PruningRow(
         selection=selection_from_proto(msg.selection),
         count=msg.count,
         corrected=msg.corrected,
         incorrect_confidence_delta=msg.incorrect_confidence_delta,
         true_confidence_delta=msg.true_confidence_delta,
-        neighbors_corrected_fraction=msg.neighbors_corrected_fraction,
-        neighbors_incorrect_confidence_delta=msg.neighbors_incorrect_confidence_delta,
-        neighbors_true_confidence_delta=msg.neighbors_true_confidence_delta,
-        neighbors_evaluated=msg.neighbors_evaluated,
+        neighbors_corrected_fraction=measured(msg.neighbors_corrected_fraction, n),
+        neighbors_incorrect_confidence_delta=measured(msg.neighbors_incorrect_confidence_delta, n),
+        neighbors_true_confidence_delta=measured(msg.neighbors_true_confidence_delta, n),
+        neighbors_evaluated=n,
     )
 
 
@@ -394,9 +407,9 @@ def pruning_row_to_proto(value: PruningRow) -> pb.PruningRow:
         corrected=value.corrected,
         incorrect_confidence_delta=value.incorrect_confidence_delta,
         true_confidence_delta=value.true_confidence_delta,
-        neighbors_corrected_fraction=value.neighbors_corrected_fraction,
-        neighbors_incorrect_confidence_delta=value.neighbors_incorrect_confidence_delta,
-        neighbors_true_confidence_delta=value.neighbors_true_confidence_delta,
+        neighbors_corrected_fraction=_wire_float(value.neighbors_corrected_fraction),
+        neighbors_incorrect_confidence_delta=_wire_float(value.neighbors_incorrect_confidence_delta),
+        neighbors_true_confidence_delta=_wire_float(value.neighbors_true_confidence_delta),
         neighbors_evaluated=value.neighbors_evaluated,
     )
 

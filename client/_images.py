@@ -5,10 +5,18 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
 
 from .errors import InvalidArgument
+
+if TYPE_CHECKING:  # Pillow is imported only when an image needs it
+    from PIL.Image import Image as _PILImage
+
+#: What the SDK accepts as an image: encoded PNG/JPEG bytes, a file path, a PIL image or
+#: a uint8 array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4). See `encode_image`.
+ImageLike: TypeAlias = "bytes | bytearray | memoryview | str | os.PathLike[str] | _PILImage | np.ndarray"
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -22,7 +30,7 @@ def is_png_or_jpeg(data: bytes) -> bool:
     return data.startswith(_PASS_THROUGH)
 
 
-def encode_image(image) -> bytes:
+def encode_image(image: ImageLike) -> bytes:
     """PNG/JPEG bytes for `image`.
 
     Accepts encoded bytes (sent unchanged), a path (str or PathLike; PNG/JPEG files are
@@ -91,3 +99,39 @@ def _reencode_as_png(data: bytes, name: str) -> bytes:
         raise InvalidArgument(f"{name!r} declares too many pixels to decode: {exc}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InvalidArgument(f"cannot read {name!r} as an image: {exc}") from exc
+
+
+#: Overlays and images smaller than this (longest side, pixels) are enlarged to read them.
+READABLE_SIDE = 256
+
+
+def readable_scale(size: tuple[int, int], side: int = READABLE_SIDE) -> int:
+    """The integer factor that makes an image of ``size`` at least ``side`` pixels on its
+    longest side (1 for images already that large): 10 for 28x28, 8 for 32x32."""
+    longest = max(size)
+    return max(1, -(-side // longest)) if longest else 1
+
+
+def enlarge_png(data: bytes, scale: int) -> bytes:
+    """PNG ``data`` enlarged ``scale`` times by nearest neighbour (pixels stay sharp squares,
+    so they line up with the original's); returned unchanged for scale 1."""
+    from PIL import Image
+
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise InvalidArgument(f"scale must be an integer >= 1, got {scale!r}")
+    if scale == 1:
+        return data
+    with Image.open(io.BytesIO(data)) as img:
+        img.load()
+        big = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    buf = io.BytesIO()
+    big.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """(width, height) of PNG ``data`` from its header."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        return img.size

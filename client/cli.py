@@ -6,9 +6,15 @@
     parasal eval finetune --sample 7
     parasal ops list
 
-`--json` prints one JSON document on stdout for scripts; otherwise tables for people.
-Errors print one line, `error: <details> (<CODE>)`, on stderr; the exit status is 2 for
-usage errors, INVALID_ARGUMENT and NOT_FOUND, 1 for the rest.
+`--json` prints one JSON document on stdout for scripts (strict JSON: `null` where a
+value was not measured, never NaN); otherwise tables for people. Errors print one line,
+`error: <details> (<CODE>)`, on stderr; under `--json` they are one JSON document on
+stderr instead, `{"error": {"code": "NOT_FOUND", "message": "..."}}` (command-line
+mistakes have code INVALID_ARGUMENT), so stdout only ever holds a result. The exit
+status is 2 for usage errors, INVALID_ARGUMENT and NOT_FOUND, 1 for the rest.
+
+Labels are class numbers or class names (`--label Shirt`, case-insensitive; the names
+come from the bundle's IndexInfo); layer names may be module prefixes (`--layers layer4`).
 
 `parasal index|serve|train-demo|demo ...` hand their arguments, untouched, to the engine's
 own commands, imported only then: this module and the SDK never import torch.
@@ -17,23 +23,42 @@ own commands, imported only then: this module and the SDK never import torch.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import json
 import os
 import stat
 import sys
-from datetime import datetime
 from pathlib import Path
 
 import grpc
 import numpy as np
 
-from . import _config
+from ._cli_options import (  # the environment variables' names are public here
+    TARGET_ENV,  # noqa: F401
+    TOKEN_ENV,
+    TOKEN_FILE_ENV,
+    _add_connection_options,
+    _add_query_options,
+    _add_top_option,
+    _comma_ints,
+    _comma_names,
+    _positive_int,
+)
+from ._cli_output import (
+    _class,
+    _filters_table,
+    _print_bundle,
+    _print_json,
+    _print_operation,
+    _print_sample,
+    _table,
+    _time,
+    _top_filter,
+)
 from ._client import Client
+from ._images import enlarge_png, png_size, readable_scale
 from ._operations import OperationHandle
 from .errors import OperationError, ParasalError
-from .types import BundleInfo, Operation, Sample, _format_table
 
 # Subcommands that need the engine extras (torch, faiss, lmdb): module and function,
 # imported only when invoked.
@@ -51,9 +76,6 @@ ENGINE_HELP = {
 }
 ENGINE_PACKAGES = frozenset({"torch", "torchvision", "faiss", "lmdb", "matplotlib"})
 
-TARGET_ENV = "PARASAL_TARGET"
-TOKEN_ENV = "PARASAL_TOKEN"  # the token itself
-TOKEN_FILE_ENV = "PARASAL_TOKEN_FILE"  # or a file holding it
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 _USAGE_CODES = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND})
@@ -63,35 +85,63 @@ class UsageError(Exception):
     """A command line that cannot work; reported as one line with exit status 2."""
 
 
+class _ArgumentError(Exception):
+    """argparse's usage error, raised instead of printed so --json can report it as JSON."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str):
+        super().__init__(message)
+        self.parser = parser
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse would print and exit
+        raise _ArgumentError(self, message)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ENGINE_COMMANDS:
         return _run_engine_command(argv[0], argv[1:])
+    # Known before parsing, so even a command line argparse refuses is reported as JSON.
+    as_json = "--json" in argv[: argv.index("--")] if "--" in argv else "--json" in argv
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help, or a usage error argparse already reported
+    except SystemExit as exc:  # --help
         return _exit_status(exc.code)
+    except _ArgumentError as exc:
+        if as_json:
+            return _report("INVALID_ARGUMENT", str(exc), as_json, EXIT_USAGE)
+        exc.parser.print_usage(sys.stderr)
+        print(f"{exc.parser.prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
         return args.func(args) or EXIT_OK
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _report("INVALID_ARGUMENT", str(exc), as_json, EXIT_USAGE)
     except ParasalError as exc:
-        print(_error_line(exc, args.target), file=sys.stderr)
-        return EXIT_USAGE if exc.code in _USAGE_CODES else EXIT_ERROR
+        status = EXIT_USAGE if exc.code in _USAGE_CODES else EXIT_ERROR
+        return _report(exc.code.name, _error_message(exc, args), as_json, status, server=True)
     except BrokenPipeError:  # the reader went away (`parasal ... | head`): stop quietly
         _silence_stdout()
         return EXIT_ERROR
     except OSError as exc:  # unreadable input or unwritable output file
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _report("INVALID_ARGUMENT", str(exc), as_json, EXIT_USAGE)
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _report("CANCELLED", "interrupted", as_json, EXIT_INTERRUPTED)
+
+
+def _report(code: str, message: str, as_json: bool, status: int, server: bool = False) -> int:
+    """An error on stderr: one line for people (with the status code when the server sent
+    it), one JSON document under --json."""
+    if as_json:
+        print(json.dumps({"error": {"code": code, "message": message}}, allow_nan=False), file=sys.stderr)
+    else:
+        print(f"error: {message} ({code})" if server else f"error: {message}", file=sys.stderr)
+    return status
 
 
 def _silence_stdout() -> None:
@@ -108,10 +158,19 @@ def _exit_status(code) -> int:
     return code if isinstance(code, int) else EXIT_ERROR
 
 
-def _error_line(exc: ParasalError, target: str) -> str:
+def _error_message(exc: ParasalError, args) -> str:
     if exc.code == grpc.StatusCode.UNAVAILABLE and not isinstance(exc, OperationError):
-        return f"error: cannot reach the parasal server at {target}: {exc.details} ({exc.code.name})"
-    return f"error: {exc.details or exc.code.name.lower()} ({exc.code.name})"
+        return f"cannot reach the parasal server at {args.target}: {exc.details}"
+    if exc.code == grpc.StatusCode.UNAUTHENTICATED and not isinstance(exc, OperationError):
+        # The server speaks of metadata; a CLI user needs the option that sends it.
+        source = getattr(args, "token_source", None)
+        if source is None:
+            return (
+                f"the server at {args.target} needs a token: pass --token-file FILE "
+                f"(or set ${TOKEN_FILE_ENV} or ${TOKEN_ENV})"
+            )
+        return f"the server at {args.target} refused the token from {source}; check it is the server's token"
+    return exc.details or exc.code.name.lower()
 
 
 def _run_engine_command(name: str, rest: list[str]) -> int:
@@ -141,62 +200,8 @@ def _run_engine_command(name: str, rest: list[str]) -> int:
 # Argument parsing
 
 
-def _comma_ints(text: str) -> list[int]:
-    try:
-        return [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
-def _comma_names(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
-def _add_connection_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
-    """The options every subcommand takes, before or after its name."""
-
-    def d(value):
-        return value if defaults else argparse.SUPPRESS
-
-    parser.add_argument(
-        "--target",
-        default=d(os.environ.get(TARGET_ENV) or _config.DEFAULT_TARGET),
-        help=f"server address host:port (${TARGET_ENV}; default {_config.DEFAULT_TARGET})",
-    )
-    parser.add_argument(
-        "--token-file",
-        type=Path,
-        default=d(None),
-        help=f"file holding the bearer token (else ${TOKEN_ENV} or ${TOKEN_FILE_ENV})",
-    )
-    parser.add_argument("--tls", action="store_true", default=d(False), help="connect with TLS")
-    parser.add_argument(
-        "--ca-file",
-        type=Path,
-        default=d(None),
-        help="PEM root certificates for TLS (implies --tls; default: the system's)",
-    )
-    parser.add_argument("--bundle", default=d(""), help="bundle name (default: the server's first)")
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=d(_config.DEFAULT_TIMEOUT),
-        help="seconds per call (default %(default)s)" if defaults else "seconds per call",
-    )
-    parser.add_argument("--json", action="store_true", default=d(False), help="print one JSON document")
-
-
-def _add_query_options(parser: argparse.ArgumentParser, vector: bool = False) -> None:
-    group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--sample", type=int, metavar="ID", help="an indexed sample id")
-    group.add_argument("--image", type=Path, metavar="PATH", help="an image file (PNG, JPEG, ...); needs --label")
-    if vector:
-        group.add_argument("--vector-file", type=Path, metavar="NPY", help="a standardized profile saved with numpy")
-    parser.add_argument("--label", type=int, metavar="N", help="true class of --image")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="parasal",
         description="Parameter-space saliency as a service: find images that fail for the same reason, "
         "explain them, and test fixes.",
@@ -214,23 +219,46 @@ def build_parser() -> argparse.ArgumentParser:
     command("info", cmd_info, "the bundles the server has loaded")
 
     p = command("sample", cmd_sample, "metadata of an indexed sample")
-    p.add_argument("id", type=int)
+    p.add_argument("id", type=int, nargs="?", metavar="ID", help="the sample id (or --sample ID)")
+    p.add_argument("--sample", dest="sample", type=int, metavar="ID", help="the sample id, as in the other commands")
     p.add_argument("--image-out", type=Path, metavar="PNG", help="also save the sample's image here")
 
     p = command("profile", cmd_profile, "saliency profile of a sample or an image")
     _add_query_options(p)
     p.add_argument("--full", action="store_true", help="fetch the whole standardized vector")
-    p.add_argument("-k", "--top-k", dest="top_k", type=int, help="top filters to show (default: the server's, 10)")
+    _add_top_option(p, "most salient filters to show (default: the server's, 10)")
     p.add_argument("--vector-out", type=Path, metavar="NPY", help="save the full vector as .npy (implies --full)")
 
     p = command("similar", cmd_similar, "samples failing for the same reason (nearest profiles)")
     _add_query_options(p, vector=True)
-    p.add_argument("-k", type=int, help="number of neighbours (default: the server's, 10)")
-    p.add_argument("--only-misclassified", action="store_true")
+    p.add_argument(
+        "-k",
+        "--neighbors",
+        dest="k",
+        type=_positive_int,
+        metavar="N",
+        help="number of neighbours (default: the server's, 10)",
+    )
+    p.add_argument("--only-misclassified", action="store_true", help="only neighbours the model got wrong")
     p.add_argument("--include-self", action="store_true", help="keep the query sample among the results")
-    p.add_argument("--layers", type=_comma_names, metavar="A,B", help="compare only these layers' filters")
-    p.add_argument("--true-labels", type=_comma_ints, metavar="1,2")
-    p.add_argument("--predicted-labels", type=_comma_ints, metavar="1,2")
+    p.add_argument(
+        "--layers",
+        type=_comma_names,
+        metavar="A,B",
+        help="compare only these layers' filters; a module name (layer4) means every layer under it",
+    )
+    p.add_argument(
+        "--true-labels",
+        type=_comma_names,
+        metavar="C1,C2",
+        help="only neighbours whose true class is one of these (numbers or class names)",
+    )
+    p.add_argument(
+        "--predicted-labels",
+        type=_comma_names,
+        metavar="C1,C2",
+        help="only neighbours the model predicted as one of these (numbers or class names)",
+    )
     p.add_argument(
         "--top-filters",
         action="store_true",
@@ -239,10 +267,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("explain", cmd_explain, "input-space saliency heatmap of a sample or an image")
     _add_query_options(p)
-    p.add_argument("--top-k", type=int, help="boost this many most salient filters (default: the server's, 10)")
+    _add_top_option(p, "boost this many most salient filters (default: the server's, 10)")
     p.add_argument("--filters", type=_comma_ints, metavar="1,2", help="boost exactly these profile indices")
     p.add_argument("--boost", type=float, help="boost factor (default: the server's, 100)")
     p.add_argument("--out", type=Path, required=True, metavar="PNG", help="write the overlay PNG here")
+    p.add_argument(
+        "--scale",
+        type=_positive_int,
+        metavar="N",
+        help="enlarge the overlay N times (default: enough for 256 pixels, e.g. 10 for 28x28 images)",
+    )
     p.add_argument("--heatmap-out", type=Path, metavar="NPY", help="also save the (H, W) heatmap as .npy")
 
     p = sub.add_parser("eval", help="evaluate salient filters (long-running operations)")
@@ -270,10 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
         e.add_argument(
             "--neighbors",
             dest="num_neighbors",
-            type=int,
+            type=_positive_int,
             metavar="N",
-            help="nearest misclassified neighbours to measure on "
-            f"(default: the server's, {10 if kind == 'finetune' else 0})",
+            help="nearest misclassified neighbours to measure on (default: the server's, 10)",
         )
         e.add_argument("--seed", type=int, default=0, help="seed of the random selection")
         if kind == "finetune":
@@ -284,14 +317,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ops", help="list, inspect, watch or cancel operations")
     ops_sub = p.add_subparsers(title="actions", metavar="ACTION", required=True)
     o = command("list", cmd_ops_list, "operations, newest first", parent=ops_sub)
-    o.add_argument("--state", choices=["pending", "running", "succeeded", "failed", "cancelled", "aborted"])
-    o.add_argument("--limit", type=int, help="at most this many (default: the server's, 100)")
+    o.add_argument(
+        "--state",
+        choices=["pending", "running", "succeeded", "failed", "cancelled", "aborted"],
+        help="only operations in this state",
+    )
+    o.add_argument("--limit", type=_positive_int, help="at most this many (default: the server's, 100)")
     for action, func, help in (
         ("get", cmd_ops_get, "one operation and its result"),
         ("cancel", cmd_ops_cancel, "ask an operation to stop"),
         ("watch", cmd_ops_watch, "follow an operation until it ends"),
     ):
-        command(action, func, help, parent=ops_sub).add_argument("id")
+        command(action, func, help, parent=ops_sub).add_argument("id", help="the operation id")
 
     for name, help in ENGINE_HELP.items():  # dispatched before parsing; listed for --help
         sub.add_parser(name, help=help, add_help=False)
@@ -305,11 +342,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _client(args) -> Client:
     token = None
     if args.token_file is not None:
-        token = _read_token_file(args.token_file)
+        token, args.token_source = _read_token_file(args.token_file), f"--token-file {args.token_file}"
     elif os.environ.get(TOKEN_ENV):
-        token = os.environ[TOKEN_ENV].strip()
+        token, args.token_source = os.environ[TOKEN_ENV].strip(), f"${TOKEN_ENV}"
     elif os.environ.get(TOKEN_FILE_ENV):
         token = _read_token_file(Path(os.environ[TOKEN_FILE_ENV]).expanduser())
+        args.token_source = f"${TOKEN_FILE_ENV} ({os.environ[TOKEN_FILE_ENV]})"
     tls = bool(args.tls or args.ca_file)
     return Client(args.target, token=token, timeout=args.timeout, tls=tls, root_certificates=args.ca_file)
 
@@ -328,11 +366,11 @@ def _read_token_file(path: Path) -> str:
     return token
 
 
-def _query_kwargs(args) -> dict:
+def _query_kwargs(args, client: Client) -> dict:
     if getattr(args, "image", None) is not None:
         if args.label is None:
             raise UsageError("--image needs --label (the image's true class)")
-        return {"image": args.image, "label": args.label}
+        return {"image": args.image, "label": _labels(client, args, [args.label], "--label")[0]}
     if args.label is not None:
         raise UsageError("--label goes with --image only")
     if getattr(args, "vector_file", None) is not None:
@@ -354,7 +392,33 @@ def cmd_info(args) -> int:
     return EXIT_OK
 
 
+def _labels(client: Client, args, values: list[str] | None, option: str) -> list[int] | None:
+    """Class numbers for ``values``, each a number or a class name (case-insensitive) of the
+    bundle's IndexInfo, which is fetched only when a name needs it."""
+    if values is None:
+        return None
+    labels, names = [], None
+    for value in values:
+        if value.strip().lstrip("-").isdigit():
+            labels.append(int(value))
+            continue
+        if names is None:
+            bundles = client.index_info(bundle=args.bundle)
+            names = bundles[0].class_names if bundles else []
+        matches = [i for i, name in enumerate(names) if name.casefold() == value.strip().casefold()]
+        if not matches:
+            known = ", ".join(f"{i}:{n}" for i, n in enumerate(names)) if names else "none; use class numbers"
+            raise UsageError(f"{option}: unknown class {value!r}; this bundle's classes are {known}")
+        labels.append(matches[0])
+    return labels
+
+
 def cmd_sample(args) -> int:
+    if args.id is not None and args.sample is not None and args.id != args.sample:
+        raise UsageError(f"two sample ids: {args.id} and --sample {args.sample}")
+    if args.id is None and args.sample is None:
+        raise UsageError("which sample? give its id: parasal sample ID (or --sample ID)")
+    args.id = args.id if args.id is not None else args.sample
     with _client(args) as client:
         sample = client.sample(args.id, include_image=args.image_out is not None, bundle=args.bundle)
     if args.image_out is not None:
@@ -372,7 +436,7 @@ def cmd_sample(args) -> int:
 def cmd_profile(args) -> int:
     full = args.full or args.vector_out is not None
     with _client(args) as client:
-        profile = client.profile(**_query_kwargs(args), full=full, top_k=args.top_k, bundle=args.bundle)
+        profile = client.profile(**_query_kwargs(args, client), full=full, top_k=args.top_k, bundle=args.bundle)
     if args.vector_out is not None and profile.vector is not None:
         np.save(args.vector_out, profile.vector)
     if args.json:
@@ -396,13 +460,13 @@ def cmd_profile(args) -> int:
 def cmd_similar(args) -> int:
     with _client(args) as client:
         result = client.find_similar_failures(
-            **_query_kwargs(args),
+            **_query_kwargs(args, client),
             k=args.k,
             only_misclassified=args.only_misclassified,
             exclude_self=not args.include_self,
             layers=args.layers,
-            true_labels=args.true_labels,
-            predicted_labels=args.predicted_labels,
+            true_labels=_labels(client, args, args.true_labels, "--true-labels"),
+            predicted_labels=_labels(client, args, args.predicted_labels, "--predicted-labels"),
             include_top_filters=args.top_filters,
             bundle=args.bundle,
         )
@@ -422,25 +486,23 @@ def cmd_similar(args) -> int:
         + [_top_filter(n.sample.top_filters)] * args.top_filters
         for i, n in enumerate(result)
     ]
-    print(_format_table(header, rows) if rows else "no neighbours matched")
+    print(_table(header, rows) if rows else "no neighbours matched")
     if result.confusions:
         print("\nconfusions among the neighbours:")
-        print(
-            _format_table(["label", "predicted", "count"], [[c.label, c.predicted, c.count] for c in result.confusions])
-        )
+        print(_table(["label", "predicted", "count"], [[c.label, c.predicted, c.count] for c in result.confusions]))
     return EXIT_OK
-
-
-def _top_filter(filters) -> str:
-    return f"{filters[0].layer}[{filters[0].filter}] z={filters[0].z:.2f}" if filters else ""
 
 
 def cmd_explain(args) -> int:
     with _client(args) as client:
         explanation = client.explain_input(
-            **_query_kwargs(args), top_k=args.top_k, filters=args.filters, boost=args.boost, bundle=args.bundle
+            **_query_kwargs(args, client), top_k=args.top_k, filters=args.filters, boost=args.boost, bundle=args.bundle
         )
-    args.out.write_bytes(explanation.overlay_png)
+    # The server draws the overlay on the original image (the size `sample --image-out`
+    # writes); enlarged here so that tiny images can be read.
+    width, height = png_size(explanation.overlay_png)
+    scale = args.scale or readable_scale((width, height))
+    args.out.write_bytes(enlarge_png(explanation.overlay_png, scale))
     if args.heatmap_out is not None:
         np.save(args.heatmap_out, explanation.heatmap)
     if args.json:
@@ -449,6 +511,7 @@ def cmd_explain(args) -> int:
                 "out": args.out,
                 "heatmap_out": args.heatmap_out,
                 "heatmap_shape": list(explanation.heatmap.shape),
+                "overlay_size": [width * scale, height * scale],
                 "label": explanation.label,
                 "predicted": explanation.predicted,
                 "filters": explanation.filters,
@@ -456,7 +519,8 @@ def cmd_explain(args) -> int:
         )
     h, w = explanation.heatmap.shape
     print(
-        f"overlay written to {args.out} ({h}x{w} heatmap; label {explanation.label}, predicted {explanation.predicted})"
+        f"overlay written to {args.out} ({width * scale}x{height * scale}: the {width}x{height} image "
+        f"enlarged {scale}x; {h}x{w} heatmap; label {explanation.label}, predicted {explanation.predicted})"
     )
     print("boosted filters:")
     print(_filters_table(explanation.filters))
@@ -466,7 +530,7 @@ def cmd_explain(args) -> int:
 def cmd_eval(args) -> int:
     with _client(args) as client:
         common = dict(
-            **_query_kwargs(args),
+            **_query_kwargs(args, client),
             counts=args.counts,
             selections=args.selections,
             num_neighbors=args.num_neighbors,
@@ -496,7 +560,7 @@ def cmd_ops_list(args) -> int:
         print("no operations")
         return EXIT_OK
     rows = [[op.id, op.kind, op.state, f"{op.progress:.0%}", op.bundle, _time(op.created_at), op.message] for op in ops]
-    print(_format_table(["id", "kind", "state", "progress", "bundle", "created", "message"], rows))
+    print(_table(["id", "kind", "state", "progress", "bundle", "created", "message"], rows))
     return EXIT_OK
 
 
@@ -551,104 +615,6 @@ def _wait_and_print(handle: OperationHandle, args) -> int:
     else:
         _print_operation(op)
     handle.result()  # raises the operation's typed error when it did not succeed
-    return EXIT_OK
-
-
-# ---------------------------------------------------------------------------------------
-# Output
-
-
-def _class(index: int, name: str) -> str:
-    return f"{index} ({name})" if name else str(index)
-
-
-def _time(value: datetime | None) -> str:
-    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"
-
-
-def _filters_table(filters) -> str:
-    if not filters:
-        return "  (none)"
-    return _format_table(["index", "layer", "filter", "z"], [[f.index, f.layer, f.filter, f.z] for f in filters])
-
-
-def _print_bundle(b: BundleInfo, default: bool) -> None:
-    print(f"bundle {b.name}{' (default)' if default else ''}")
-    fields = [
-        ("model", f"{b.model}  {b.model_fingerprint[:16]}"),
-        ("dataset", b.dataset),
-        ("samples", f"{b.num_samples} ({b.num_misclassified} misclassified)"),
-        ("filters", f"{b.num_filters} in {len(b.layers)} layers"),
-        ("index", b.index_type),
-        ("input", "x".join(str(s) for s in b.input_shape) or "-"),
-        ("classes", ", ".join(f"{i}:{n}" for i, n in enumerate(b.class_names)) or "-"),
-        ("created", _time(b.created_at)),
-    ]
-    for key, value in fields:
-        print(f"  {key:<8} {value}")
-    if b.layers:
-        print(
-            _format_table(
-                ["layer", "kind", "filters", "offset"],
-                [[layer.name, layer.kind, layer.filters, layer.offset] for layer in b.layers],
-            )
-        )
-
-
-def _print_sample(s: Sample) -> None:
-    print(f"sample {s.id}  {s.uri}")
-    print(f"  label      {_class(s.label, s.label_name)}")
-    print(f"  predicted  {_class(s.predicted, s.predicted_name)}  ({'correct' if s.correct else 'wrong'})")
-    print(f"  confidence true {s.true_confidence:.4f}, predicted {s.predicted_confidence:.4f}; loss {s.loss:.4f}")
-    print("top filters:")
-    print(_filters_table(s.top_filters))
-
-
-def _print_operation(op: Operation) -> None:
-    print(f"operation {op.id} ({op.kind}, bundle {op.bundle or '-'}): {op.state}, {op.progress:.0%}")
-    print(f"  created {_time(op.created_at)}, updated {_time(op.updated_at)}")
-    if op.message:
-        print(f"  {op.message}")
-    if op.error is not None:
-        print(f"  error: {op.error.message} ({op.error.code.name})")
-    if op.result is not None:
-        ref = op.result.reference
-        who = f"sample {ref.sample_id}" if ref.sample_id is not None else "uploaded image"
-        print(
-            f"reference {who}: label {ref.label}, predicted {ref.predicted}, true confidence "
-            f"{ref.true_confidence:.4f}; {len(op.result.neighbor_ids)} neighbours"
-        )
-        print(op.result.table())
-
-
-def _jsonable(value):
-    """SDK values as JSON-ready data: arrays as lists, times as ISO 8601, bytes left out."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {
-            f.name: _jsonable(getattr(value, f.name))
-            for f in dataclasses.fields(value)
-            if not isinstance(getattr(value, f.name), (bytes, bytearray))
-        }
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, grpc.StatusCode):
-        return value.name
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def _print_json(document) -> int:
-    json.dump(_jsonable(document), sys.stdout, indent=2)
-    sys.stdout.write("\n")
     return EXIT_OK
 
 

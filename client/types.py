@@ -7,6 +7,8 @@ arrays compare their arrays by value (`np.array_equal`) and are unhashable.
 from __future__ import annotations
 
 import dataclasses
+import io
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -61,24 +63,41 @@ class _ArrayEq:
         return all(_values_equal(getattr(self, f.name), getattr(other, f.name)) for f in dataclasses.fields(self))
 
 
-def _format_table(headers: list[str], rows: list[list]) -> str:
+def _format_table(headers: list[str], rows: list[list], width: int | None = None) -> str:
+    """A plain-text table (rich, no colour): numbers right-aligned, long cells (paths)
+    folded to fit ``width`` columns; None: every cell on one line, as wide as it needs."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
     cells = [[_cell(v) for v in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.rjust(w) if _numeric(c) else c.ljust(w) for c, w in zip(r, widths)) for r in cells]
-    return "\n".join(lines)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, safe_box=True)
+    for i, header in enumerate(headers):
+        numeric = bool(cells) and all(_numeric(r[i]) for r in cells)
+        table.add_column(header, justify="right" if numeric else "left", overflow="fold", no_wrap=numeric)
+    for r in cells:
+        table.add_row(*r)
+    buffer = io.StringIO()
+    # A wide console measures the table at its natural width; markup and highlighting are
+    # off so paths and names print exactly as given.
+    console = Console(file=buffer, width=width or 100_000, color_system=None, markup=False, highlight=False)
+    console.print(table, crop=False)
+    return "\n".join(line.rstrip() for line in buffer.getvalue().rstrip("\n").splitlines())
 
 
 def _cell(value) -> str:
+    if value is None:
+        return "-"  # not measured
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return f"{value:.4f}"
+        return "-" if math.isnan(value) else f"{value:.4f}"
     return str(value)
 
 
 def _numeric(text: str) -> bool:
+    if text == "-":
+        return True
     try:
         float(text)
     except ValueError:
@@ -102,6 +121,12 @@ class Layer:
 
 @dataclass(frozen=True)
 class BundleInfo:
+    """A bundle the server has loaded: the model, the dataset and the index built from them.
+
+    ``class_names[i]`` names label ``i`` (empty when the bundle records none);
+    ``input_shape`` is the model's (C, H, W) after the recorded preprocessing;
+    ``layers`` slice the profile vector of ``num_filters`` entries."""
+
     name: str
     model: str
     model_fingerprint: str
@@ -132,6 +157,10 @@ class FilterScore:
 
 @dataclass(frozen=True)
 class Sample:
+    """An indexed sample: where it came from (``uri``), its true ``label``, what the model
+    ``predicted``, the softmax confidences of both, the loss, and its most salient filters
+    (empty in neighbour answers unless asked for). ``*_name`` are the classes' names."""
+
     id: int
     uri: str
     label: int
@@ -168,6 +197,9 @@ class Profile(_ArrayEq):
 
 @dataclass(frozen=True)
 class Neighbor:
+    """One answer of `find_similar_failures`: a sample and the cosine similarity of its
+    profile to the query's (1 = the same direction)."""
+
     id: int
     similarity: float
     sample: Sample
@@ -175,6 +207,8 @@ class Neighbor:
 
 @dataclass(frozen=True)
 class ConfusionCount:
+    """How many neighbours have this (true label, predicted class) pair."""
+
     label: int
     predicted: int
     count: int
@@ -207,13 +241,26 @@ class SimilarFailures:
 
 @dataclass(frozen=True, eq=False)
 class Explanation(_ArrayEq):
-    """Input-space saliency: heatmap float32 (H, W) in [0, 1] and the overlay as PNG."""
+    """Input-space saliency: heatmap float32 (H, W) in [0, 1] and the overlay as PNG.
+
+    ``filters`` are the boosted filters with their z-scores; ``label`` and ``predicted``
+    are the query's true and predicted classes."""
 
     heatmap: np.ndarray
     overlay_png: bytes
     filters: list[FilterScore]
     label: int
     predicted: int
+
+    def overlay(self, scale: int | None = None) -> bytes:
+        """The overlay PNG enlarged ``scale`` times (nearest neighbour); None: enough to make
+        its longest side at least 256 pixels (10x for 28x28 images, 1x for large ones).
+
+        The server draws it on the original image (its size is the sample's image size),
+        so it lines up with `Client.sample_image`."""
+        from ._images import enlarge_png, png_size, readable_scale
+
+        return enlarge_png(self.overlay_png, readable_scale(png_size(self.overlay_png)) if scale is None else scale)
 
 
 # ---------------------------------------------------------------------------------------
@@ -233,25 +280,39 @@ class ReferenceState:
 
 @dataclass(frozen=True)
 class FinetuneRow:
+    """One gradient step on ``count`` filters chosen by ``selection`` (paper section 3.3).
+
+    ``reference_*``: whether the reference became correct and how its true-class
+    confidence changed. ``neighbors_*``: the same over ``neighbors_evaluated``
+    misclassified neighbours; None (``null`` in JSON) when none were evaluated."""
+
     selection: str
     count: int
     reference_corrected: bool
     reference_true_confidence_delta: float
-    neighbors_corrected_fraction: float
-    neighbors_true_confidence_delta: float
+    neighbors_corrected_fraction: float | None
+    neighbors_true_confidence_delta: float | None
     neighbors_evaluated: int
 
 
 @dataclass(frozen=True)
 class PruningRow:
+    """``count`` filters chosen by ``selection`` set to zero (paper section 3.1).
+
+    ``corrected``: the reference is now classified correctly; ``incorrect_confidence_delta``
+    and ``true_confidence_delta``: changes of the confidences of the originally predicted
+    (wrong) class and of the true class. ``neighbors_*``: the same over
+    ``neighbors_evaluated`` misclassified neighbours; None (``null`` in JSON) when none
+    were evaluated."""
+
     selection: str
     count: int
     corrected: bool
     incorrect_confidence_delta: float
     true_confidence_delta: float
-    neighbors_corrected_fraction: float
-    neighbors_incorrect_confidence_delta: float
-    neighbors_true_confidence_delta: float
+    neighbors_corrected_fraction: float | None
+    neighbors_incorrect_confidence_delta: float | None
+    neighbors_true_confidence_delta: float | None
     neighbors_evaluated: int
 
 
@@ -277,17 +338,22 @@ class _RowsTable:
     def to_dicts(self) -> list[dict]:
         return [dataclasses.asdict(r) for r in self.rows]
 
-    def table(self) -> str:
-        """The rows as a fixed-width text table (short column titles)."""
+    def table(self, width: int | None = None) -> str:
+        """The rows as a text table (short column titles; "-" where not measured), folded
+        to ``width`` columns when given."""
         if not self.rows:
             return "(no rows)"
         names = [f.name for f in dataclasses.fields(self.rows[0])]
         titles = [_SHORT_TITLES.get(n, n) for n in names]
-        return _format_table(titles, [[getattr(r, n) for n in names] for r in self.rows])
+        return _format_table(titles, [[getattr(r, n) for n in names] for r in self.rows], width=width)
 
 
 @dataclass(frozen=True, eq=False)
 class FinetuneResult(_RowsTable, _ArrayEq):
+    """A fine-tuning evaluation: the reference before any change, the neighbours it was
+    measured on, one row per (selection, count) plus the whole-network baseline, and the
+    step size used."""
+
     reference: ReferenceState
     neighbor_ids: np.ndarray  # int64 (N,)
     rows: list[FinetuneRow]
@@ -296,6 +362,9 @@ class FinetuneResult(_RowsTable, _ArrayEq):
 
 @dataclass(frozen=True, eq=False)
 class PruningResult(_RowsTable, _ArrayEq):
+    """A pruning evaluation: the reference before any change, the neighbours it was
+    measured on and one row per (selection, count)."""
+
     reference: ReferenceState
     neighbor_ids: np.ndarray  # int64 (N,)
     rows: list[PruningRow]

@@ -72,7 +72,7 @@ class PruningParams:
     reference: int | ImageQuery
     counts: Sequence[int] = ()
     selections: Sequence[str] = ()
-    num_neighbors: int = 0  # 0: the sample only
+    num_neighbors: int = 0  # 0: DEFAULT_NEIGHBORS, as for fine-tuning
     seed: int = 0
 
 
@@ -128,15 +128,15 @@ class Evaluations:
         served = self.registry.get(params.bundle)
         counts = _counts(params.counts, served.layout.num_filters)
         selections = tuple(params.selections) or SELECTIONS
-        k = check_range("num_neighbors", params.num_neighbors, 0, self.config.max_neighbors)
+        # The same default as fine-tuning: an evaluation on the sample alone says little
+        # about the failure mode, and "0 means 10" is what the proto says of both.
+        k = check_range("num_neighbors", params.num_neighbors or DEFAULT_NEIGHBORS, 1, self.config.max_neighbors)
         _check_size(counts, selections, k, served)
         reference = self._reference(served, params.reference)
 
         def job(progress: Progress, should_stop: StopFlag) -> pb.PruningEvaluationResult:
             x, label, profile = self._resolve(served, reference, progress)
-            ids, inputs, labels = [], None, None
-            if k:
-                ids, inputs, labels = self._neighbors(served, served, reference, profile, k, progress, should_stop)
+            ids, inputs, labels = self._neighbors(served, served, reference, profile, k, progress, should_stop)
             report = pruning_evaluation(
                 served.master,
                 served.layout,

@@ -127,7 +127,9 @@ def test_evaluation_request_fields(client, fake):
         neighbor_bundle="train",
         seed=9,
     )
-    client.start_pruning_evaluation(image=RGB, label=1, selections="random", num_neighbors=0)
+    with pytest.raises(InvalidArgument, match="num_neighbors must be >= 1"):  # 0 is the server's default, 10
+        client.start_pruning_evaluation(sample_id=3, num_neighbors=0)
+    client.start_pruning_evaluation(image=RGB, label=1, selections="random")
     client.start_pruning_evaluation(sample_id=3, counts=(75,), num_neighbors=5)
     client.start_pruning_evaluation(sample_id=3)
     default, custom = fake.state.requests("StartFinetuneEvaluation")

@@ -36,7 +36,7 @@ def test_help_and_usage_errors(run):
     assert status == 2 and "one of the arguments --sample --image --vector-file is required" in err
     status, _, err = run("ops")
     assert status == 2
-    status, _, err = run("similar", "--sample", "1", "--true-labels", "a,b")
+    status, _, err = run("eval", "pruning", "--sample", "1", "--counts", "a,b")
     assert status == 2 and "comma-separated integers" in err
     status, _, _ = run()
     assert status == 2
@@ -72,7 +72,7 @@ def test_not_found_is_one_line_and_exit_2(run):
 
 @pytest.mark.parametrize(
     "code, expected_status",
-    [("INVALID_ARGUMENT", 2), ("INTERNAL", 1), ("RESOURCE_EXHAUSTED", 1), ("UNAUTHENTICATED", 1)],
+    [("INVALID_ARGUMENT", 2), ("INTERNAL", 1), ("RESOURCE_EXHAUSTED", 1), ("PERMISSION_DENIED", 1)],
 )
 def test_server_errors_map_to_exit_statuses(run, fake, code, expected_status):
     import grpc
@@ -131,7 +131,7 @@ def test_profile_of_an_image_and_vector_out(run, fake, tmp_path):
     assert status == 2 and err == "error: --image needs --label (the image's true class)\n"
     assert fake.state.calls == []
     vector = tmp_path / "v.npy"
-    status, out, _ = run("profile", "--image", image, "--label", "2", "-k", "3", "--vector-out", vector)
+    status, out, _ = run("profile", "--image", image, "--label", "2", "--top", "3", "--vector-out", vector)
     assert status == 0 and "96 filters" in out and "top filters" in out
     request = fake.state.requests("GetProfile")[-1]
     assert request.image.label == 2 and request.image.data == image.read_bytes() and request.top_k == 3

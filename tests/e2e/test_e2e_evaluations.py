@@ -57,17 +57,18 @@ def test_pruning_evaluation_from_an_upload(client, bundle, probe):
     assert {(row.selection, row.count) for row in result.rows} == {(s, c) for s in ("most", "least") for c in COUNTS}
     assert all(row.neighbors_evaluated <= 3 for row in result.rows)
     np.testing.assert_array_equal(probe().vector, before.vector)
-    alone = client.start_pruning_evaluation(sample_id=sample, counts=[1]).result(timeout=120)
-    assert list(alone.neighbor_ids) == [] and len(alone.rows) == 3
+    one = client.start_pruning_evaluation(sample_id=sample, counts=[1], num_neighbors=1).result(timeout=120)
+    assert len(one.neighbor_ids) == 1 and len(one.rows) == 3
 
 
 def test_empty_counts_mean_the_default_counts(client, bundle):
     """The proto: empty counts mean 1, 5, 25, 75 (those within the model's filters); 0 step size and
-    neighbor count mean the server's defaults."""
+    neighbor count mean the server's defaults (10 neighbours for both evaluations)."""
     sample = misclassified(bundle)[0]
     pruning = client.start_pruning_evaluation(sample_id=sample, selections=["most"]).result(timeout=120)
     default = [c for c in DEFAULT_COUNTS if c <= bundle.layout.num_filters]
-    assert [row.count for row in pruning.rows] == default and list(pruning.neighbor_ids) == []
+    # both evaluations measure on 10 misclassified neighbours by default (the proto: 0 means 10)
+    assert [row.count for row in pruning.rows] == default and len(pruning.neighbor_ids) == 10
     finetune = client.start_finetune_evaluation(sample_id=sample, selections=["most"]).result(timeout=120)
     assert [row.count for row in finetune.rows] == default + [bundle.layout.num_filters]
     assert finetune.step_size == pytest.approx(1e-3) and len(finetune.neighbor_ids) == 10
