@@ -216,6 +216,18 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
+    _add_sample_commands(command)
+    _add_similar_command(command)
+    _add_explain_command(command)
+    _add_eval_commands(sub, command)
+    _add_ops_commands(sub, command)
+    for name, help in ENGINE_HELP.items():  # dispatched before parsing; listed for --help
+        sub.add_parser(name, help=help, add_help=False)
+    return parser
+
+
+def _add_sample_commands(command) -> None:
+    """info, sample, profile: what the server holds about one sample."""
     command("info", cmd_info, "the bundles the server has loaded")
 
     p = command("sample", cmd_sample, "metadata of an indexed sample")
@@ -229,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_top_option(p, "most salient filters to show (default: the server's, 10)")
     p.add_argument("--vector-out", type=Path, metavar="NPY", help="save the full vector as .npy (implies --full)")
 
+
+def _add_similar_command(command) -> None:
+    """similar: samples failing for the same reason."""
     p = command("similar", cmd_similar, "samples failing for the same reason (nearest profiles)")
     _add_query_options(p, vector=True)
     p.add_argument(
@@ -265,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="also fetch each neighbour's most salient filters (table: the first; --json: all)",
     )
 
+
+def _add_explain_command(command) -> None:
+    """explain: input-space saliency of a sample or an image."""
     p = command("explain", cmd_explain, "input-space saliency heatmap of a sample or an image")
     _add_query_options(p)
     _add_top_option(p, "boost this many most salient filters (default: the server's, 10)")
@@ -279,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--heatmap-out", type=Path, metavar="NPY", help="also save the (H, W) heatmap as .npy")
 
+
+def _add_eval_commands(sub, command) -> None:
+    """eval finetune | pruning: long-running evaluations of salient filters."""
     p = sub.add_parser("eval", help="evaluate salient filters (long-running operations)")
     eval_sub = p.add_subparsers(title="evaluations", metavar="KIND", required=True)
     for kind, help in (
@@ -314,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
             e.add_argument("--neighbor-bundle", default="", help="bundle to find neighbours in (default --bundle)")
         e.add_argument("--no-wait", action="store_true", help="print the operation id and return")
 
+
+def _add_ops_commands(sub, command) -> None:
+    """ops list | get | cancel | watch."""
     p = sub.add_parser("ops", help="list, inspect, watch or cancel operations")
     ops_sub = p.add_subparsers(title="actions", metavar="ACTION", required=True)
     o = command("list", cmd_ops_list, "operations, newest first", parent=ops_sub)
@@ -329,10 +353,6 @@ def build_parser() -> argparse.ArgumentParser:
         ("watch", cmd_ops_watch, "follow an operation until it ends"),
     ):
         command(action, func, help, parent=ops_sub).add_argument("id", help="the operation id")
-
-    for name, help in ENGINE_HELP.items():  # dispatched before parsing; listed for --help
-        sub.add_parser(name, help=help, add_help=False)
-    return parser
 
 
 # ---------------------------------------------------------------------------------------

@@ -27,7 +27,18 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     defaults = ServerConfig()
     p = _Parser(prog=PROG, description="Serve saliency bundles over gRPC (parasal.v1).")
-    p.add_argument(
+    _add_serving(p.add_argument_group("serving"), defaults)
+    _add_limits(
+        p.add_argument_group("capacity and limits"),
+        defaults,
+    )
+    _add_engine(p.add_argument_group("engine and process"), defaults)
+    return p
+
+
+def _add_serving(g, defaults: ServerConfig) -> None:
+    """What is served, where, and who may call."""
+    g.add_argument(
         "--bundle",
         action="append",
         default=[],
@@ -36,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a bundle directory to serve (repeatable; NAME defaults to the directory's name; "
         "requests naming no bundle get the first)",
     )
-    p.add_argument(
+    g.add_argument(
         "--weights",
         action="append",
         default=[],
@@ -44,50 +55,54 @@ def build_parser() -> argparse.ArgumentParser:
         help="load bundle NAME's model from FILE instead of the bundle's own copy (model.pt); "
         "its fingerprint must match the bundle's (repeatable)",
     )
-    p.add_argument("--host", default=defaults.host, help=f"address to listen on (default {defaults.host})")
-    p.add_argument(
+    g.add_argument("--host", default=defaults.host, help=f"address to listen on (default {defaults.host})")
+    g.add_argument(
         "--port", type=int, default=defaults.port, help=f"port; 0 picks a free one (default {defaults.port})"
     )
-    p.add_argument(
+    g.add_argument(
         "--token-file", type=Path, help="require 'authorization: Bearer <token>' with the token in this file"
     )
-    p.add_argument("--tls-cert", type=Path, help="PEM certificate chain (with --tls-key)")
-    p.add_argument("--tls-key", type=Path, help="PEM private key (with --tls-cert)")
-    p.add_argument(
+    g.add_argument("--tls-cert", type=Path, help="PEM certificate chain (with --tls-key)")
+    g.add_argument("--tls-key", type=Path, help="PEM private key (with --tls-cert)")
+    g.add_argument(
         "--state-dir",
         type=Path,
         default=None,
         help=f"operation store directory (default $PARASAL_STATE_DIR or {default_state_dir()})",
     )
-    p.add_argument(
+
+
+def _add_limits(g, defaults: ServerConfig) -> None:
+    """How much the server takes on (see server/dispatch.py and the README's reliability section)."""
+    g.add_argument(
         "--max-operations",
         type=int,
         default=defaults.max_operations,
         help=f"evaluations pending or running at once (default {defaults.max_operations})",
     )
-    p.add_argument(
+    g.add_argument(
         "--max-operations-per-caller",
         type=int,
         default=defaults.max_operations_per_caller,
         help=f"of those, for one client address (default {defaults.max_operations_per_caller})",
     )
-    p.add_argument(
+    g.add_argument(
         "--operation-workers",
         type=int,
         default=defaults.operation_workers,
         help=f"threads running evaluations (default {defaults.operation_workers})",
     )
-    p.add_argument(
+    g.add_argument(
         "--threads", type=int, default=defaults.threads, help=f"threads serving calls (default {defaults.threads})"
     )
-    p.add_argument(
+    g.add_argument(
         "--max-concurrent-rpcs",
         type=int,
         default=defaults.max_concurrent_rpcs,
         help=f"queries running or queued at once; more get RESOURCE_EXHAUSTED at once "
         f"(default {defaults.max_concurrent_rpcs})",
     )
-    p.add_argument(
+    g.add_argument(
         "--request-timeout",
         type=float,
         default=defaults.request_timeout_s,
@@ -95,13 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"seconds a call's request may take to arrive; later, DEADLINE_EXCEEDED "
         f"(default {defaults.request_timeout_s:g})",
     )
-    p.add_argument(
+    g.add_argument(
         "--max-streams",
         type=int,
         default=defaults.max_streams,
         help=f"WatchOperation streams open at once; more get RESOURCE_EXHAUSTED (default {defaults.max_streams})",
     )
-    p.add_argument(
+    g.add_argument(
         "--stream-max",
         type=float,
         default=defaults.stream_max_s,
@@ -109,77 +124,80 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"seconds a WatchOperation stream lasts at most; the SDK then watches again "
         f"(default {defaults.stream_max_s:g})",
     )
-    p.add_argument(
+    g.add_argument(
         "--max-streams-per-connection",
         type=int,
         default=defaults.max_streams_per_connection,
         help=f"calls one connection may have open at once (default {defaults.max_streams_per_connection})",
     )
-    p.add_argument(
+
+
+def _add_engine(g, defaults: ServerConfig) -> None:
+    """Where the work runs and how it is cached."""
+    g.add_argument(
         "--model-replicas",
         type=int,
         default=defaults.model_replicas,
         help=f"model copies for concurrent profile/explain calls (default {defaults.model_replicas})",
     )
-    p.add_argument(
+    g.add_argument(
         "--search-workers",
         type=int,
         default=defaults.search_workers,
         help=f"threads per bundle searching neighbours, concurrent queries batched (default {defaults.search_workers})",
     )
-    p.add_argument(
+    g.add_argument(
         "--sample-cache",
         type=int,
         default=defaults.sample_cache,
         help=f"samples per bundle whose metadata is cached, filled at start-up "
         f"(default {defaults.sample_cache}; 0 = none)",
     )
-    p.add_argument(
+    g.add_argument(
         "--neighbor-lists",
         type=int,
         default=defaults.neighbor_lists,
         help=f"neighbours precomputed per indexed sample at start-up (exact index), so by-id "
         f"queries need no search (default {defaults.neighbor_lists}; 0 = none)",
     )
-    p.add_argument(
+    g.add_argument(
         "--neighbor-lists-max-samples",
         type=int,
         default=defaults.neighbor_lists_max_samples,
         help=f"no neighbour lists for bundles with more samples: N² work "
         f"(default {defaults.neighbor_lists_max_samples})",
     )
-    p.add_argument(
+    g.add_argument(
         "--no-saliency-process",
         dest="saliency_process",
         action="store_false",
         help="compute upload saliency in the server process instead of a child process per bundle",
     )
-    p.add_argument(
+    g.add_argument(
         "--torch-threads",
         type=int,
         default=defaults.torch_threads,
         help=f"torch intra-op threads, 0 = one per core (default {defaults.torch_threads}: "
         f"the server already parallelises across calls)",
     )
-    p.add_argument(
+    g.add_argument(
         "--device",
         choices=("cpu", "cuda", "auto"),
         default=defaults.device,
         help=f"where models run (default {defaults.device}: cuda when available)",
     )
-    p.add_argument(
+    g.add_argument(
         "--grace",
         type=float,
         default=defaults.grace_s,
         help=f"seconds in-flight calls get after SIGTERM (default {defaults.grace_s:g})",
     )
-    p.add_argument(
+    g.add_argument(
         "--log-level",
         default="INFO",
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
         help="log level (default INFO); logs go to stderr",
     )
-    return p
 
 
 def _weights_arg(arg: str) -> tuple[str, Path]:

@@ -39,9 +39,16 @@ def test_blanking_the_patch_fixes_the_prediction():
     assert int(model(image[None]).argmax()) == 1  # label 0 is misclassified as 1
     steps, stops = [], []
     report = suppress_surprise(
-        model, image, 0, 0, layer="conv", segment_counts=(25, 50), blank_counts=(1, 2, 3, 5),
-        progress=lambda f, m: steps.append(f), should_stop=lambda: stops.append(1) and False,
-    )  # fmt: skip
+        model,
+        image,
+        0,
+        0,
+        layer="conv",
+        segment_counts=(25, 50),
+        blank_counts=(1, 2, 3, 5),
+        progress=lambda f, m: steps.append(f),
+        should_stop=lambda: stops.append(1) and False,
+    )
     assert report.predicted == 1 and report.label == 0 and report.filter == 0
     assert len(report.rows) == 2 * 2 * 4 and {r.method for r in report.rows} == {"surprise", "vanilla"}
     fix = report.first_fix("surprise")

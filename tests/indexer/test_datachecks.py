@@ -69,8 +69,16 @@ def test_a_class_list_orders_an_image_folder(folder, tmp_path, capsys, given):
 
 def test_the_models_own_class_names_order_an_image_folder(folder, tmp_path):
     notes = []
-    run_index(IndexJob(data=str(folder), out=tmp_path / "b", model="indexer_helpers:tiny_net_named",
-                       preprocessing=GRAY, progress=False, notify=notes.append))  # fmt: skip
+    run_index(
+        IndexJob(
+            data=str(folder),
+            out=tmp_path / "b",
+            model="indexer_helpers:tiny_net_named",
+            preprocessing=GRAY,
+            progress=False,
+            notify=notes.append,
+        )
+    )
     assert "classes (the model's class names): 0 c, 1 a, 2 b" in notes
     with open_bundle(tmp_path / "b") as b:
         assert labels_by_folder(b) == {"c": {0}, "a": {1}, "b": {2}}
@@ -228,8 +236,17 @@ def test_torchscript_models_say_that_they_take_the_slow_path(folder, tmp_path):
     path = tmp_path / "net.pt"
     torch.jit.script(H.tiny_net()).save(str(path))
     notes = []
-    run_index(IndexJob(data=str(folder), out=tmp_path / "b", model=str(path), preprocessing=GRAY, progress=False,
-                       limit=3, notify=notes.append))  # fmt: skip
+    run_index(
+        IndexJob(
+            data=str(folder),
+            out=tmp_path / "b",
+            model=str(path),
+            preprocessing=GRAY,
+            progress=False,
+            limit=3,
+            notify=notes.append,
+        )
+    )
     (slow,) = [n for n in notes if n.startswith("slow path")]
     assert "one backward pass per image" in slow and "nn.Conv2d" in slow and "--weights" in slow
     with open_bundle(tmp_path / "b") as b:

@@ -29,8 +29,11 @@ def test_a_moved_bundle_loads_its_own_weights_after_the_originals_are_deleted(tm
     data = H.make_image_folder(tmp_path / "d", per_class=2)
     weights = H.save_weights(tmp_path / "w2.pth", seed=5)
     original = sha256(weights)
-    run_index(IndexJob(data=str(data), out=tmp_path / "b", model=H.FACTORY, weights=weights, preprocessing=GRAY,
-                       progress=False))  # fmt: skip
+    run_index(
+        IndexJob(
+            data=str(data), out=tmp_path / "b", model=H.FACTORY, weights=weights, preprocessing=GRAY, progress=False
+        )
+    )
     moved = tmp_path / "elsewhere" / "b"
     moved.parent.mkdir()
     shutil.move(tmp_path / "b", moved)
@@ -82,7 +85,10 @@ def test_the_embedded_demo_weights_are_not_copied(tmp_path):
 def test_a_factory_that_cannot_be_imported_says_to_set_pythonpath():
     with pytest.raises(ModelSpecError, match=r"cannot import mymodels_xyz:r18: .*PYTHONPATH=\. from that directory"):
         load_model("mymodels_xyz:r18")
-    recorded = {"kind": "factory", "factory": "mymodels_xyz:r18",
-                "module": {"module": "mymodels_xyz", "file": "/src/mymodels_xyz.py", "pythonpath": "/src"}}  # fmt: skip
+    recorded = {
+        "kind": "factory",
+        "factory": "mymodels_xyz:r18",
+        "module": {"module": "mymodels_xyz", "file": "/src/mymodels_xyz.py", "pythonpath": "/src"},
+    }
     with pytest.raises(ModelSpecError, match=r"built with it from /src/mymodels_xyz.py: run with PYTHONPATH=/src"):
         load_model(recorded)
