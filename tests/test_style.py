@@ -1,5 +1,5 @@
-"""The formatter decides layout everywhere: no `# fmt: skip` / `# fmt: off` escapes in the
-tree (ruff format --check itself runs in make test)."""
+"""The formatter decides layout everywhere: no formatter escape comments (skip / off) in
+the tree (ruff format --check itself runs in make test)."""
 
 from pathlib import Path
 
