@@ -110,11 +110,8 @@ def recover(root: str | os.PathLike, request: str) -> None:
         log.info("removing %s, left by an append that was killed", path.name)
         _remove(path)
     for path in sorted(root.glob("gen-*")):
-        try:
-            number = parse_generation(path.name)
-        except BundleError:
-            continue
-        if number <= current:
+        number = _generation_number(path)
+        if number is None or number <= current:
             continue  # the current generation and older ones (readers may still use them)
         if _is_adoptable(path, request, current):
             write_current(root, number)
@@ -150,7 +147,7 @@ def publish_append(root: Path, base_gen: Path, inputs: GenerationInputs) -> tupl
     from .bundle import open_bundle
 
     root = Path(os.path.abspath(root))
-    existing = [parse_generation(p.name) for p in root.glob("gen-*") if p.is_dir()]
+    existing = [n for n in (_generation_number(p) for p in root.glob("gen-*") if p.is_dir()) if n is not None]
     number = max(existing + [int(read_manifest(base_gen)["generation"])]) + 1
     name = generation_name(number)
     staging = root / f".{name}.staging-{os.getpid()}-{os.urandom(3).hex()}"
@@ -171,3 +168,12 @@ def publish_append(root: Path, base_gen: Path, inputs: GenerationInputs) -> tupl
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return root, number, manifest
+
+
+def _generation_number(path: Path) -> int | None:
+    """The number of a ``gen-NNNNN`` directory; None for anything else that starts with
+    ``gen-`` (a user's ``gen-old``): never ours to adopt, remove or count."""
+    try:
+        return parse_generation(path.name)
+    except BundleError:
+        return None

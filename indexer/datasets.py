@@ -39,6 +39,7 @@ from __future__ import annotations
 import csv
 import functools
 import gzip
+import logging
 import os
 import stat
 from collections.abc import Sequence
@@ -84,6 +85,8 @@ FASHION_MNIST_CLASSES: tuple[str, ...] = (
     "Bag",
     "Ankle boot",
 )
+log = logging.getLogger(__name__)
+
 FASHION_MNIST_ENV = "PARASAL_FASHION_MNIST"
 FASHION_MNIST_DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
 _FASHION_PREFIX = "fashion-mnist:"
@@ -558,7 +561,10 @@ class TorchDataset(Dataset):
         try:
             item = self.data[i]
         except Exception as e:
-            raise CorruptSample(self.uri(i), f"the dataset raised {type(e).__name__}: {str(e)[:200]}") from e
+            # The user's dataset may name its files in the message: only the type reaches a
+            # client (CorruptSample's reason is client-facing), the log keeps the text.
+            log.warning("%s: the dataset raised %s: %s", self.uri(i), type(e).__name__, str(e)[:500])
+            raise CorruptSample(self.uri(i), f"the dataset raised {type(e).__name__}") from e
         if not isinstance(item, (tuple, list)) or len(item) < 2:
             raise CorruptSample(self.uri(i), f"item is {type(item).__name__}, not (image, label)")
         return item
@@ -724,7 +730,8 @@ def _load_factory_image(uri: str) -> Image.Image:
     try:
         ds = _factory_dataset(spec)
     except (ImportFailed, ValueError) as e:
-        raise CorruptSample(uri, f"cannot make the dataset again here ({e})") from e
+        log.warning("%s: cannot make the dataset again here: %s", uri, e)  # the detail stays in the log
+        raise CorruptSample(uri, f"cannot make the dataset again here ({type(e).__name__})") from e
     i = int(index)
     if i >= len(ds):
         raise IndexError(f"{uri}: index outside [0, {len(ds)})")

@@ -133,17 +133,23 @@ def create_server(config: ServerConfig, registry: Registry | None = None) -> tup
         torch.set_num_threads(config.torch_threads)
     registry, operations, saliency, evaluations = _open_services(config, registry)
     workers = _workers(config)
-    servicers = (saliency, EvaluationServicer(evaluations), OperationsServicer(operations))
-    aio = AioServer(lambda: _grpc_server(config, workers))
-    health_servicer = aio.call(_add_services(aio.server, _dispatcher(config, token, workers), *servicers))
-    host, port = _listen(aio, config, tls)
-    if not port:
-        aio.close()
+    aio = None
+    try:
+        servicers = (saliency, EvaluationServicer(evaluations), OperationsServicer(operations))
+        aio = AioServer(lambda: _grpc_server(config, workers))
+        health_servicer = aio.call(_add_services(aio.server, _dispatcher(config, token, workers), *servicers))
+        host, port = _listen(aio, config, tls)
+        if not port:
+            raise ConfigError(f"cannot listen on {host}:{config.port} (in use, or not an address of this machine)")
+        aio.call(aio.server.start())
+    except BaseException:
+        # Whatever failed (the port, TLS material, start-up), nothing opened so far outlives it.
+        if aio is not None:
+            aio.close()
         workers.shutdown(wait=False)
         operations.close()
         registry.close()
-        raise ConfigError(f"cannot listen on {host}:{config.port} (in use, or not an address of this machine)")
-    aio.call(aio.server.start())
+        raise
     running = RunningServer(aio, port, f"{host}:{port}", health_servicer, registry, operations, config, workers)
     log.info(
         "serving %d bundle(s) on %s%s%s",

@@ -101,16 +101,11 @@ def _can_be_large(message, seen: set) -> bool:
         return False
     seen.add(message.full_name)
     for field in message.fields:
-        if field.type == field.TYPE_BYTES or _is_repeated(field):
+        if field.type == field.TYPE_BYTES or field.is_repeated:
             return True
         if field.message_type is not None and _can_be_large(field.message_type, seen):
             return True
     return False
-
-
-def _is_repeated(field) -> bool:
-    is_repeated = getattr(field, "is_repeated", None)  # protobuf >= 5.28; `label` is deprecated
-    return is_repeated if is_repeated is not None else field.label == field.LABEL_REPEATED
 
 
 class Abort(Exception):
@@ -320,7 +315,9 @@ class Dispatcher:
             if refuse is not None and self._denied(context):  # refused: nothing to read, queue or parse
                 return await _settle(context, refuse, None, sync_context)
             raw = await self._read(request_iterator, context, method, limit)
-            if quick:  # answered here when nothing in it waits (inline.py); else on a worker below
+            # Answered here when nothing in it waits (inline.py); else on a worker below. Uploads
+            # are not even parsed here: they would hand over at their decode anyway.
+            if quick and len(raw) <= SMALL_REQUEST_BYTES:
                 try:
                     with inline():  # synchronous: no other coroutine runs while the flag is set
                         return behavior(raw, sync_context)

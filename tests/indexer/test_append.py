@@ -94,3 +94,17 @@ def test_append_refuses_a_changed_model(tmp_path):
     with pytest.raises(BundleCorrupt, match="modified: model.pt"):  # checked before it is loaded
         run_index(IndexJob(data=str(more), append_to=out, progress=False))
     assert (out / "CURRENT").read_text() == "gen-00001\n"
+
+
+def test_a_stray_gen_directory_does_not_break_an_append(tmp_path):
+    """A user's own `gen-old` beside the generations is neither counted nor touched."""
+    first = H.make_image_folder(tmp_path / "first", per_class=3, seed=0)
+    second = H.make_image_folder(tmp_path / "second", per_class=2, seed=1)
+    out = tmp_path / "b"
+    run_index(IndexJob(data=str(first), out=out, model=H.FACTORY, preprocessing=GRAY, progress=False))
+    (out / "gen-old").mkdir()
+    (out / "gen-old" / "notes.txt").write_text("mine")
+    run_index(IndexJob(data=str(second), append_to=out, progress=False))
+    with open_bundle(out) as b:
+        assert b.generation == 2 and b.num_samples == 9 + 6
+    assert (out / "gen-old" / "notes.txt").read_text() == "mine"
