@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._images import as_rgb_uint8
 from ._state import eval_mode
 from .layout import FilterLayout, filter_layout
 from .ranking import top_k_filters
@@ -187,7 +188,7 @@ def heatmap_overlay_png(image, heatmap, *, alpha: float = 0.5, upscale: int | No
     """
     from PIL import Image
 
-    rgb = _as_rgb_uint8(image)
+    rgb = as_rgb_uint8(image)
     heat = np.asarray(heatmap, dtype=np.float64)
     if heat.shape != rgb.shape[:2]:
         raise ValueError(f"heatmap shape {heat.shape} does not match the image's {rgb.shape[:2]}")
@@ -206,23 +207,6 @@ def heatmap_overlay_png(image, heatmap, *, alpha: float = 0.5, upscale: int | No
     buffer = io.BytesIO()
     Image.fromarray(out).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def _as_rgb_uint8(image) -> np.ndarray:
-    if isinstance(image, torch.Tensor):
-        image = image.detach().cpu().numpy()
-    img = np.asarray(image)
-    if img.ndim == 3 and img.shape[2] == 1:
-        img = img[..., 0]
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=2)
-    if img.ndim != 3 or img.shape[2] != 3:
-        raise ValueError(f"expected an (H, W) or (H, W, 3) image, got shape {img.shape}")
-    if img.dtype == np.uint8:
-        return img
-    if img.dtype.kind == "f":
-        return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
-    raise ValueError(f"expected uint8 or float pixels, got {img.dtype}")
 
 
 def _colormap(name: str, heat: np.ndarray) -> np.ndarray:

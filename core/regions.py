@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from ._hooks import HookOwner
+from ._images import as_rgb
 from ._state import frozen_eval, model_device, model_dtype
 from .importance import conv_module, last_conv_layer
 
@@ -126,7 +127,7 @@ def region_png(image, mask: np.ndarray, *, upscale: int | None = None, color=(1.
     from PIL import Image
     from skimage.segmentation import mark_boundaries
 
-    rgb = _as_rgb_float(image)
+    rgb = as_rgb(image)
     region = np.asarray(mask, bool)
     if region.shape != rgb.shape[:2]:
         raise ValueError(f"mask shape {region.shape} does not match the image's {rgb.shape[:2]}")
@@ -176,17 +177,3 @@ def _input_gradient(model, module, x, filter, target) -> tuple[torch.Tensor, int
             raise ValueError(f"target {cls} outside the model's {logits.shape[1]} classes")
         (gradient,) = torch.autograd.grad(logits[0, cls], x)
     return gradient[0].detach(), cls, predicted
-
-
-def _as_rgb_float(image) -> np.ndarray:
-    if isinstance(image, torch.Tensor):
-        image = image.detach().cpu().numpy()
-    img = np.asarray(image)
-    img = img.astype(np.float64) / 255.0 if img.dtype == np.uint8 else img.astype(np.float64)
-    if img.ndim == 3 and img.shape[2] == 1:
-        img = img[..., 0]
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=2)
-    if img.ndim != 3 or img.shape[2] != 3:
-        raise ValueError(f"expected an (H, W) or (H, W, 3) image, got shape {img.shape}")
-    return np.clip(img, 0.0, 1.0)
