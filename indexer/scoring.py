@@ -15,6 +15,8 @@ import faiss
 import numpy as np
 import torch
 
+from parasal.core import top_k_filters
+
 __all__ = [
     "normalize_rows",
     "cosine_top_k",
@@ -180,6 +182,9 @@ def _k_best(s: np.ndarray, r: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarra
     score tied with the k-th going to the lower row, as ``top_rows`` orders them."""
     if s.shape[1] <= k:
         return s, np.array(np.broadcast_to(r, s.shape))
+    if r.ndim == 1:  # rows shared and ascending: core's ranking rule is exactly this order
+        idx, top_s = top_k_filters(s, k)
+        return top_s, r[idx]
     part = np.argpartition(-s, k - 1, axis=1)[:, :k]
     top_s = np.take_along_axis(s, part, axis=1)
     top_r = r[part] if r.ndim == 1 else np.take_along_axis(r, part, axis=1)
