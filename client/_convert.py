@@ -61,6 +61,8 @@ _STATE_FROM_PROTO = {v: k for k, v in _STATE_TO_PROTO.items()}
 _KIND_TO_PROTO = {
     "finetune": pb.OPERATION_KIND_FINETUNE_EVALUATION,
     "pruning": pb.OPERATION_KIND_PRUNING_EVALUATION,
+    "suppression": pb.OPERATION_KIND_SUPPRESSION,
+    "experiment": pb.OPERATION_KIND_EXPERIMENT,
 }
 _KIND_FROM_PROTO = {v: k for k, v in _KIND_TO_PROTO.items()}
 

@@ -60,6 +60,11 @@ class SaliencyServiceStub:
                 request_serializer=parasal_dot_v1_dot_saliency__pb2.ExplainInputRequest.SerializeToString,
                 response_deserializer=parasal_dot_v1_dot_saliency__pb2.ExplainInputResponse.FromString,
                 _registered_method=True)
+        self.ExplainSurprise = channel.unary_unary(
+                '/parasal.v1.SaliencyService/ExplainSurprise',
+                request_serializer=parasal_dot_v1_dot_saliency__pb2.ExplainSurpriseRequest.SerializeToString,
+                response_deserializer=parasal_dot_v1_dot_saliency__pb2.ExplainSurpriseResponse.FromString,
+                _registered_method=True)
 
 
 class SaliencyServiceServicer:
@@ -113,6 +118,20 @@ class SaliencyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExplainSurprise(self, request, context):
+        """Surprise and expectation (Hartley et al., CVPRW 2020): how strongly each filter of the
+        bundle's reference layer fires for the sample (alpha, its filter importance) compared
+        with how it fired for the sample's true class on the reference data; beta (eq. 2); the
+        surprise and expectation filters, the top few with the image region that drives them
+        and the reference images they respond to.
+        Errors: NOT_FOUND (bundle or id); FAILED_PRECONDITION (the bundle has no reference data:
+        the message says how to index one with --reference-data); INVALID_ARGUMENT (bad image,
+        label out of range, percentiles outside (0, 100) or high <= low, counts out of range).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SaliencyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -140,6 +159,11 @@ def add_SaliencyServiceServicer_to_server(servicer, server):
                     servicer.ExplainInput,
                     request_deserializer=parasal_dot_v1_dot_saliency__pb2.ExplainInputRequest.FromString,
                     response_serializer=parasal_dot_v1_dot_saliency__pb2.ExplainInputResponse.SerializeToString,
+            ),
+            'ExplainSurprise': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExplainSurprise,
+                    request_deserializer=parasal_dot_v1_dot_saliency__pb2.ExplainSurpriseRequest.FromString,
+                    response_serializer=parasal_dot_v1_dot_saliency__pb2.ExplainSurpriseResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -288,6 +312,204 @@ class SaliencyService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def ExplainSurprise(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parasal.v1.SaliencyService/ExplainSurprise',
+            parasal_dot_v1_dot_saliency__pb2.ExplainSurpriseRequest.SerializeToString,
+            parasal_dot_v1_dot_saliency__pb2.ExplainSurpriseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class BrowseServiceStub:
+    """Browsing a bundle: its samples, its confusion matrix and its failure modes.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListSamples = channel.unary_unary(
+                '/parasal.v1.BrowseService/ListSamples',
+                request_serializer=parasal_dot_v1_dot_saliency__pb2.ListSamplesRequest.SerializeToString,
+                response_deserializer=parasal_dot_v1_dot_saliency__pb2.ListSamplesResponse.FromString,
+                _registered_method=True)
+        self.GetConfusionMatrix = channel.unary_unary(
+                '/parasal.v1.BrowseService/GetConfusionMatrix',
+                request_serializer=parasal_dot_v1_dot_saliency__pb2.GetConfusionMatrixRequest.SerializeToString,
+                response_deserializer=parasal_dot_v1_dot_saliency__pb2.GetConfusionMatrixResponse.FromString,
+                _registered_method=True)
+        self.ListFailureModes = channel.unary_unary(
+                '/parasal.v1.BrowseService/ListFailureModes',
+                request_serializer=parasal_dot_v1_dot_saliency__pb2.ListFailureModesRequest.SerializeToString,
+                response_deserializer=parasal_dot_v1_dot_saliency__pb2.ListFailureModesResponse.FromString,
+                _registered_method=True)
+
+
+class BrowseServiceServicer:
+    """Browsing a bundle: its samples, its confusion matrix and its failure modes.
+    """
+
+    def ListSamples(self, request, context):
+        """Indexed samples matching the filters, sorted, one page at a time.
+        Errors: NOT_FOUND (bundle); INVALID_ARGUMENT (page_size outside 0..1000, a page_token
+        not from this bundle generation and these filters, a range with min > max, a label out
+        of range, a beta or surprise filter on a bundle without reference data, an unknown
+        failure mode).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConfusionMatrix(self, request, context):
+        """The confusion matrix and per-class accuracy of a bundle. Errors: NOT_FOUND (bundle).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListFailureModes(self, request, context):
+        """The bundle's failure modes: its misclassified samples' profiles clustered by cosine
+        geometry, the number of modes chosen from the data. Computed once per bundle
+        generation and cached. Errors: NOT_FOUND (bundle); INVALID_ARGUMENT (counts out of
+        range); FAILED_PRECONDITION (fewer than 4 misclassified samples).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_BrowseServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListSamples': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSamples,
+                    request_deserializer=parasal_dot_v1_dot_saliency__pb2.ListSamplesRequest.FromString,
+                    response_serializer=parasal_dot_v1_dot_saliency__pb2.ListSamplesResponse.SerializeToString,
+            ),
+            'GetConfusionMatrix': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConfusionMatrix,
+                    request_deserializer=parasal_dot_v1_dot_saliency__pb2.GetConfusionMatrixRequest.FromString,
+                    response_serializer=parasal_dot_v1_dot_saliency__pb2.GetConfusionMatrixResponse.SerializeToString,
+            ),
+            'ListFailureModes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFailureModes,
+                    request_deserializer=parasal_dot_v1_dot_saliency__pb2.ListFailureModesRequest.FromString,
+                    response_serializer=parasal_dot_v1_dot_saliency__pb2.ListFailureModesResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'parasal.v1.BrowseService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('parasal.v1.BrowseService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class BrowseService:
+    """Browsing a bundle: its samples, its confusion matrix and its failure modes.
+    """
+
+    @staticmethod
+    def ListSamples(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parasal.v1.BrowseService/ListSamples',
+            parasal_dot_v1_dot_saliency__pb2.ListSamplesRequest.SerializeToString,
+            parasal_dot_v1_dot_saliency__pb2.ListSamplesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConfusionMatrix(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parasal.v1.BrowseService/GetConfusionMatrix',
+            parasal_dot_v1_dot_saliency__pb2.GetConfusionMatrixRequest.SerializeToString,
+            parasal_dot_v1_dot_saliency__pb2.GetConfusionMatrixResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFailureModes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parasal.v1.BrowseService/ListFailureModes',
+            parasal_dot_v1_dot_saliency__pb2.ListFailureModesRequest.SerializeToString,
+            parasal_dot_v1_dot_saliency__pb2.ListFailureModesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class EvaluationServiceStub:
     """Long-running evaluations of salient filters (paper sections 3.1 and 3.3). The serving
@@ -309,6 +531,21 @@ class EvaluationServiceStub:
                 '/parasal.v1.EvaluationService/StartPruningEvaluation',
                 request_serializer=parasal_dot_v1_dot_saliency__pb2.StartPruningEvaluationRequest.SerializeToString,
                 response_deserializer=parasal_dot_v1_dot_saliency__pb2.StartPruningEvaluationResponse.FromString,
+                _registered_method=True)
+        self.StartSuppression = channel.unary_unary(
+                '/parasal.v1.EvaluationService/StartSuppression',
+                request_serializer=parasal_dot_v1_dot_saliency__pb2.StartSuppressionRequest.SerializeToString,
+                response_deserializer=parasal_dot_v1_dot_saliency__pb2.StartSuppressionResponse.FromString,
+                _registered_method=True)
+        self.StartExperiment = channel.unary_unary(
+                '/parasal.v1.EvaluationService/StartExperiment',
+                request_serializer=parasal_dot_v1_dot_saliency__pb2.StartExperimentRequest.SerializeToString,
+                response_deserializer=parasal_dot_v1_dot_saliency__pb2.StartExperimentResponse.FromString,
+                _registered_method=True)
+        self.ExportEditedModel = channel.unary_stream(
+                '/parasal.v1.EvaluationService/ExportEditedModel',
+                request_serializer=parasal_dot_v1_dot_saliency__pb2.ExportEditedModelRequest.SerializeToString,
+                response_deserializer=parasal_dot_v1_dot_saliency__pb2.ExportEditedModelResponse.FromString,
                 _registered_method=True)
 
 
@@ -338,6 +575,40 @@ class EvaluationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartSuppression(self, request, context):
+        """Starts surprise suppression (Hartley et al. section 4.5) on one sample: blank the
+        superpixels that most drive its most surprising filter, sweeping superpixel counts and
+        sizes, against vanilla backprop (the loss gradient through all filters).
+        Errors: NOT_FOUND (bundle or id); FAILED_PRECONDITION (no reference data);
+        INVALID_ARGUMENT (bad image, segments or blank counts out of range);
+        RESOURCE_EXHAUSTED (the operation pool is full).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartExperiment(self, request, context):
+        """Starts a dataset-level experiment (one of EXPERIMENT_NAMES below) over sampled
+        references of a bundle. Errors: NOT_FOUND (bundle); INVALID_ARGUMENT (unknown name or
+        option, references out of range); FAILED_PRECONDITION (the experiment needs reference
+        data or misclassified samples the bundle lacks); RESOURCE_EXHAUSTED (pool full).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportEditedModel(self, request, context):
+        """The edited model of one row of a finished fine-tuning or pruning evaluation (its exact
+        filters, step size and seed), as a torch.save state dict streamed in chunks, so the same
+        edit can be applied to the user's own copy of the model.
+        Errors: NOT_FOUND (operation); FAILED_PRECONDITION (the operation is not a finished
+        fine-tuning or pruning evaluation); INVALID_ARGUMENT (no row with that selection, count
+        and draw).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EvaluationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -350,6 +621,21 @@ def add_EvaluationServiceServicer_to_server(servicer, server):
                     servicer.StartPruningEvaluation,
                     request_deserializer=parasal_dot_v1_dot_saliency__pb2.StartPruningEvaluationRequest.FromString,
                     response_serializer=parasal_dot_v1_dot_saliency__pb2.StartPruningEvaluationResponse.SerializeToString,
+            ),
+            'StartSuppression': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartSuppression,
+                    request_deserializer=parasal_dot_v1_dot_saliency__pb2.StartSuppressionRequest.FromString,
+                    response_serializer=parasal_dot_v1_dot_saliency__pb2.StartSuppressionResponse.SerializeToString,
+            ),
+            'StartExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartExperiment,
+                    request_deserializer=parasal_dot_v1_dot_saliency__pb2.StartExperimentRequest.FromString,
+                    response_serializer=parasal_dot_v1_dot_saliency__pb2.StartExperimentResponse.SerializeToString,
+            ),
+            'ExportEditedModel': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportEditedModel,
+                    request_deserializer=parasal_dot_v1_dot_saliency__pb2.ExportEditedModelRequest.FromString,
+                    response_serializer=parasal_dot_v1_dot_saliency__pb2.ExportEditedModelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -408,6 +694,87 @@ class EvaluationService:
             '/parasal.v1.EvaluationService/StartPruningEvaluation',
             parasal_dot_v1_dot_saliency__pb2.StartPruningEvaluationRequest.SerializeToString,
             parasal_dot_v1_dot_saliency__pb2.StartPruningEvaluationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartSuppression(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parasal.v1.EvaluationService/StartSuppression',
+            parasal_dot_v1_dot_saliency__pb2.StartSuppressionRequest.SerializeToString,
+            parasal_dot_v1_dot_saliency__pb2.StartSuppressionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parasal.v1.EvaluationService/StartExperiment',
+            parasal_dot_v1_dot_saliency__pb2.StartExperimentRequest.SerializeToString,
+            parasal_dot_v1_dot_saliency__pb2.StartExperimentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportEditedModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/parasal.v1.EvaluationService/ExportEditedModel',
+            parasal_dot_v1_dot_saliency__pb2.ExportEditedModelRequest.SerializeToString,
+            parasal_dot_v1_dot_saliency__pb2.ExportEditedModelResponse.FromString,
             options,
             channel_credentials,
             insecure,
