@@ -5,9 +5,9 @@ BIN     := $(VENV)/bin
 FMNIST  ?= /usr/share/datasets/fashion-mnist
 STAMP   := $(VENV)/.installed-stamp
 
-.PHONY: setup data demo test lint fmt proto lint-proto bench clean
+.PHONY: setup data browser demo test lint fmt proto lint-proto bench clean
 
-setup: $(STAMP) data
+setup: $(STAMP) data browser
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -26,6 +26,21 @@ data:
 	    echo "error: Fashion-MNIST is missing at $(FMNIST)." >&2; \
 	    echo "       Run as root on Debian/Ubuntu: apt-get install dataset-fashion-mnist" >&2; \
 	    echo "       or set PARASAL_FASHION_MNIST=/dir/with/the/four/.gz/files" >&2; exit 1; \
+	  fi; \
+	fi
+
+# The dashboard's browser tests drive Debian's chromium through Playwright (Playwright's own
+# browser download needs the internet). PARASAL_CHROMIUM points elsewhere.
+browser:
+	@if [ -z "$$PARASAL_CHROMIUM" ] && ! command -v chromium >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing chromium (Debian package) for the dashboard's browser tests..."; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+	      || { echo "error: could not install chromium with apt-get." >&2; exit 1; }; \
+	  else \
+	    echo "error: chromium is missing (the dashboard's browser tests need it)." >&2; \
+	    echo "       Run as root on Debian/Ubuntu: apt-get install chromium" >&2; \
+	    echo "       or set PARASAL_CHROMIUM=/path/to/chromium" >&2; exit 1; \
 	  fi; \
 	fi
 
