@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 FMNIST  ?= /usr/share/datasets/fashion-mnist
 STAMP   := $(VENV)/.installed-stamp
 
-.PHONY: setup data browser demo test lint fmt proto lint-proto bench clean
+.PHONY: setup data browser demo dashboard test lint fmt proto lint-proto bench clean
 
 setup: $(STAMP) data browser
 
@@ -46,6 +46,14 @@ browser:
 
 demo: setup
 	$(BIN)/parasal demo
+
+# The web dashboard on the demo's bundle (built by `make demo` first when missing): a server
+# and the dashboard, http://127.0.0.1:$(DASHBOARD_PORT)/ (DEMO_BUNDLE=DIR for another bundle).
+DEMO_BUNDLE    ?= bundles/demo-fashion-test
+DASHBOARD_PORT ?= 8080
+dashboard: setup
+	@test -d $(DEMO_BUNDLE) || $(BIN)/parasal demo --bundle-dir $(DEMO_BUNDLE)
+	$(BIN)/python -m parasal.client.dashboard --bundle $(DEMO_BUNDLE) --port $(DASHBOARD_PORT)
 
 test: setup lint
 	$(BIN)/python -m pytest -q

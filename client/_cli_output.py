@@ -76,7 +76,9 @@ def _print_operation(op: Operation) -> None:
         print(f"  {op.message}")
     if op.error is not None:
         print(f"  error: {op.error.message} ({op.error.code.name})")
-    if op.result is not None:
+    if op.result is not None and hasattr(op.result, "summary"):  # results that print themselves (suppression)
+        print(op.result.summary(width=_terminal_width()))
+    elif op.result is not None:
         ref = op.result.reference
         who = f"sample {ref.sample_id}" if ref.sample_id is not None else "uploaded image"
         print(

@@ -14,11 +14,14 @@ from google.protobuf import timestamp_pb2
 
 from parasal.v1 import saliency_pb2 as pb
 
+from ._experiment_types import ExperimentResult
 from ._images import encode_image
 from .errors import Internal, InvalidArgument, status_code_from_number
 from .types import (
     BundleInfo,
+    Collateral,
     ConfusionCount,
+    DrawSpread,
     Explanation,
     FilterScore,
     FinetuneResult,
@@ -33,6 +36,7 @@ from .types import (
     ReferenceState,
     Sample,
     SimilarFailures,
+    SuppressionResult,
 )
 
 # ---------------------------------------------------------------------------------------
@@ -180,6 +184,8 @@ def filter_score_to_proto(value: FilterScore) -> pb.FilterScore:
 
 
 def bundle_info_from_proto(msg: pb.BundleInfo) -> BundleInfo:
+    from ._convert_surprise import reference_info_from_proto
+
     return BundleInfo(
         name=msg.name,
         model=msg.model,
@@ -193,10 +199,13 @@ def bundle_info_from_proto(msg: pb.BundleInfo) -> BundleInfo:
         class_names=list(msg.class_names),
         created_at=timestamp_from_proto(msg, "created_at"),
         input_shape=tuple(msg.input_shape),
+        reference=reference_info_from_proto(msg.reference) if msg.HasField("reference") else None,
     )
 
 
 def bundle_info_to_proto(value: BundleInfo) -> pb.BundleInfo:
+    from ._convert_surprise import reference_info_to_proto
+
     return pb.BundleInfo(
         name=value.name,
         model=value.model,
@@ -210,6 +219,7 @@ def bundle_info_to_proto(value: BundleInfo) -> pb.BundleInfo:
         class_names=value.class_names,
         created_at=timestamp_to_proto(value.created_at),
         input_shape=value.input_shape,
+        reference=reference_info_to_proto(value.reference) if value.reference is not None else None,
     )
 
 
@@ -227,6 +237,10 @@ def sample_from_proto(msg: pb.Sample, image_png: bytes | None = None) -> Sample:
         msg.label_name,
         msg.predicted_name,
         image_png or None,
+        beta=msg.beta if msg.HasField("beta") else None,
+        num_surprise=msg.num_surprise,
+        num_expectation=msg.num_expectation,
+        failure_mode=msg.failure_mode if msg.HasField("failure_mode") else None,
     )
 
 
@@ -243,6 +257,10 @@ def sample_to_proto(value: Sample) -> pb.Sample:
         top_filters=[filter_score_to_proto(v) for v in value.top_filters],
         label_name=value.label_name,
         predicted_name=value.predicted_name,
+        beta=value.beta,
+        num_surprise=value.num_surprise,
+        num_expectation=value.num_expectation,
+        failure_mode=value.failure_mode,
     )
 
 
@@ -362,6 +380,55 @@ def _wire_float(value: float | None) -> float:
     return math.nan if value is None else value
 
 
+def collateral_from_proto(msg: pb.Collateral) -> Collateral | None:
+    """None when not measured (evaluated 0: skip_collateral, or no correct sample to measure on)."""
+    if msg.evaluated == 0:
+        return None
+    n = msg.evaluated
+    return Collateral(
+        evaluated=n,
+        accuracy_delta=measured(msg.accuracy_delta, n),
+        flips=msg.flips,
+        true_confidence_delta=measured(msg.true_confidence_delta, n),
+    )
+
+
+def collateral_to_proto(value: Collateral | None) -> pb.Collateral:
+    if value is None:
+        return pb.Collateral(evaluated=0, accuracy_delta=math.nan, flips=0, true_confidence_delta=math.nan)
+    return pb.Collateral(
+        evaluated=value.evaluated,
+        accuracy_delta=_wire_float(value.accuracy_delta),
+        flips=value.flips,
+        true_confidence_delta=_wire_float(value.true_confidence_delta),
+    )
+
+
+def spread_from_proto(msg: pb.DrawSpread) -> DrawSpread | None:
+    """None for rows without draws (most / least / whole network)."""
+    if msg.draws == 0:
+        return None
+    return DrawSpread(
+        draws=msg.draws,
+        reference_true_confidence_delta_std=measured(msg.reference_true_confidence_delta_std),
+        neighbors_true_confidence_delta_std=measured(msg.neighbors_true_confidence_delta_std),
+        neighbors_corrected_fraction_std=measured(msg.neighbors_corrected_fraction_std),
+        incorrect_confidence_delta_std=measured(msg.incorrect_confidence_delta_std),
+    )
+
+
+def spread_to_proto(value: DrawSpread | None) -> pb.DrawSpread | None:
+    if value is None:
+        return None
+    return pb.DrawSpread(
+        draws=value.draws,
+        reference_true_confidence_delta_std=_wire_float(value.reference_true_confidence_delta_std),
+        neighbors_true_confidence_delta_std=_wire_float(value.neighbors_true_confidence_delta_std),
+        neighbors_corrected_fraction_std=_wire_float(value.neighbors_corrected_fraction_std),
+        incorrect_confidence_delta_std=_wire_float(value.incorrect_confidence_delta_std),
+    )
+
+
 def finetune_row_from_proto(msg: pb.FinetuneRow) -> FinetuneRow:
     n = msg.neighbors_evaluated
     return FinetuneRow(
@@ -372,6 +439,11 @@ def finetune_row_from_proto(msg: pb.FinetuneRow) -> FinetuneRow:
         neighbors_corrected_fraction=measured(msg.neighbors_corrected_fraction, n),
         neighbors_true_confidence_delta=measured(msg.neighbors_true_confidence_delta, n),
         neighbors_evaluated=n,
+        parameters=msg.parameters,
+        filters=tuple(msg.filters),
+        collateral=collateral_from_proto(msg.collateral),
+        spread=spread_from_proto(msg.spread),
+        reference_corrected_fraction=msg.reference_corrected_fraction,
     )
 
 
@@ -384,6 +456,11 @@ def finetune_row_to_proto(value: FinetuneRow) -> pb.FinetuneRow:
         neighbors_corrected_fraction=_wire_float(value.neighbors_corrected_fraction),
         neighbors_true_confidence_delta=_wire_float(value.neighbors_true_confidence_delta),
         neighbors_evaluated=value.neighbors_evaluated,
+        parameters=value.parameters,
+        filters=list(value.filters),
+        collateral=collateral_to_proto(value.collateral),
+        spread=spread_to_proto(value.spread),
+        reference_corrected_fraction=value.reference_corrected_fraction,
     )
 
 
@@ -399,6 +476,10 @@ def pruning_row_from_proto(msg: pb.PruningRow) -> PruningRow:
         neighbors_incorrect_confidence_delta=measured(msg.neighbors_incorrect_confidence_delta, n),
         neighbors_true_confidence_delta=measured(msg.neighbors_true_confidence_delta, n),
         neighbors_evaluated=n,
+        filters=tuple(msg.filters),
+        collateral=collateral_from_proto(msg.collateral),
+        spread=spread_from_proto(msg.spread),
+        reference_corrected_fraction=msg.reference_corrected_fraction,
     )
 
 
@@ -413,6 +494,10 @@ def pruning_row_to_proto(value: PruningRow) -> pb.PruningRow:
         neighbors_incorrect_confidence_delta=_wire_float(value.neighbors_incorrect_confidence_delta),
         neighbors_true_confidence_delta=_wire_float(value.neighbors_true_confidence_delta),
         neighbors_evaluated=value.neighbors_evaluated,
+        filters=list(value.filters),
+        collateral=collateral_to_proto(value.collateral),
+        spread=spread_to_proto(value.spread),
+        reference_corrected_fraction=value.reference_corrected_fraction,
     )
 
 
@@ -422,16 +507,24 @@ def finetune_result_from_proto(msg: pb.FinetuneEvaluationResult) -> FinetuneResu
         neighbor_ids=_int64_array(msg.neighbor_ids),
         rows=[finetune_row_from_proto(m) for m in msg.rows],
         step_size=msg.step_size,
+        seed=msg.seed,
+        random_draws=msg.random_draws,
+        failure_mode=msg.failure_mode if msg.HasField("failure_mode") else None,
     )
 
 
 def finetune_result_to_proto(value: FinetuneResult) -> pb.FinetuneEvaluationResult:
-    return pb.FinetuneEvaluationResult(
+    msg = pb.FinetuneEvaluationResult(
         reference=reference_to_proto(value.reference),
         neighbor_ids=np.asarray(value.neighbor_ids, dtype=np.int64).tolist(),
         rows=[finetune_row_to_proto(r) for r in value.rows],
         step_size=value.step_size,
+        seed=value.seed,
+        random_draws=value.random_draws,
     )
+    if value.failure_mode is not None:
+        msg.failure_mode = value.failure_mode
+    return msg
 
 
 def pruning_result_from_proto(msg: pb.PruningEvaluationResult) -> PruningResult:
@@ -439,6 +532,8 @@ def pruning_result_from_proto(msg: pb.PruningEvaluationResult) -> PruningResult:
         reference=reference_from_proto(msg.reference),
         neighbor_ids=_int64_array(msg.neighbor_ids),
         rows=[pruning_row_from_proto(m) for m in msg.rows],
+        seed=msg.seed,
+        random_draws=msg.random_draws,
     )
 
 
@@ -447,6 +542,8 @@ def pruning_result_to_proto(value: PruningResult) -> pb.PruningEvaluationResult:
         reference=reference_to_proto(value.reference),
         neighbor_ids=np.asarray(value.neighbor_ids, dtype=np.int64).tolist(),
         rows=[pruning_row_to_proto(r) for r in value.rows],
+        seed=value.seed,
+        random_draws=value.random_draws,
     )
 
 
@@ -456,6 +553,14 @@ def operation_from_proto(msg: pb.Operation) -> Operation:
         result = finetune_result_from_proto(msg.finetune)
     elif which == "pruning":
         result = pruning_result_from_proto(msg.pruning)
+    elif which == "suppression":
+        from ._convert_surprise import suppression_result_from_proto
+
+        result = suppression_result_from_proto(msg.suppression)
+    elif which == "experiment":
+        from ._convert_experiment import experiment_result_from_proto
+
+        result = experiment_result_from_proto(msg.experiment)
     else:
         result = None
     error = None
@@ -490,6 +595,14 @@ def operation_to_proto(value: Operation) -> pb.Operation:
         msg.finetune.CopyFrom(finetune_result_to_proto(value.result))
     elif isinstance(value.result, PruningResult):
         msg.pruning.CopyFrom(pruning_result_to_proto(value.result))
+    elif isinstance(value.result, SuppressionResult):
+        from ._convert_surprise import suppression_result_to_proto
+
+        msg.suppression.CopyFrom(suppression_result_to_proto(value.result))
+    elif isinstance(value.result, ExperimentResult):
+        from ._convert_experiment import experiment_result_to_proto
+
+        msg.experiment.CopyFrom(experiment_result_to_proto(value.result))
     if value.error is not None:
         msg.error.code = value.error.code.value[0]
         msg.error.message = value.error.message

@@ -33,6 +33,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from ._cli_browse import add_browse_commands
+from ._cli_eval import add_eval_options, add_export_command, eval_kwargs
 from ._cli_options import (  # the environment variables' names are public here
     TARGET_ENV,  # noqa: F401
     TOKEN_ENV,
@@ -55,6 +57,8 @@ from ._cli_output import (
     _time,
     _top_filter,
 )
+from ._cli_dashboard import add_dashboard_commands
+from ._cli_surprise import add_surprise_commands, similar_kwargs
 from ._client import Client
 from ._images import enlarge_png, png_size, readable_scale
 from ._operations import OperationHandle
@@ -67,12 +71,18 @@ ENGINE_COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("parasal.server.cli", "main"),
     "train-demo": ("parasal.indexer.train_demo", "main"),
     "demo": ("parasal.demo.run", "main"),
+    "export": ("parasal.indexer.export", "main"),
+    "report": ("parasal.demo.report_cli", "main"),
+    "experiment": ("parasal.client._cli_experiment", "main"),
 }
 ENGINE_HELP = {
     "index": "build a saliency bundle from a model and a dataset (engine extras)",
     "serve": "run the gRPC server over bundles (engine extras)",
     "train-demo": "train the embedded demo-fashion model (engine extras)",
     "demo": "index Fashion-MNIST, serve it and walk through the API (engine extras)",
+    "export": "write a bundle as a Parquet file, one row per sample (engine extras)",
+    "report": "write the static HTML report for any bundle or server (engine extras)",
+    "experiment": "run a dataset-level experiment in-process (--bundle DIR) or on a server (--server ADDR)",
 }
 ENGINE_PACKAGES = frozenset({"torch", "torchvision", "faiss", "lmdb", "matplotlib"})
 
@@ -221,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_explain_command(command)
     _add_eval_commands(sub, command)
     _add_ops_commands(sub, command)
+    add_surprise_commands(sub, command)  # after `similar`: adds its --beta-below/--beta-above/--only-with-surprise
+    add_dashboard_commands(sub, command)
+    add_browse_commands(sub, command)
     for name, help in ENGINE_HELP.items():  # dispatched before parsing; listed for --help
         sub.add_parser(name, help=help, add_help=False)
     return parser
@@ -299,7 +312,7 @@ def _add_explain_command(command) -> None:
 
 
 def _add_eval_commands(sub, command) -> None:
-    """eval finetune | pruning: long-running evaluations of salient filters."""
+    """eval finetune | pruning | export: long-running evaluations of salient filters, and a row's edited model."""
     p = sub.add_parser("eval", help="evaluate salient filters (long-running operations)")
     eval_sub = p.add_subparsers(title="evaluations", metavar="KIND", required=True)
     for kind, help in (
@@ -313,8 +326,8 @@ def _add_eval_commands(sub, command) -> None:
         e.add_argument(
             "--counts",
             type=_comma_ints,
-            metavar="1,5,25,75",
-            help="numbers of filters to change (default: the server's, 1,5,25,75)",
+            metavar="1,2,5",
+            help="numbers of filters to change (default: the server's, 0.15/0.3/0.75/3.7/11%% of the filters)",
         )
         e.add_argument(
             "--selections",
@@ -329,11 +342,20 @@ def _add_eval_commands(sub, command) -> None:
             metavar="N",
             help="nearest misclassified neighbours to measure on (default: the server's, 10)",
         )
-        e.add_argument("--seed", type=int, default=0, help="seed of the random selection")
+        e.add_argument(
+            "--seed", type=int, default=0, help="seed of the random draws (mixed with the reference) and collateral"
+        )
+        add_eval_options(e)
         if kind == "finetune":
-            e.add_argument("--step-size", type=float, help="gradient step size (default: the server's, 0.001)")
+            e.add_argument(
+                "--step-size",
+                type=float,
+                help="gradient step size: the learning rate of the model's last training epoch "
+                "(default: the server's, 0.001)",
+            )
             e.add_argument("--neighbor-bundle", default="", help="bundle to find neighbours in (default --bundle)")
         e.add_argument("--no-wait", action="store_true", help="print the operation id and return")
+    add_export_command(eval_sub, command)
 
 
 def _add_ops_commands(sub, command) -> None:
@@ -489,6 +511,7 @@ def cmd_similar(args) -> int:
             predicted_labels=_labels(client, args, args.predicted_labels, "--predicted-labels"),
             include_top_filters=args.top_filters,
             bundle=args.bundle,
+            **similar_kwargs(args),
         )
     if args.json:
         return _print_json({"neighbors": result.neighbors, "confusions": result.confusions})
@@ -556,6 +579,7 @@ def cmd_eval(args) -> int:
             num_neighbors=args.num_neighbors,
             seed=args.seed,
             bundle=args.bundle,
+            **eval_kwargs(args),
         )
         if args.kind == "finetune":
             handle = client.start_finetune_evaluation(

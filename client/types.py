@@ -27,10 +27,13 @@ __all__ = [
     "SimilarFailures",
     "Explanation",
     "ReferenceState",
+    "Collateral",
+    "DrawSpread",
     "FinetuneRow",
     "PruningRow",
     "FinetuneResult",
     "PruningResult",
+    "ExportedEdit",
     "OperationErrorInfo",
     "Operation",
     "SELECTIONS",
@@ -139,6 +142,8 @@ class BundleInfo:
     class_names: list[str]
     created_at: datetime | None
     input_shape: tuple[int, ...]
+    # Set where the bundle was indexed with reference data (`Client.surprise` works).
+    reference: ReferenceDataInfo | None = None
 
 
 @dataclass(frozen=True)
@@ -174,6 +179,14 @@ class Sample:
     predicted_name: str = ""
     # PNG of the stored image, only when asked for (GetSample with include_image).
     image_png: bytes | None = None
+    # Where the bundle has reference data: beta (eq. 2) and the numbers of surprise and
+    # expectation filters at the default thresholds (else None, 0, 0).
+    beta: float | None = None
+    num_surprise: int = 0
+    num_expectation: int = 0
+    # The failure mode of a misclassified sample, where the server has computed the modes
+    # (`Client.failure_modes`); else None.
+    failure_mode: int | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -279,12 +292,47 @@ class ReferenceState:
 
 
 @dataclass(frozen=True)
+class Collateral:
+    """The edited model on correctly classified samples of the neighbour bundle: is the fix safe?
+
+    ``evaluated``: samples measured (correct before the edit); ``flips``: correct -> incorrect;
+    ``accuracy_delta`` = −flips / evaluated; ``true_confidence_delta``: the mean change of
+    their true-class confidence. A random row's collateral is its first draw's (the row's
+    ``filters``). None in a row: not measured (``skip_collateral``)."""
+
+    evaluated: int
+    accuracy_delta: float | None
+    flips: int
+    true_confidence_delta: float | None
+
+
+@dataclass(frozen=True)
+class DrawSpread:
+    """Standard deviation (ddof 1) over a random row's ``draws`` (the row's figures are their
+    means); None where not measured (no neighbours; ``incorrect_*`` for fine-tuning)."""
+
+    draws: int
+    reference_true_confidence_delta_std: float | None
+    neighbors_true_confidence_delta_std: float | None
+    neighbors_corrected_fraction_std: float | None
+    incorrect_confidence_delta_std: float | None
+
+
+@dataclass(frozen=True)
 class FinetuneRow:
-    """One gradient step on ``count`` filters chosen by ``selection`` (paper section 3.3).
+    """One gradient step on ``count`` filters chosen by ``selection`` (Levin et al. section 3.3).
+
+    The step (section B.1): the most salient filters take ``step_size`` times their raw loss
+    gradient on the reference; random and least-salient sets are rescaled to the salient
+    set's gradient norm first; the ``whole_network`` row (``count`` 0, see ``parameters``)
+    takes ``step_size`` times the whole gradient.
 
     ``reference_*``: whether the reference became correct and how its true-class
     confidence changed. ``neighbors_*``: the same over ``neighbors_evaluated``
-    misclassified neighbours; None (``null`` in JSON) when none were evaluated."""
+    misclassified neighbours; None (``null`` in JSON) when none were evaluated. A random
+    row's figures are means over its draws (``spread``; ``reference_corrected``: in the
+    majority, ``reference_corrected_fraction``: the share). ``filters``: the exact profile
+    indices changed (a random row: its first draw's); ``parameters``: scalars changed."""
 
     selection: str
     count: int
@@ -293,17 +341,29 @@ class FinetuneRow:
     neighbors_corrected_fraction: float | None
     neighbors_true_confidence_delta: float | None
     neighbors_evaluated: int
+    parameters: int = 0
+    filters: tuple[int, ...] = ()
+    collateral: Collateral | None = None
+    spread: DrawSpread | None = None
+    reference_corrected_fraction: float = 0.0
+
+    @property
+    def label(self) -> str:
+        """``"most 5"``, or ``"whole network (N parameters)"`` for the whole-network row."""
+        if self.selection == "whole_network":
+            return f"whole network ({self.parameters:,} parameters)"
+        return f"{self.selection} {self.count}"
 
 
 @dataclass(frozen=True)
 class PruningRow:
-    """``count`` filters chosen by ``selection`` set to zero (paper section 3.1).
+    """``count`` filters chosen by ``selection`` set to zero (Levin et al. section 3.1).
 
     ``corrected``: the reference is now classified correctly; ``incorrect_confidence_delta``
     and ``true_confidence_delta``: changes of the confidences of the originally predicted
     (wrong) class and of the true class. ``neighbors_*``: the same over
     ``neighbors_evaluated`` misclassified neighbours; None (``null`` in JSON) when none
-    were evaluated."""
+    were evaluated. Random rows, ``filters``, ``collateral``: as in :class:`FinetuneRow`."""
 
     selection: str
     count: int
@@ -314,9 +374,18 @@ class PruningRow:
     neighbors_incorrect_confidence_delta: float | None
     neighbors_true_confidence_delta: float | None
     neighbors_evaluated: int
+    filters: tuple[int, ...] = ()
+    collateral: Collateral | None = None
+    spread: DrawSpread | None = None
+    reference_corrected_fraction: float = 0.0
+
+    @property
+    def label(self) -> str:
+        return f"{self.selection} {self.count}"
 
 
-# Short column titles for `table()` ("d" = change of a confidence, "nbr" = neighbours).
+# Short column titles for `table()` ("d" = change of a confidence, "nbr" = neighbours,
+# "coll" = collateral, "sd" = standard deviation over random draws).
 _SHORT_TITLES = {
     "reference_corrected": "ref_fixed",
     "reference_true_confidence_delta": "ref_dtrue",
@@ -328,6 +397,10 @@ _SHORT_TITLES = {
     "neighbors_true_confidence_delta": "nbr_dtrue",
     "neighbors_evaluated": "nbrs",
 }
+#: Row fields that get their own rendering in `table()` instead of a column each.
+_TABLE_EXTRAS = ("parameters", "filters", "collateral", "spread", "reference_corrected_fraction")
+#: Filters shown in a table cell (all of them in to_dicts() / --json).
+_TABLE_FILTERS = 4
 
 
 class _RowsTable:
@@ -340,34 +413,71 @@ class _RowsTable:
 
     def table(self, width: int | None = None) -> str:
         """The rows as a text table (short column titles; "-" where not measured), folded
-        to ``width`` columns when given."""
+        to ``width`` columns when given: the row's figures, then its collateral (flips of
+        evaluated, accuracy and true-confidence change), the spread of the reference's
+        true-confidence change over random draws, and the first filters changed."""
         if not self.rows:
             return "(no rows)"
-        names = [f.name for f in dataclasses.fields(self.rows[0])]
+        names = [f.name for f in dataclasses.fields(self.rows[0]) if f.name not in _TABLE_EXTRAS]
         titles = [_SHORT_TITLES.get(n, n) for n in names]
-        return _format_table(titles, [[getattr(r, n) for n in names] for r in self.rows], width=width)
+        titles += ["coll_flips", "coll_dacc", "coll_dtrue", "sd_ref_dtrue", "filters"]
+        return _format_table(titles, [self._cells(r, names) for r in self.rows], width=width)
+
+    @staticmethod
+    def _cells(row, names: list[str]) -> list:
+        cells = [getattr(row, n) for n in names]
+        if row.selection == "whole_network":
+            cells[0], cells[1] = row.label, None
+        c = row.collateral
+        measured = c is not None and c.evaluated > 0
+        cells += [f"{c.flips}/{c.evaluated}" if measured else None]
+        cells += [c.accuracy_delta if measured else None, c.true_confidence_delta if measured else None]
+        cells += [row.spread.reference_true_confidence_delta_std if row.spread is not None else None]
+        shown = ",".join(str(f) for f in row.filters[:_TABLE_FILTERS])
+        more = len(row.filters) - _TABLE_FILTERS
+        cells += [(shown + (f",+{more}" if more > 0 else "")) or None]
+        return cells
 
 
 @dataclass(frozen=True, eq=False)
 class FinetuneResult(_RowsTable, _ArrayEq):
     """A fine-tuning evaluation: the reference before any change, the neighbours it was
-    measured on, one row per (selection, count) plus the whole-network baseline, and the
-    step size used."""
+    measured on, one row per (selection, count) plus the whole-network baseline, and what
+    the step was: ``step_size`` (see :class:`FinetuneRow`), the ``seed`` and the number of
+    ``random_draws`` per random row (``Client.export_edited_model`` replays any row)."""
 
     reference: ReferenceState
     neighbor_ids: np.ndarray  # int64 (N,)
     rows: list[FinetuneRow]
     step_size: float
+    seed: int = 0
+    random_draws: int = 0
+    failure_mode: int | None = None
 
 
 @dataclass(frozen=True, eq=False)
 class PruningResult(_RowsTable, _ArrayEq):
     """A pruning evaluation: the reference before any change, the neighbours it was
-    measured on and one row per (selection, count)."""
+    measured on, one row per (selection, count), the ``seed`` and ``random_draws``."""
 
     reference: ReferenceState
     neighbor_ids: np.ndarray  # int64 (N,)
     rows: list[PruningRow]
+    seed: int = 0
+    random_draws: int = 0
+
+
+@dataclass(frozen=True)
+class ExportedEdit:
+    """The edited model of one evaluation row, written by ``Client.export_edited_model``:
+    ``path`` holds a ``torch.save`` state dict (``model.load_state_dict(torch.load(path))``);
+    ``filters``, ``step_size`` and ``seed`` say what the edit was."""
+
+    path: str
+    filters: list[int]
+    step_size: float
+    seed: int
+    total_bytes: int
 
 
 # ---------------------------------------------------------------------------------------
@@ -400,3 +510,43 @@ class Operation:
     @property
     def done(self) -> bool:
         return self.state in TERMINAL_STATES
+
+
+# Surprise and expectation: defined in their own module (it builds on the helpers above),
+# imported last so that module can import them.
+from ._surprise_types import (  # noqa: E402
+    Exemplar,
+    FilterDeviation,
+    ReferenceDataInfo,
+    SuppressionResult,
+    SuppressionRow,
+    Surprise,
+)
+
+__all__ += ["ReferenceDataInfo", "Exemplar", "FilterDeviation", "Surprise", "SuppressionRow", "SuppressionResult"]
+
+# Browsing (samples, confusion matrix, failure modes): their own module, imported last likewise.
+from ._browse_types import (  # noqa: E402
+    SAMPLE_ORDERS,
+    ConfusionMatrix,
+    FailureMapPoint,
+    FailureMode,
+    FailureModes,
+    FilterCount,
+    SamplePage,
+)
+
+__all__ += [
+    "ConfusionMatrix",
+    "FilterCount",
+    "FailureMode",
+    "FailureMapPoint",
+    "FailureModes",
+    "SamplePage",
+    "SAMPLE_ORDERS",
+]
+
+# Dataset-level experiments: their own module, imported last likewise.
+from ._experiment_types import EXPERIMENT_NAMES, ExperimentPoint, ExperimentResult  # noqa: E402
+
+__all__ += ["ExperimentPoint", "ExperimentResult", "EXPERIMENT_NAMES"]

@@ -6,18 +6,28 @@ FAISS or gRPC.
 """
 
 from .class_stats import ClassFilterStats
+from .edits_export import apply_edit
 from .evaluation import (
-    DEFAULT_COUNTS,
+    DEFAULT_COUNT_FRACTIONS,
+    DEFAULT_RANDOM_DRAWS,
     SELECTIONS,
     WHOLE_NETWORK,
     Cancelled,
+    Collateral,
+    DrawSpread,
     FinetuneReport,
     FinetuneRow,
     PruningReport,
     PruningRow,
     ReferenceState,
+    counts_from_fractions,
+    default_counts,
+    draw_seed,
     finetune_evaluation,
     pruning_evaluation,
+    random_filters,
+    reference_key,
+    row_filters,
     select_filters,
 )
 from .exemplars import Exemplars, activation_maps, exemplar_png, top_exemplars
@@ -68,7 +78,17 @@ __all__ = [
     "Cancelled",
     "SELECTIONS",
     "WHOLE_NETWORK",
-    "DEFAULT_COUNTS",
+    "DEFAULT_COUNT_FRACTIONS",
+    "DEFAULT_RANDOM_DRAWS",
+    "default_counts",
+    "counts_from_fractions",
+    "reference_key",
+    "draw_seed",
+    "random_filters",
+    "row_filters",
+    "Collateral",
+    "DrawSpread",
+    "apply_edit",
     # surprise and expectation (Hartley et al.)
     "filter_importance",
     "last_conv_layer",

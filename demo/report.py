@@ -1,31 +1,25 @@
-"""The demo's static HTML report: `demo-report/index.html` with PNGs beside it.
+"""The static HTML report: ``index.html`` with PNGs and ``metrics.json`` beside it.
 
-Everything shown is passed in (computed by the demo from the service's answers); this
-module only lays it out. Plots use matplotlib's Agg backend; the page needs no server.
+Everything shown is passed in as a ``ReportContent`` (gathered through the SDK by
+``parasal.demo.collect``); this module only lays it out. The page comes from Jinja2
+templates in ``templates/`` with autoescaping on, so a class name such as ``<script>``
+renders as text. Plots use matplotlib's Agg backend; the page needs no server.
 """
 
 from __future__ import annotations
 
-import html
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-CSS = """
-body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
-h1{margin-bottom:.2rem} h2{border-bottom:2px solid #ddd;padding-bottom:.2rem;margin-top:2.5rem}
-.muted{color:#666} table{border-collapse:collapse;margin:.6rem 0} td,th{border:1px solid #ccc;padding:.25rem .55rem;text-align:right}
-th{background:#f3f3f3} td.l,th.l{text-align:left}
-.row{display:flex;gap:1.2rem;align-items:flex-start;flex-wrap:wrap}
-.pix{image-rendering:pixelated;width:140px;height:140px;border:1px solid #bbb}
-.grid{display:grid;grid-template-columns:repeat(5,120px);gap:.6rem}
-.grid figure{margin:0;font-size:.78rem} .grid img{image-rendering:pixelated;width:112px;height:112px;border:1px solid #bbb}
-.bad{color:#b00020} .ok{color:#0a7a2a} figure{margin:0}
-"""
+from .metrics import SCORES
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
 @dataclass
@@ -38,8 +32,45 @@ class NeighborView:
 
 
 @dataclass
+class ExemplarView:
+    """A reference image a filter responds to (``id`` is a reference-dataset id)."""
+
+    id: int
+    label: int
+    activation: float
+    image_png: bytes | None
+
+
+@dataclass
+class DeviationView:
+    """One surprise or expectation filter of a query (the proto's FilterDeviation)."""
+
+    layer: str
+    filter: int
+    alpha: float
+    mean: float
+    threshold: float
+    deviation: float
+    region_png: bytes | None = None
+    exemplars: list[ExemplarView] = field(default_factory=list)
+
+
+@dataclass
+class SurpriseView:
+    """Hartley et al. for one query: beta (eq. 2) and the filters off their class's range."""
+
+    beta: float
+    layer: str
+    method: str
+    high_percentile: float
+    low_percentile: float
+    surprise: list[DeviationView]
+    expectation: list[DeviationView]
+
+
+@dataclass
 class QueryView:
-    """One investigated sample: what the demo asked the service and what it answered."""
+    """One investigated sample: what the report asked the service and what it answered."""
 
     id: int
     label: int
@@ -54,45 +85,105 @@ class QueryView:
     confusions: list[tuple[int, int, int]]  # (true, predicted, count) among neighbors
     finetune_rows: list[dict] = field(default_factory=list)
     pruning_rows: list[dict] = field(default_factory=list)
+    surprise: SurpriseView | None = None
+    notes: list[str] = field(default_factory=list)  # sections left out for this query, and why
 
 
-def write_report(
-    out_dir: Path,
-    *,
-    title: str,
-    summary: dict[str, Any],
-    class_names: Sequence[str],
-    layers: Sequence[tuple[str, int, int]],  # (name, filters, offset)
-    queries: Sequence[QueryView],
-    dataset_confusions: Sequence[tuple[int, int, int]],
-    metrics: dict[str, Any],
-) -> Path:
+@dataclass
+class ReportContent:
+    """What one report shows. ``None`` for a section means it is left out; ``notes[section]``
+    says why in one line (the page shows it in the section's place)."""
+
+    title: str
+    summary: dict[str, Any]
+    class_names: Sequence[str]
+    layers: Sequence[tuple[str, int, int]]  # (name, filters, offset)
+    queries: Sequence[QueryView]
+    dataset_confusions: Sequence[tuple[int, int, int]]
+    neighbors: dict[str, Any] | None  # {"saliency": ..., "penultimate": ... | None}, metrics.neighbor_agreement
+    beta: dict[str, Any] | None  # metrics.beta_summary
+    notes: dict[str, str] = field(default_factory=dict)
+    k: int = 10
+
+
+def write_report(out_dir: Path, content: ReportContent) -> Path:
     """Writes index.html, metrics.json and the PNGs into ``out_dir``; returns the page path."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    name = _namer(class_names)
-    parts = [
-        f"<!doctype html><meta charset=utf-8><title>{_e(title)}</title><style>{CSS}</style>",
-        f"<h1>{_e(title)}</h1>",
-        _summary_html(summary),
-        "<h2>Dataset</h2>",
-        _dataset_html(dataset_confusions, metrics, name),
-    ]
-    for q in queries:
-        parts.append(_query_html(out_dir, q, layers, name))
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    name = _namer(content.class_names)
+    queries = [_query_assets(out_dir, q, content.layers, name) for q in content.queries]
+    beta_plot = None
+    if content.beta is not None:
+        beta_plot = "beta-histogram.png"
+        beta_histogram_png(out_dir / beta_plot, content.beta)
+    template = _environment().get_template("report.html.j2")
+    page_html = template.render(c=content, name=name, queries=queries, beta_plot=beta_plot)
+    metrics = {**(content.neighbors or {}), "beta": content.beta}
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     page = out_dir / "index.html"
-    page.write_text("\n".join(parts) + "\n")
+    page.write_text(page_html)
     return page
+
+
+@cache
+def _environment():
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,  # every value is text unless a template says otherwise (none does)
+        undefined=jinja2.StrictUndefined,  # a misspelt field fails the render, not silently blank
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.globals.update(scores=SCORES, pct=_pct, fmt=_fmt, num=_num, sig=_sig)  # the page's number formats
+    return env
+
+
+def _query_assets(out_dir: Path, q: QueryView, layers, name) -> dict[str, Any]:
+    """Writes one query's PNGs; returns the query with the file names the template links."""
+    stem = f"sample-{q.id}"
+    files: dict[str, Any] = {"image": f"{stem}.png", "heat": f"{stem}-heat.png", "profile": f"{stem}-profile.png"}
+    (out_dir / files["image"]).write_bytes(q.image_png)
+    (out_dir / files["heat"]).write_bytes(q.overlay_png)
+    profile_plot_png(
+        out_dir / files["profile"],
+        q.profile,
+        layers,
+        f"sample {q.id}: {name(q.label)} predicted as {name(q.predicted)}",
+    )
+    files["neighbors"] = []
+    for n in q.neighbors:
+        files["neighbors"].append(f"{stem}-nn-{n.id}.png")
+        (out_dir / files["neighbors"][-1]).write_bytes(n.image_png)
+    files["surprise"] = _deviation_assets(out_dir, stem, "surprise", q.surprise.surprise if q.surprise else [])
+    files["expectation"] = _deviation_assets(out_dir, stem, "expectation", q.surprise.expectation if q.surprise else [])
+    return {"q": q, "files": files}
+
+
+def _deviation_assets(out_dir: Path, stem: str, kind: str, rows: list[DeviationView]) -> list[dict]:
+    """Per filter: its region PNG (None where the server sent none) and its exemplars' PNGs.
+    Exemplar images show the part that activates *this* filter, so the name carries it."""
+    out = []
+    for d in rows:
+        region = None
+        if d.region_png:
+            region = f"{stem}-{kind}-f{d.filter}-region.png"
+            (out_dir / region).write_bytes(d.region_png)
+        exemplars = []
+        for e in d.exemplars:
+            if e.image_png:
+                exemplars.append(f"exemplar-f{d.filter}-{e.id}.png")
+                (out_dir / exemplars[-1]).write_bytes(e.image_png)
+            else:
+                exemplars.append(None)
+        out.append({"region": region, "exemplars": exemplars})
+    return out
 
 
 def profile_plot_png(path: Path, profile: np.ndarray, layers: Sequence[tuple[str, int, int]], title: str) -> None:
     """Standardized profile, layers left to right, filters sorted high->low within each layer
     (the presentation of the paper's Figs. 1-2)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 2.6), dpi=100)
     x0 = 0
     for i, (_name, filters, offset) in enumerate(layers):
@@ -110,97 +201,59 @@ def profile_plot_png(path: Path, profile: np.ndarray, layers: Sequence[tuple[str
     plt.close(fig)
 
 
+def beta_histogram_png(path: Path, beta: dict[str, Any]) -> None:
+    """The beta distribution of correct vs misclassified samples, each normalised to its own
+    count (there are far fewer failures), over the shared bin edges of ``beta_summary``."""
+    plt = _pyplot()
+    edges = np.asarray(beta["histogram"]["edges"])
+    fig, ax = plt.subplots(figsize=(7, 2.8), dpi=100)
+    for group, color in (("correct", "#0a7a2a"), ("misclassified", "#b00020")):
+        counts = np.asarray(beta["histogram"][group], dtype=np.float64)
+        if counts.sum() == 0:
+            continue
+        share = counts / counts.sum()
+        ax.stairs(share, edges, color=color, linewidth=1.4, label=f"{group} ({int(counts.sum())})")
+    ax.axvline(0, color="#444", linewidth=0.8, linestyle="--")
+    ax.set_xlabel("β = mean over filters of (α − µ of the true class)")
+    ax.set_ylabel("share of the group")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _namer(class_names: Sequence[str]):
     return lambda c: class_names[c] if 0 <= c < len(class_names) else str(c)
-
-
-def _e(x: Any) -> str:
-    return html.escape(str(x))
 
 
 def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}%"
 
 
-def _summary_html(summary: dict[str, Any]) -> str:
-    rows = "".join(f"<tr><th class=l>{_e(k)}</th><td class=l>{_e(v)}</td></tr>" for k, v in summary.items())
-    return f"<table>{rows}</table>"
+def _num(x: float | None, digits: int = 3) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
 
 
-def _dataset_html(confusions, metrics: dict[str, Any], name) -> str:
-    pairs = "".join(
-        f"<tr><td class=l>{_e(name(t))}</td><td class=l>{_e(name(p))}</td><td>{c}</td></tr>" for t, p, c in confusions
-    )
-    rows = []
-    for space, label in (("saliency", "parameter saliency profiles"), ("penultimate", "penultimate-layer features")):
-        m = metrics[space]
-        rows.append(
-            f"<tr><td class=l>{label}</td><td>{_pct(m['misclassified']['neighbors_misclassified'])}</td>"
-            f"<td>{_pct(m['misclassified']['neighbors_same_confusion_pair'])}</td>"
-            f"<td>{_pct(m['correct']['neighbors_correct'])}</td>"
-            f"<td>{_pct(1 - m['misclassified']['neighbors_misclassified'])}</td></tr>"
-        )
-    k = metrics["saliency"]["k"]
-    return (
-        "<div class=row><div><h3>Most frequent confusions</h3><table><tr><th class=l>true</th>"
-        f"<th class=l>predicted</th><th>count</th></tr>{pairs}</table></div>"
-        f"<div><h3>Neighbor agreement ({k} nearest, excluding self)</h3><table><tr><th class=l>space</th>"
-        "<th>misclassified:<br>neighbors misclassified</th><th>misclassified:<br>same confusion pair</th>"
-        "<th>correct:<br>neighbors correct</th><th>misclassified:<br>neighbors correct</th></tr>"
-        + "".join(rows)
-        + "</table><p class=muted>The paper (A.2, ResNet-50 on ImageNet) reports 89.0% correct "
-        "neighbors for correct samples vs 10.8% for misclassified ones. Counts: "
-        f"{metrics['saliency']['misclassified']['count']} misclassified, "
-        f"{metrics['saliency']['correct']['count']} correct.</p></div></div>"
-    )
-
-
-def _query_html(out_dir: Path, q: QueryView, layers, name) -> str:
-    stem = f"sample-{q.id}"
-    (out_dir / f"{stem}.png").write_bytes(q.image_png)
-    (out_dir / f"{stem}-heat.png").write_bytes(q.overlay_png)
-    profile_plot_png(
-        out_dir / f"{stem}-profile.png",
-        q.profile,
-        layers,
-        f"sample {q.id}: {name(q.label)} predicted as {name(q.predicted)}",
-    )
-    cells = []
-    for n in q.neighbors:
-        (out_dir / f"{stem}-nn-{n.id}.png").write_bytes(n.image_png)
-        cls = "ok" if n.label == n.predicted else "bad"
-        cells.append(
-            f"<figure><img src='{stem}-nn-{n.id}.png' alt='sample {n.id}'><figcaption>#{n.id} · sim {n.similarity:.3f}"
-            f"<br><span class={cls}>{_e(name(n.label))} → {_e(name(n.predicted))}</span></figcaption></figure>"
-        )
-    top = "".join(f"<tr><td class=l>{_e(layer)}</td><td>{f}</td><td>{z:.2f}</td></tr>" for layer, f, z in q.top_filters)
-    conf = ", ".join(f"{_e(name(t))} → {_e(name(p))}: {c}" for t, p, c in q.confusions)
-    return (
-        f"<h2>Sample {q.id}: <span class=bad>{_e(name(q.label))} predicted as {_e(name(q.predicted))}</span></h2>"
-        f"<div class=row><figure><img class=pix src='{stem}.png' alt='image'><figcaption>true {_e(name(q.label))} "
-        f"({q.true_confidence:.2f})<br>predicted {_e(name(q.predicted))} ({q.predicted_confidence:.2f})</figcaption></figure>"
-        f"<figure><img class=pix src='{stem}-heat.png' alt='input-space saliency'><figcaption>pixels driving the top filters"
-        "</figcaption></figure>"
-        f"<div><b>Top salient filters</b><table><tr><th class=l>layer</th><th>filter</th><th>z</th></tr>{top}</table></div></div>"
-        f"<p><img src='{stem}-profile.png' alt='saliency profile' style='max-width:100%'></p>"
-        f"<h3>10 nearest failures</h3><p class=muted>Confusions among them: {conf}</p><div class=grid>{''.join(cells)}</div>"
-        + _rows_table("Fine-tuning evaluation (one normalised step on the reference)", q.finetune_rows)
-        + _rows_table("Pruning evaluation", q.pruning_rows)
-    )
-
-
-def _rows_table(title: str, rows: list[dict]) -> str:
-    if not rows:
-        return ""
-    cols = list(rows[0])
-    head = "".join(f"<th>{_e(c.replace('_', ' '))}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(r[c])}</td>" for c in cols) + "</tr>" for r in rows)
-    return f"<h3>{_e(title)}</h3><table><tr>{head}</tr>{body}</table>"
+def _sig(x: float | None) -> str:
+    """Three significant digits, signed: importance scores (alpha, beta) are often ~1e-5."""
+    return "–" if x is None else f"{x:+.3g}"
 
 
 def _fmt(v: Any) -> str:
+    """An evaluation table cell."""
+    if v is None:
+        return "–"
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, float):
         return f"{v:+.4f}" if abs(v) < 10 else f"{v:.1f}"
-    return _e(v)
+    return str(v)

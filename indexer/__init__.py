@@ -54,6 +54,18 @@ _EXPORTS = {
     "SkippedSample": "manifest",
     "FileEntry": "manifest",
     "is_bundle_dir": "manifest",
+    "ReferenceInfo": "manifest",
+    "ReferenceData": "reference_data",
+    # browsing: the table's columns, failure modes, the Parquet export
+    "SampleColumns": "columns",
+    "sample_columns": "columns",
+    "FailureMode": "failure_modes",
+    "FailureModes": "failure_modes",
+    "ModeSettings": "failure_modes",
+    "TooFewFailures": "failure_modes",
+    "bundle_failure_modes": "failure_modes",
+    "find_failure_modes": "failure_modes",
+    "export_parquet": "export",
     # searching
     "cosine_top_k": "scoring",
     "normalize_rows": "scoring",
@@ -95,6 +107,7 @@ _EXPORTS = {
     "BundleVersionMismatch": "errors",
     "ModelMismatch": "errors",
     "SampleNotFound": "errors",
+    "NoReferenceData": "errors",
 }
 
 __all__ = [
@@ -110,6 +123,8 @@ __all__ = [
     "DatasetInfo",
     "DistributedError",
     "FASHION_MNIST_CLASSES",
+    "FailureMode",
+    "FailureModes",
     "FileEntry",
     "ImageRejected",
     "ImageTooLarge",
@@ -121,17 +136,26 @@ __all__ = [
     "InputMismatch",
     "LoadedModel",
     "Manifest",
+    "ModeSettings",
     "ModelInfo",
     "ModelMismatch",
     "ModelSpecError",
+    "NoReferenceData",
     "OutputExists",
     "Preprocessing",
+    "ReferenceData",
+    "ReferenceInfo",
     "Sample",
+    "SampleColumns",
     "SampleMeta",
     "SampleNotFound",
     "SkippedSample",
+    "TooFewFailures",
+    "bundle_failure_modes",
     "check_image_size",
     "cosine_top_k",
+    "export_parquet",
+    "find_failure_modes",
     "is_bundle_dir",
     "load_image",
     "load_model",
@@ -143,6 +167,7 @@ __all__ = [
     "open_image_limited",
     "parse_model_spec",
     "run_index",
+    "sample_columns",
     "state_dict_fingerprint",
 ]
 
@@ -162,6 +187,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what type checkers and IDEs see
     from .bundle import Bundle, open_bundle
+    from .columns import SampleColumns, sample_columns
     from .datasets import FASHION_MNIST_CLASSES, CorruptSample, Dataset, Sample, load_image, open_dataset
     from .errors import (
         BundleCorrupt,
@@ -174,11 +200,31 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
         InputMismatch,
         ModelMismatch,
         ModelSpecError,
+        NoReferenceData,
         OutputExists,
         SampleNotFound,
     )
+    from .export import export_parquet
+    from .failure_modes import (
+        FailureMode,
+        FailureModes,
+        ModeSettings,
+        TooFewFailures,
+        bundle_failure_modes,
+        find_failure_modes,
+    )
     from .images import DEFAULT_MAX_IMAGE_PIXELS, ImageRejected, ImageTooLarge, check_image_size, open_image_limited
-    from .manifest import Counts, DatasetInfo, FileEntry, IndexInfo, Manifest, ModelInfo, SkippedSample, is_bundle_dir
+    from .manifest import (
+        Counts,
+        DatasetInfo,
+        FileEntry,
+        IndexInfo,
+        Manifest,
+        ModelInfo,
+        ReferenceInfo,
+        SkippedSample,
+        is_bundle_dir,
+    )
     from .metadata import SampleMeta
     from .models import (
         LoadedModel,
@@ -190,4 +236,5 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     )
     from .pipeline import IndexJob, IndexResult, run_index
     from .preprocessing import Preprocessing
+    from .reference_data import ReferenceData
     from .scoring import cosine_top_k, normalize_rows

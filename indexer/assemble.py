@@ -16,6 +16,11 @@ Rank 0 only, streaming, one shard in memory at a time:
    on a machine without the original path; the fingerprint still checks it on load.
 5. The manifest lists every file with its size and sha256.
 
+With reference data (reference_pass.py), before step 2: ``reference.npz`` from the
+reference shards (an append hard-links the base's: frozen statistics); step 2 then also
+writes each row's α to ``alpha.npy`` and its β and surprise / expectation counts to
+``table.npz``.
+
 Everything is deterministic given the shards, so a resumed or multi-rank job produces the
 same bytes as a clean single-process one (the manifest's timestamp and job info aside).
 """
@@ -38,6 +43,7 @@ from . import faiss_index
 from .durable import fsync_dir, fsync_file, write_npz
 from .errors import DataSpecError
 from .manifest import (
+    ALPHA_FILE,
     DATA_FILES,
     FORMAT,
     FORMAT_VERSION,
@@ -45,6 +51,8 @@ from .manifest import (
     META_FILE,
     MODEL_FILE,
     PROFILES_FILE,
+    REFERENCE_FILE,
+    REFERENCE_FILES,
     STATS_FILE,
     TABLE_FILE,
     file_entries,
@@ -53,6 +61,7 @@ from .manifest import (
     write_manifest,
 )
 from .metadata import TOP_FILTERS, MetadataWriter, SampleMeta, encode_meta
+from .reference_pass import ReferenceJob, SurpriseTables, reference_arrays, surprise_counts
 from .shards import ShardPlan, WorkDir
 
 __all__ = ["GenerationInputs", "assemble_generation", "FLOAT16_MAX"]
@@ -84,6 +93,8 @@ class GenerationInputs:
     base: Any = None  # Bundle of the previous generation, for appends
     #: the weights file (or TorchScript archive) to keep in the generation; appends take the base's copy
     model_file: str | os.PathLike | None = None
+    #: with reference data: the reference pass's shards, or (appends) the base's frozen statistics
+    reference: ReferenceJob | None = None
 
 
 @dataclass
@@ -94,6 +105,8 @@ class _Totals:
     n_old: int  # rows copied from the base generation
     n_new: int  # rows the shards add
     skipped: list[tuple[int, str]]  # (id, reason) of the samples the shards skipped
+    surprise: SurpriseTables | None = None  # with reference data: what rows are compared with
+    reference_entry: dict | None = None  # with reference data: manifest["reference"]
 
 
 def assemble_generation(gen_dir: str | os.PathLike, inp: GenerationInputs) -> dict:
@@ -102,6 +115,8 @@ def assemble_generation(gen_dir: str | os.PathLike, inp: GenerationInputs) -> di
     gen_dir = Path(gen_dir)
     gen_dir.mkdir(parents=True)
     totals = _statistics(inp)
+    if inp.reference is not None:
+        _write_reference(gen_dir, inp, totals)
     table = _write_rows(gen_dir, inp, totals)
     index_info = _write_index(gen_dir, inp, table["ids"])
     kept = _keep_model_file(gen_dir, inp)
@@ -138,8 +153,38 @@ def _statistics(inp: GenerationInputs) -> _Totals:
     return _Totals(stats, n_old, n_new, skipped)
 
 
+def _write_reference(gen_dir: Path, inp: GenerationInputs, totals: _Totals) -> None:
+    """Before 2: reference.npz (new statistics from the reference shards, or the base's
+    linked unchanged) and the tables every row is compared with."""
+    ref, base = inp.reference, inp.base
+    if ref.frozen:
+        base_ref = base.reference
+        _link_or_copy(base_ref.path, gen_dir / REFERENCE_FILE)
+        stats = base_ref.stats
+        totals.reference_entry = dict(base_ref.info.entry)
+    else:
+        arrays, stats, skipped = reference_arrays(ref)
+        write_npz(gen_dir / REFERENCE_FILE, arrays)
+        totals.reference_entry = {
+            **(ref.entry or {}),
+            "num_samples": int(len(arrays["ids"])),
+            "layer": ref.layer,
+            "method": ref.method,
+            "num_filters": int(stats.num_filters),
+            "exemplars_per_filter": int(ref.exemplars_per_filter),
+            "high": float(ref.high),
+            "low": float(ref.low),
+            "skipped": len(skipped),
+            "from_generation": inp.generation,
+        }
+    empty = [c for c in range(stats.num_classes) if stats.counts[c] == 0]
+    if empty:
+        log.warning("the reference data has no sample of class(es) %s: their rows get no β or surprise counts", empty)
+    totals.surprise = SurpriseTables(stats, ref.high, ref.low)
+
+
 def _write_rows(gen_dir: Path, inp: GenerationInputs, totals: _Totals) -> dict[str, np.ndarray]:
-    """2. profiles.npy, meta.lmdb, table.npz and stats.npz; returns the table's columns."""
+    """2. profiles.npy, meta.lmdb, table.npz and stats.npz (and alpha.npy); returns the table's columns."""
     n = totals.n_old + totals.n_new
     profiles = np.lib.format.open_memmap(
         gen_dir / PROFILES_FILE, mode="w+", dtype=np.float16, shape=(n, inp.num_filters)
@@ -148,18 +193,31 @@ def _write_rows(gen_dir: Path, inp: GenerationInputs, totals: _Totals) -> dict[s
         c: np.zeros(n, np.bool_ if c == "correct" else (np.int64 if c in ("ids", "label", "predicted") else np.float64))
         for c in TABLE_COLUMNS
     }
+    alpha = None
+    if inp.reference is not None:
+        n_alpha = inp.reference.num_filters
+        alpha = np.lib.format.open_memmap(gen_dir / ALPHA_FILE, mode="w+", dtype=np.float32, shape=(n, n_alpha))
+        table.update(
+            beta=np.zeros(n, np.float32), num_surprise=np.zeros(n, np.int32), num_expectation=np.zeros(n, np.int32)
+        )
     meta = MetadataWriter(gen_dir / META_FILE, n)
-    row = 0 if inp.base is None else inp.base.copy_rows(profiles, table, meta)  # old rows first, byte for byte
+    row = 0 if inp.base is None else inp.base.copy_rows(profiles, table, meta, alpha=alpha)  # old rows first, as is
     for shard in inp.plan.shards:
         res = inp.work.load(shard)
         res.check(inp.plan, inp.num_filters)
         if len(res.ids):
             _write_shard(res, row, profiles, table, meta, inp, totals.stats)
+            if alpha is not None:
+                _write_alpha(res, row, alpha, table, totals.surprise)
             row += len(res.ids)
     meta.close()
     profiles.flush()
     del profiles
     fsync_file(gen_dir / PROFILES_FILE)
+    if alpha is not None:
+        alpha.flush()
+        del alpha
+        fsync_file(gen_dir / ALPHA_FILE)
     if not np.all(np.diff(table["ids"]) > 0):
         raise AssertionError("sample ids are not strictly increasing across rows")  # a bug, not a user error
     write_npz(gen_dir / TABLE_FILE, table)
@@ -208,6 +266,27 @@ def _write_shard(
         )
 
 
+def _write_alpha(res, row: int, alpha: np.ndarray, table: dict, surprise: SurpriseTables) -> None:
+    """One shard's α rows and their β / surprise / expectation columns (against the reference tables)."""
+    m = len(res.ids)
+    if res.alpha is None or res.alpha.shape != (m, alpha.shape[1]):
+        raise AssertionError(f"shard {res.shard.index} has no α of {alpha.shape[1]} filters")  # job params differ
+    alpha[row : row + m] = res.alpha
+    beta, num_surprise, num_expectation = surprise_counts(res.alpha, res.label, surprise)
+    table["beta"][row : row + m] = beta
+    table["num_surprise"][row : row + m] = num_surprise
+    table["num_expectation"][row : row + m] = num_expectation
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """Hard-link an immutable file of the base generation (copy across file systems)."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+    fsync_file(target)
+
+
 def _write_index(gen_dir: Path, inp: GenerationInputs, ids: np.ndarray) -> dict:
     """3. index.faiss from the stored rows (an append extends the base's index without
     retraining); returns the manifest's index entry."""
@@ -233,16 +312,13 @@ def _keep_model_file(gen_dir: Path, inp: GenerationInputs) -> bool:
     target = gen_dir / MODEL_FILE
     base_copy = None if inp.base is None else inp.base.generation_path / MODEL_FILE
     if base_copy is not None and base_copy.is_file():
-        try:
-            os.link(base_copy, target)
-        except OSError:  # another file system, or links not supported
-            shutil.copyfile(base_copy, target)
-    elif inp.model_file:
+        _link_or_copy(base_copy, target)  # generations are never modified
+        return True
+    if inp.model_file:
         shutil.copyfile(inp.model_file, target)
-    else:
-        return False
-    fsync_file(target)
-    return True
+        fsync_file(target)
+        return True
+    return False
 
 
 def _manifest(
@@ -282,5 +358,9 @@ def _manifest(
         "skipped": old_skipped + skipped_rows,
         "versions": tool_versions(),
         "job": inp.job,
-        "files": file_entries(gen_dir, DATA_FILES + ((MODEL_FILE,) if kept_model else ())),
+        "files": file_entries(
+            gen_dir,
+            DATA_FILES + ((MODEL_FILE,) if kept_model else ()) + (REFERENCE_FILES if totals.reference_entry else ()),
+        ),
+        **({"reference": totals.reference_entry} if totals.reference_entry is not None else {}),
     }

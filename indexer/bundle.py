@@ -37,13 +37,15 @@ from parasal.core import RunningStats
 
 from . import faiss_index
 from .durable import read_npz
-from .errors import BundleCorrupt, ModelMismatch, SampleNotFound
+from .errors import BundleCorrupt, ModelMismatch, NoReferenceData, SampleNotFound
 from .guard import FileGuard
 from .images import DEFAULT_MAX_IMAGE_PIXELS
 from .manifest import (
+    ALPHA_FILE,
     INDEX_FILE,
     META_FILE,
     PROFILES_FILE,
+    REFERENCE_FILE,
     STATS_FILE,
     TABLE_FILE,
     Manifest,
@@ -52,12 +54,16 @@ from .manifest import (
     verify_files,
 )
 from .metadata import MetadataWriter, SampleMeta, acquire_reader, decode_meta, get_records, iter_records, release_reader
+from .reference_data import ReferenceData, check_reference_members
 from .scoring import as_tensor
 from .search import BundleSearcher
 
-__all__ = ["Bundle", "SampleMeta", "open_bundle"]
+__all__ = ["Bundle", "SampleMeta", "open_bundle", "REFERENCE_COLUMNS"]
 
 log = logging.getLogger(__name__)
+
+#: table.npz columns of a bundle with reference data: beta float32, the counts int32
+REFERENCE_COLUMNS = ("beta", "num_surprise", "num_expectation")
 
 
 def open_bundle(
@@ -123,11 +129,13 @@ class Bundle:
             self._env = acquire_reader(self._meta_path)
         except lmdb.Error as e:
             raise BundleCorrupt(f"bundle {self.generation_path}: cannot open {META_FILE} ({e})") from e
-        try:  # every mapped file (FAISS maps index.faiss for some index types)
-            self._guard = FileGuard(self.generation_path, (PROFILES_FILE, META_FILE, INDEX_FILE), self.name)
+        mapped = (PROFILES_FILE, META_FILE, INDEX_FILE) + ((ALPHA_FILE, REFERENCE_FILE) if self.has_reference else ())
+        try:  # every mapped file (FAISS maps index.faiss for some index types), and the lazily read reference.npz
+            self._guard = FileGuard(self.generation_path, mapped, self.name)
         except BundleCorrupt:
             release_reader(self._meta_path)
             raise
+        self._reference = self._open_reference()
         self._closed = False
 
     def _read_arrays(self, raw: dict) -> None:
@@ -152,6 +160,11 @@ class Bundle:
             for column in ("label", "predicted", "correct"):
                 self._table[column]
             self._profiles = np.load(self.generation_path / PROFILES_FILE, mmap_mode="r")
+            self._alpha = None
+            if m.reference is not None:
+                self._alpha = np.load(self.generation_path / ALPHA_FILE, mmap_mode="r")
+                for column in REFERENCE_COLUMNS:
+                    self._table[column]
         except (KeyError, TypeError, ValueError, OSError) as e:
             raise BundleCorrupt(f"bundle {self.generation_path} is damaged: {type(e).__name__}: {e}") from e
 
@@ -170,6 +183,11 @@ class Bundle:
             problems.append(f"{n} rows but the manifest counts {self.manifest.counts.samples} samples")
         if n and not np.all(np.diff(self.ids) > 0):
             problems.append("ids are not strictly increasing")
+        ref = self.manifest.reference
+        if ref is not None and (self._alpha.shape != (n, ref.num_filters) or self._alpha.dtype != np.float32):
+            problems.append(
+                f"alpha.npy is {self._alpha.dtype} {self._alpha.shape}, expected float32 ({n}, {ref.num_filters})"
+            )
         if problems:
             raise BundleCorrupt(f"bundle {self.generation_path} is inconsistent: " + "; ".join(problems))
 
@@ -198,6 +216,26 @@ class Bundle:
             index_type=self.manifest.index.type,
             gpu=gpu_index,
             flat=None if flat is None else as_tensor(flat),
+        )
+
+    def _open_reference(self) -> ReferenceData | None:
+        info = self.manifest.reference
+        if info is None:
+            return None
+        path = self.generation_path / REFERENCE_FILE
+        try:
+            check_reference_members(path, self.name)
+        except BundleCorrupt:
+            self._guard.close()
+            release_reader(self._meta_path)
+            raise
+        return ReferenceData(
+            path,
+            info,
+            preprocessing=self.preprocessing,
+            label=self.name,
+            guard=self._guard,
+            max_pixels=self.max_image_pixels,
         )
 
     # -- description ------------------------------------------------------------------
@@ -240,6 +278,49 @@ class Bundle:
     @property
     def labels(self) -> np.ndarray:
         return self._table["label"]
+
+    # -- surprise and expectation (bundles built with --reference-data) -----------------
+
+    @property
+    def has_reference(self) -> bool:
+        """Whether the bundle was built with ``--reference-data`` (α, β, surprise counts)."""
+        return self.manifest.reference is not None
+
+    @property
+    def reference(self) -> ReferenceData | None:
+        """The reference set (statistics, exemplars, its samples); None without reference data."""
+        return self._reference
+
+    def alpha(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """(n, N) float32 filter importance α of samples by id (N: filters of ``reference.layer``).
+
+        NoReferenceData for a bundle built without ``--reference-data``; SampleNotFound for an unknown id."""
+        self._require_reference()
+        self._check_open()
+        return np.array(self._alpha[self.rows_of(ids)], dtype=np.float32)
+
+    @property
+    def beta(self) -> np.ndarray:
+        """(num_rows,) float32 β (Hartley et al. eq. 2), row order = ``ids``; NaN where the
+        sample's class has no reference samples. NoReferenceData without reference data."""
+        self._require_reference()
+        return self._table["beta"]
+
+    @property
+    def num_surprise(self) -> np.ndarray:
+        """(num_rows,) int32 surprise filters of each row (α above P_cn(``reference.high``))."""
+        self._require_reference()
+        return self._table["num_surprise"]
+
+    @property
+    def num_expectation(self) -> np.ndarray:
+        """(num_rows,) int32 expectation filters of each row (α below P_cn(``reference.low``))."""
+        self._require_reference()
+        return self._table["num_expectation"]
+
+    def _require_reference(self) -> None:
+        if self.manifest.reference is None:
+            raise NoReferenceData.for_bundle(self.name)
 
     @property
     def predicted(self) -> np.ndarray:
@@ -318,9 +399,29 @@ class Bundle:
         misclassified: bool | None = None,
         labels: Sequence[int] | None = None,
         predicted: Sequence[int] | None = None,
+        *,
+        beta_below: float | None = None,
+        beta_above: float | None = None,
+        only_with_surprise: bool = False,
+        only_with_expectation: bool = False,
     ) -> np.ndarray:
-        """Bool mask over rows, from the table (no LMDB access)."""
+        """Bool mask over rows, from the table (no LMDB access).
+
+        ``beta_below``/``beta_above``: β strictly below / above the value (a NaN β, a class
+        without reference samples, matches neither); ``only_with_surprise`` /
+        ``only_with_expectation``: rows with at least one such filter. These four raise
+        NoReferenceData on a bundle built without reference data."""
         mask = np.ones(len(self.ids), bool)
+        if beta_below is not None or beta_above is not None or only_with_surprise or only_with_expectation:
+            self._require_reference()
+            if beta_below is not None:
+                mask &= self._table["beta"] < float(beta_below)
+            if beta_above is not None:
+                mask &= self._table["beta"] > float(beta_above)
+            if only_with_surprise:
+                mask &= self._table["num_surprise"] > 0
+            if only_with_expectation:
+                mask &= self._table["num_expectation"] > 0
         if misclassified is not None:
             mask &= ~self._table["correct"] if misclassified else self._table["correct"]
         if labels is not None:
@@ -330,17 +431,26 @@ class Bundle:
         return mask
 
     def copy_rows(
-        self, profiles: np.ndarray, table: dict[str, np.ndarray], meta: MetadataWriter, block_rows: int = 4096
+        self,
+        profiles: np.ndarray,
+        table: dict[str, np.ndarray],
+        meta: MetadataWriter,
+        block_rows: int = 4096,
+        *,
+        alpha: np.ndarray | None = None,
     ) -> int:
         """Copy every row into the first ``num_samples`` rows of a new generation (appends):
         the float16 profiles byte for byte into ``profiles`` (N', F), each column of the
-        label table into ``table[column]``, and the metadata records, undecoded, into
-        ``meta``. Returns the number of rows copied."""
+        label table into ``table[column]``, the metadata records, undecoded, into
+        ``meta``, and, for a bundle with reference data, α into ``alpha`` (N', N). Returns
+        the number of rows copied."""
         self._check_open()
         n = len(self.ids)
         for a in range(0, n, block_rows):
             b = min(n, a + block_rows)
             profiles[a:b] = self._profiles[a:b]
+            if alpha is not None:
+                alpha[a:b] = self._alpha[a:b]
         for column, values in self._table.items():
             table[column][:n] = values
         for sample_id, value in iter_records(self._env):
@@ -417,6 +527,7 @@ class Bundle:
         self._searcher = None
         self._index = None
         self._profiles = None
+        self._alpha = None
 
     def __enter__(self) -> Bundle:
         return self

@@ -4,6 +4,7 @@
     parasal index --model torchvision:resnet50 --weights r50.pth --data imagenet-val/ --out bundles/r50 \\
                   --index-type PCA256,IVF1024,PQ32 --device cuda
     parasal index --append-to bundles/fashion --data more-images/
+    parasal index --model demo-fashion --data fashion-mnist:test --reference-data fashion-mnist:train --out bundles/f
     torchrun --nproc-per-node 4 -m parasal.indexer --model ... --data ... --out ...
 
 Rerunning an interrupted command resumes from its finished shards. User errors print one
@@ -106,6 +107,41 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip images whose header declares more pixels (width x height) than this, undecoded "
         "(default 4096x4096, the server's limit)",
     )
+    ref = p.add_argument_group(
+        "reference data (surprise and expectation, Hartley et al.: per-class filter statistics, exemplars, "
+        "per-sample α / β; not with --append-to, which keeps the bundle's frozen)"
+    )
+    ref.add_argument(
+        "--reference-data",
+        metavar="SPEC",
+        help="data spec of the reference set (any of --data's kinds, e.g. fashion-mnist:train: the training "
+        "split, as in the paper), preprocessed like --data",
+    )
+    ref.add_argument(
+        "--reference-limit",
+        type=int,
+        metavar="N",
+        help="use a random sample of N reference samples, stratified by label (seeded by --seed)",
+    )
+    ref.add_argument(
+        "--reference-layer",
+        metavar="NAME",
+        help="the conv layer (module name) whose filters are scored (default: the last conv to run)",
+    )
+    ref.add_argument(
+        "--reference-method",
+        default="grad_amap",
+        metavar="METHOD",
+        help="filter importance: grad_amap (default, the paper's), taylor, taylor_class, l1, grad_cam, "
+        "grad_cam_pp or random",
+    )
+    ref.add_argument(
+        "--exemplars",
+        type=int,
+        default=6,
+        metavar="K",
+        help="reference samples kept per filter, overall and per class, highest importance first (default 6)",
+    )
     where = p.add_argument_group("output")
     where.add_argument("--out", help="new bundle directory (must not exist unless --overwrite)")
     where.add_argument(
@@ -187,6 +223,11 @@ def job_from_args(args: argparse.Namespace):
         dist_timeout_s=args.dist_timeout or DEFAULT_TIMEOUT_S,
         max_image_pixels=args.max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS,
         allow_outside_root=args.allow_outside_root,
+        reference_data=args.reference_data,
+        reference_layer=args.reference_layer,
+        reference_method=args.reference_method,
+        reference_limit=args.reference_limit,
+        exemplars=args.exemplars,
         notify=_say,
     )
 

@@ -21,6 +21,7 @@ __all__ = [
     "BundleVersionMismatch",
     "ModelMismatch",
     "SampleNotFound",
+    "NoReferenceData",
 ]
 
 
@@ -73,3 +74,14 @@ class SampleNotFound(KeyError, BundleError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else "sample not found"
+
+
+class NoReferenceData(BundleError):
+    """The bundle was built without ``--reference-data``: no α, β or class-filter statistics."""
+
+    @classmethod
+    def for_bundle(cls, name: str) -> NoReferenceData:
+        return cls(
+            f"bundle {name} has no reference data; index it with "
+            "`parasal index ... --reference-data fashion-mnist:train` (or any data spec)"
+        )

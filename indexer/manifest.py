@@ -15,6 +15,11 @@ On disk a bundle is a directory of immutable *generations* and a pointer::
         stats.npz          RunningStats: count, mean (F,), m2 (F,) float64
         model.pt           (when the model has a weights file) a copy of the state dict or of the
                            TorchScript archive: the bundle serves without the original path
+        reference.npz      (built with --reference-data) the class-filter statistics of the reference
+                           set, its exemplars and its rows' ids, labels and uris (reference_data.py)
+        alpha.npy          (with reference.npz) (N, n_filters) float32 filter importance α of every
+                           indexed sample, rows in id order; table.npz then also holds beta,
+                           num_surprise and num_expectation
 
 Publishing is atomic at two levels. A new bundle is assembled under a hidden sibling
 name (``gen-00001`` and ``CURRENT`` inside it) and renamed to its final path, so the path
@@ -59,6 +64,9 @@ __all__ = [
     "STATS_FILE",
     "DATA_FILES",
     "MODEL_FILE",
+    "REFERENCE_FILE",
+    "ALPHA_FILE",
+    "REFERENCE_FILES",
     "generation_name",
     "parse_generation",
     "resolve_generation",
@@ -76,6 +84,7 @@ __all__ = [
     "IndexInfo",
     "SkippedSample",
     "FileEntry",
+    "ReferenceInfo",
 ]
 
 FORMAT = "parasal-bundle"
@@ -89,6 +98,9 @@ TABLE_FILE = "table.npz"
 STATS_FILE = "stats.npz"
 DATA_FILES = (INDEX_FILE, META_FILE, PROFILES_FILE, TABLE_FILE, STATS_FILE)
 MODEL_FILE = "model.pt"  # optional: the model's weights (or TorchScript archive), kept in the generation
+REFERENCE_FILE = "reference.npz"  # with --reference-data: class-filter statistics + exemplars
+ALPHA_FILE = "alpha.npy"  # with --reference-data: (N, n_filters) float32 α of the indexed samples
+REFERENCE_FILES = (REFERENCE_FILE, ALPHA_FILE)  # present together or not at all
 _GEN_RE = re.compile(r"^gen-(\d{5,})$")
 
 
@@ -184,8 +196,15 @@ def verify_files(gen_dir: str | os.PathLike, manifest: dict, mode: bool | str = 
     if mode not in (True, "sha256", "size"):
         raise ValueError(f"verify must be True, False, 'sha256' or 'size', not {mode!r}")
     files = manifest.get("files")
-    if not isinstance(files, dict) or not set(DATA_FILES) <= set(files) or set(files) - {*DATA_FILES, MODEL_FILE}:
+    allowed = {*DATA_FILES, MODEL_FILE, *REFERENCE_FILES}
+    if not isinstance(files, dict) or not set(DATA_FILES) <= set(files) or set(files) - allowed:
         raise BundleCorrupt(f"manifest of {gen_dir} does not list the bundle's files {list(DATA_FILES)}")
+    has_reference = manifest.get("reference") is not None
+    if any((name in files) != has_reference for name in REFERENCE_FILES):
+        raise BundleCorrupt(
+            f"manifest of {gen_dir} lists reference files {sorted(set(REFERENCE_FILES) & set(files))} "
+            f"but {'has' if has_reference else 'has no'} reference entry"
+        )
     if (manifest.get("model") or {}).get("file") not in (None, *files):
         raise BundleCorrupt(f"manifest of {gen_dir} names a model file it does not list")
     for name, entry in files.items():
@@ -342,6 +361,63 @@ class FileEntry:
 
 
 @dataclass(frozen=True)
+class ReferenceInfo:
+    """``manifest["reference"]``: the reference set behind α, β and the surprise/expectation counts.
+
+    Surprise and expectation (Hartley et al. §3): each indexed sample's α (one score per
+    filter of ``layer``, by ``method``) against the per-(class, filter) distributions of α
+    over the ``num_samples`` reference samples; counts at the percentiles ``high``/``low``."""
+
+    dataset: str  # the data spec, as given to --reference-data
+    num_samples: int  # reference samples in the statistics (after --reference-limit and skips)
+    layer: str  # the conv layer α is computed on (default: the last conv to run)
+    method: str  # core.IMPORTANCE_METHODS: grad_amap (the paper's), taylor, ...
+    num_filters: int  # filters of that layer
+    exemplars_per_filter: int  # top k reference samples kept per filter (overall and per class)
+    high: float = 99.9  # surprise: α above this percentile of the sample's class
+    low: float = 0.1  # expectation: α below this percentile (among the class's above-average filters)
+    description: dict = field(default_factory=dict)  # Dataset.describe() of the reference data
+    limit: int | None = None  # --reference-limit
+    skipped: int = 0  # reference samples that could not be used (unreadable, wrong size, ...)
+    from_generation: int | None = None  # the generation that computed the statistics (appends keep them)
+    entry: dict = field(default_factory=dict, repr=False, compare=False)  # the raw JSON entry (appends copy it)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ReferenceInfo:
+        return cls(
+            dataset=str(d["dataset"]),
+            num_samples=int(d["num_samples"]),
+            layer=str(d["layer"]),
+            method=str(d["method"]),
+            num_filters=int(d["num_filters"]),
+            exemplars_per_filter=int(d["exemplars_per_filter"]),
+            high=float(d["high"]),
+            low=float(d["low"]),
+            description=dict(d.get("description") or {}),
+            limit=None if d.get("limit") is None else int(d["limit"]),
+            skipped=int(d.get("skipped") or 0),
+            from_generation=d.get("from_generation"),
+            entry=dict(d),
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "dataset": self.dataset,
+            "num_samples": self.num_samples,
+            "layer": self.layer,
+            "method": self.method,
+            "num_filters": self.num_filters,
+            "exemplars_per_filter": self.exemplars_per_filter,
+            "high": self.high,
+            "low": self.low,
+            "description": self.description,
+            "limit": self.limit,
+            "skipped": self.skipped,
+            "from_generation": self.from_generation,
+        }
+
+
+@dataclass(frozen=True)
 class Manifest:
     """A generation's ``manifest.json``, parsed once by the reader (``Bundle.manifest``).
 
@@ -363,6 +439,7 @@ class Manifest:
     versions: dict = field(default_factory=dict)  # tool -> version string
     job: dict = field(default_factory=dict)  # how the generation was computed (informational)
     files: dict = field(default_factory=dict)  # file name -> FileEntry
+    reference: ReferenceInfo | None = None  # None: built without --reference-data
 
     @property
     def num_filters(self) -> int:
@@ -400,4 +477,5 @@ class Manifest:
             versions=dict(m.get("versions") or {}),
             job=dict(m.get("job") or {}),
             files={name: FileEntry(int(e["size"]), str(e["sha256"])) for name, e in (m.get("files") or {}).items()},
+            reference=None if m.get("reference") is None else ReferenceInfo.from_dict(m["reference"]),
         )

@@ -23,6 +23,12 @@ publish generation N+1 by replacing ``CURRENT``. Rank 0 holds the bundle's appen
 throughout and first recovers what a killed run of the same append left (appends.py): a
 re-run after a kill anywhere gives the bundle of one clean append, and re-running a
 finished append changes nothing.
+
+With ``reference_data`` (reference_setup.py, reference_pass.py) every indexed row also
+gets its filter importance α, and the ranks compute the reference set's α in shards of
+their own after the profiles; rank 0 turns them into the class-filter statistics and
+exemplars while assembling. An append to a bundle with reference data computes α for
+its new rows and keeps the statistics frozen.
 """
 
 from __future__ import annotations
@@ -60,7 +66,16 @@ from .manifest import (
 from .metadata import stored_uris
 from .models import LoadedModel, load_model, load_model_from_manifest
 from .profiling import ProfileEngine, compute_shard, preflight
+from .reference_pass import DEFAULT_EXEMPLARS, ReferenceJob
+from .reference_setup import (
+    check_reference_options,
+    check_reference_skipped,
+    choose_importance,
+    compute_reference,
+    prepare_reference,
+)
 from .sampling import sample_entry, select_samples
+from .shard_loop import run_shards
 from .shards import SHARD_FORMAT, ShardPlan, WorkDir
 
 __all__ = ["IndexJob", "IndexResult", "run_index", "work_dir_for"]
@@ -105,6 +120,16 @@ class IndexJob:
     allow_outside_root: bool = False
     #: called with the shard index after each shard file is durably written (tests inject crashes here)
     on_shard_written: Callable[[int], None] | None = None
+    #: surprise and expectation (Hartley et al.): the data spec of the reference set whose class-filter
+    #: statistics and exemplars the bundle keeps (e.g. fashion-mnist:train); None: none (not with append_to)
+    reference_data: str | None = None
+    reference_layer: str | None = None  # the conv layer α is computed on; default: the last to run
+    reference_method: str = "grad_amap"  # core.IMPORTANCE_METHODS
+    #: a seeded (``seed``) stratified sample of this many reference samples; None: all of them
+    reference_limit: int | None = None
+    exemplars: int = DEFAULT_EXEMPLARS  # top reference samples kept per filter, overall and per class
+    #: like on_shard_written, for the reference shards
+    on_reference_shard_written: Callable[[int], None] | None = None
     #: rank 0's notes to the user (class mapping, sampling, slow paths); default: logged at INFO
     notify: Callable[[str], None] | None = None
 
@@ -149,6 +174,8 @@ class _Prepared:
     check: object  # preflight's answer: input shape, number of classes
     plan: ShardPlan
     work: WorkDir
+    reference: ReferenceJob | None = None  # with reference data (frozen for an append)
+    reference_check: object = None  # the reference data's preflight
 
 
 def run_index(job: IndexJob) -> IndexResult:
@@ -190,16 +217,24 @@ def _run(job: IndexJob, ds, device: str, world: World, t0: float) -> IndexResult
     if world.is_main:
         for note in notes:
             _notifier(job)(note)
+    ref_work = None if prep.reference is None or prep.reference.frozen else prep.reference.work
     if world.is_main:
         prep.work.prepare()
+        if ref_work is not None:
+            ref_work.prepare()
     world.barrier()
     prep.work.check()
+    if ref_work is not None:
+        ref_work.check()
     computed, resumed = _compute(job, world, prep.engine, prep.ds, prep.plan, prep.work, prep.check)
+    ref_computed, ref_resumed = compute_reference(job, world, prep.engine, prep.reference, prep.reference_check)
+    computed, resumed = computed + ref_computed, resumed + ref_resumed
     world.barrier()
     if not world.is_main:
         target = Path(os.path.abspath(job.append_to if append else job.out))
         return IndexResult(target, 0, 0, 0, 0, 0, computed, resumed, time.perf_counter() - t0, world.rank)
     _check_skipped(job, prep)
+    check_reference_skipped(job, prep.reference)
     inputs = _generation_inputs(job, prep, world, device, base_manifest)
     if append:
         inputs.dataset_entry["request"] = request  # how a re-run knows it was published
@@ -299,11 +334,17 @@ def _prepare(job: IndexJob, device: str, base_gen: Path | None, base_manifest: d
         say(engine.reference_reason)
     if check.upsampling and not {"resize", "crop"} & set(job.preprocessing):  # a default the user did not pick
         say(f"warning: {check.upsampling}")
+    choose_importance(job, engine, check, base_manifest, say)  # then every row also gets α
     id_offset = int(base_manifest["next_id"]) if append else 0
     plan = ShardPlan(n, job.shard_size, id_offset, indices)
     work_path = work_dir_for(job.append_to if append else job.out)
-    work = WorkDir(work_path, _job_params(job, loaded, ds, plan, device, check, base_manifest))
-    return _Prepared(loaded, ds, n, index_type, engine, check, plan, work)
+    params = _job_params(job, loaded, ds, plan, device, check, base_manifest)
+    if engine.importance_of is not None:  # only then: other jobs keep the keys (and shards) they had
+        params["importance"] = list(engine.importance_of)
+    work = WorkDir(work_path, params)
+    reference = prepare_reference(job, engine, ds, loaded, check, work_path, base_manifest, say)
+    ref_check = None if reference is None or reference.frozen else check
+    return _Prepared(loaded, ds, n, index_type, engine, check, plan, work, reference, ref_check)
 
 
 def _notifier(job: IndexJob) -> Callable[[str], None]:
@@ -390,6 +431,7 @@ def _generation_inputs(
         layout=loaded.layout.to_dict(),
         num_filters=loaded.layout.num_filters,
         index_type=prep.index_type,
+        reference=prep.reference,
         nprobe=job.nprobe,
         train_size=job.train_size,
         seed=job.seed,
@@ -431,6 +473,7 @@ def _check_job(job: IndexJob) -> None:
         raise IndexerError(f"--sample must be stratified or first, got {job.sample!r}")
     if not 0 <= float(job.max_skipped) <= 1:
         raise IndexerError(f"--max-skipped is a fraction of the samples, from 0 to 1; got {job.max_skipped}")
+    check_reference_options(job)
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
@@ -507,44 +550,14 @@ def _job_params(job, loaded, ds, plan: ShardPlan, device, check, base_manifest) 
 
 
 def _compute(job: IndexJob, world: World, engine, ds, plan: ShardPlan, work: WorkDir, check) -> tuple[int, int]:
-    mine = plan.for_rank(world.rank, world.world_size)
-    done = [s for s in mine if work.is_done(s)]
-    todo = [s for s in mine if s not in done]
-    if done and world.is_main:
-        log.info("resuming: %d of %d shard(s) of this rank already done in %s", len(done), len(mine), work.path)
-    bar = None
-    if job.progress and world.is_main:
-        from tqdm import tqdm
+    """This rank's profile shards (resuming finished ones): (samples computed, shards resumed)."""
 
-        bar = tqdm(
-            total=sum(len(s) for s in mine),
-            initial=sum(len(s) for s in done),
-            unit="img",
-            desc="indexing" if world.world_size == 1 else f"indexing (rank 0 of {world.world_size})",
-            dynamic_ncols=True,
-            smoothing=0.05,
+    def one(shard, on_samples):
+        return compute_shard(
+            engine, ds, shard, plan, check, batch_size=job.batch_size, workers=job.workers, on_samples=on_samples
         )
-    computed = 0
-    try:
-        for shard in todo:
-            result = compute_shard(
-                engine,
-                ds,
-                shard,
-                plan,
-                check,
-                batch_size=job.batch_size,
-                workers=job.workers,
-                on_samples=bar.update if bar is not None else None,
-            )
-            work.write(result)
-            computed += len(shard)
-            if job.on_shard_written is not None:
-                job.on_shard_written(shard.index)
-    finally:
-        if bar is not None:
-            bar.close()
-    return computed, len(done)
+
+    return run_shards(plan, work, world, one, progress=job.progress, desc="indexing", on_written=job.on_shard_written)
 
 
 def _remove_stale(parent: Path, prefix: str) -> None:

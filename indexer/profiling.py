@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from parasal.core import RunningStats
+from parasal.core import RunningStats, filter_importance
 from parasal.core.reference import per_sample_filter_saliency
 from parasal.core.saliency import filter_saliency
 
@@ -57,6 +57,25 @@ class ProfileEngine:
         self.preprocessing = loaded.preprocessing
         self.use_reference = False  # set by preflight when the fast engine cannot handle this model
         self.reference_reason = ""  # one line for the output saying why, when it does
+        #: (layer, method) of the filter importance α each batch also gets (bundles with reference data)
+        self.importance_of: tuple[str, str] | None = None
+        self.importance_n = 0  # filters of that layer
+
+    def set_importance(self, layer: str, method: str) -> None:
+        """Also compute α of ``layer`` (an nn.Conv2d's name; ValueError otherwise) by ``method``."""
+        from parasal.core.importance import conv_module
+
+        self.importance_n = int(conv_module(self.model, layer).out_channels)
+        self.importance_of = (layer, method)
+
+    def importance(self, x: torch.Tensor, y: torch.Tensor, seed: int) -> np.ndarray:
+        """(B, N) float32 α of ``importance_of``'s layer (core.filter_importance); ``seed``:
+        the batch's first sample id, so the ``random`` method draws the same whatever the sharding."""
+        layer, method = self.importance_of
+        x = x.to(self.device, non_blocking=True)
+        y = y.to(self.device, non_blocking=True)
+        alpha = filter_importance(self.model, x, y, layer=layer, method=method, seed=seed)
+        return alpha.detach().float().cpu().numpy()
 
     def saliency(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(saliency (B, F), logits (B, K)); the fast engine's own forward pass gives the
@@ -67,8 +86,10 @@ class ProfileEngine:
                 return sal, self.model(x)
         return filter_saliency(self.model, x, y, layout=self.layout, return_logits=True)
 
-    def run(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, np.ndarray]:
-        """``x`` (B, C, H, W) float32, ``y`` (B,) int64 -> per-sample arrays (numpy, CPU)."""
+    def run(self, x: torch.Tensor, y: torch.Tensor, seed: int = 0) -> dict[str, np.ndarray]:
+        """``x`` (B, C, H, W) float32, ``y`` (B,) int64 -> per-sample arrays (numpy, CPU);
+        with ``importance_of`` set also ``alpha`` (B, N), seeded by ``seed``."""
+        extra = {} if self.importance_of is None else {"alpha": self.importance(x, y, seed)}
         x = x.to(self.device, non_blocking=True)
         y = y.to(self.device, non_blocking=True)
         sal, logits = self.saliency(x, y)  # (B, F), (B, K)
@@ -82,6 +103,7 @@ class ProfileEngine:
             "true_confidence": logp[rows, y].exp().cpu().numpy(),
             "predicted_confidence": logp[rows, pred].exp().cpu().numpy(),
             "loss": (-logp[rows, y]).cpu().numpy(),
+            **extra,
         }
 
 
@@ -255,8 +277,10 @@ def compute_shard(
             index = np.array([i for i, _, _ in good], np.int64)
             x = torch.stack([x for _, x, _ in good])  # (B, C, H, W)
             y = torch.tensor([y for _, _, y in good], dtype=torch.int64)  # (B,)
-            out = engine.run(x, y)
+            out = engine.run(x, y, seed=int(plan.ids_of(index[:1])[0]))
             finite = np.isfinite(out["raw"]).all(axis=1) & np.isfinite(out["loss"])
+            if "alpha" in out:
+                finite &= np.isfinite(out["alpha"]).all(axis=1)
             skipped += [(int(i), "non-finite saliency or loss") for i in index[~finite]]
             parts.append({"index": index[finite], "label": y.numpy()[finite], **{k: v[finite] for k, v in out.items()}})
         if on_samples is not None:
@@ -273,6 +297,7 @@ def compute_shard(
             "true_confidence": np.zeros(0),
             "predicted_confidence": np.zeros(0),
             "loss": np.zeros(0),
+            **({} if engine.importance_of is None else {"alpha": np.zeros((0, engine.importance_n), np.float32)}),
         }
     )
     skipped.sort()
@@ -288,4 +313,5 @@ def compute_shard(
         stats=RunningStats.of(cat["raw"]) if len(cat["raw"]) else RunningStats.empty(F_),
         skipped_ids=plan.ids_of(np.array([i for i, _ in skipped], np.int64)),
         skipped_reasons=[r for _, r in skipped],
+        alpha=cat.get("alpha"),
     )

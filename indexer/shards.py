@@ -105,6 +105,8 @@ class ShardResult:
     stats: RunningStats  # of raw
     skipped_ids: np.ndarray  # (m,) int64
     skipped_reasons: list[str]
+    #: (n, N) float32 filter importance of the reference layer (jobs with reference data), else None
+    alpha: np.ndarray | None = None
 
     def check(self, plan: ShardPlan, num_filters: int) -> None:
         """Every id of the shard appears exactly once, as a row or as a skipped sample."""
@@ -119,9 +121,13 @@ class ShardResult:
                 f"shard {self.shard.index} has profiles of shape {self.raw.shape}, "
                 f"expected ({len(self.ids)}, {num_filters})"
             )
+        if self.alpha is not None and len(self.alpha) != len(self.ids):
+            raise DistributedError(f"shard {self.shard.index} has {len(self.alpha)} rows of α for {len(self.ids)} ids")
 
     def to_arrays(self, job_key: str) -> dict[str, np.ndarray]:
+        alpha = {} if self.alpha is None else {"alpha": self.alpha.astype(np.float32)}
         return {
+            **alpha,
             "header": np.array([SHARD_FORMAT, self.shard.index, self.shard.start, self.shard.stop], np.int64),
             "job": np.array(job_key),
             "ids": self.ids.astype(np.int64),
@@ -153,6 +159,7 @@ class ShardResult:
             stats=RunningStats(int(a["stats_count"]), a["stats_mean"], a["stats_m2"]),
             skipped_ids=a["skipped_ids"],
             skipped_reasons=[str(r) for r in a["skipped_reasons"]],
+            alpha=a.get("alpha"),
         )
 
 
@@ -161,12 +168,16 @@ def job_key(params: dict) -> str:
 
 
 class WorkDir:
-    """``<out>.partial/``: ``job.json`` + ``shard-NNNNNN.npz`` files (see module docstring)."""
+    """``<out>.partial/``: ``job.json`` + ``shard-NNNNNN.npz`` files (see module docstring).
 
-    def __init__(self, path: str | os.PathLike, params: dict):
+    ``result_type``: what a shard file holds (``to_arrays(key)`` / ``from_arrays``):
+    profile shards by default; the reference pass keeps its own in ``<out>.partial/reference/``."""
+
+    def __init__(self, path: str | os.PathLike, params: dict, result_type=ShardResult):
         self.path = Path(path)
         self.params = params
         self.key = job_key(params)
+        self.result_type = result_type
 
     def shard_path(self, index: int) -> Path:
         return self.path / f"shard-{index:06d}.npz"
@@ -229,15 +240,15 @@ class WorkDir:
                 f"shard {shard.index} (samples {shard.start}..{shard.stop - 1}) is missing from "
                 f"{self.path}: a rank did not finish; rerun the same command to resume"
             )
-        return ShardResult.from_arrays(read_npz(self.shard_path(shard.index)))
+        return self.result_type.from_arrays(read_npz(self.shard_path(shard.index)))
 
     def load_summary(self, shard: Shard) -> ShardResult:
-        """The shard without its profiles (``raw`` is an empty (n, 0) array): ids, skipped
-        samples and statistics, read without loading the large member."""
+        """The shard without its profiles (``raw`` is an empty (n, 0) array, ``alpha`` None):
+        ids, skipped samples and statistics, read without loading the large members."""
         if not self.is_done(shard):
             self.load(shard)  # raises the "missing shard" error
         with np.load(self.shard_path(shard.index), allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files if k != "raw"}
+            arrays = {k: z[k] for k in z.files if k not in ("raw", "alpha")}
         arrays["raw"] = np.zeros((len(arrays["ids"]), 0), np.float32)
         return ShardResult.from_arrays(arrays)
 

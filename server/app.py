@@ -39,6 +39,7 @@ from parasal.v1 import saliency_pb2 as pb
 from parasal.v1 import saliency_pb2_grpc as pb_grpc
 
 from .auth import BearerTokenInterceptor
+from .browse import Browse
 from .config import ConfigError, ServerConfig
 from .devices import limit_faiss_threads
 from .dispatch import Dispatcher, DispatchLimits, request_limits
@@ -48,7 +49,7 @@ from .interceptors import LoggingInterceptor
 from .operations import Operations
 from .queries import Queries
 from .registry import Registry
-from .servicers import INLINE_METHODS, EvaluationServicer, OperationsServicer, SaliencyServicer
+from .servicers import INLINE_METHODS, BrowseServicer, EvaluationServicer, OperationsServicer, SaliencyServicer
 from .store import OperationStore
 
 __all__ = ["AioServer", "RunningServer", "create_server", "serve", "SERVICE_NAMES"]
@@ -135,7 +136,8 @@ def create_server(config: ServerConfig, registry: Registry | None = None) -> tup
     workers = _workers(config)
     aio = None
     try:
-        servicers = (saliency, EvaluationServicer(evaluations), OperationsServicer(operations))
+        browse = BrowseServicer(registry, Browse(registry), saliency)
+        servicers = (saliency, EvaluationServicer(evaluations), OperationsServicer(operations), browse)
         aio = AioServer(lambda: _grpc_server(config, workers))
         health_servicer = aio.call(_add_services(aio.server, _dispatcher(config, token, workers), *servicers))
         host, port = _listen(aio, config, tls)
@@ -251,6 +253,7 @@ async def _add_services(
     saliency: SaliencyServicer,
     evaluation: EvaluationServicer,
     operations: OperationsServicer,
+    browse: BrowseServicer,
 ) -> health_async.HealthServicer:
     """The parasal services (through the dispatcher), health (each reported SERVING) and
     reflection; returns the health servicer. Health and reflection are grpc's asyncio
@@ -258,6 +261,7 @@ async def _add_services(
     dispatcher.add(server, pb_grpc.add_SaliencyServiceServicer_to_server, saliency)
     dispatcher.add(server, pb_grpc.add_EvaluationServiceServicer_to_server, evaluation)
     dispatcher.add(server, pb_grpc.add_OperationsServiceServicer_to_server, operations)
+    dispatcher.add(server, pb_grpc.add_BrowseServiceServicer_to_server, browse)
     health_servicer = health_async.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *SERVICE_NAMES):

@@ -207,7 +207,7 @@ class ProfileBatcher(GreedyBatcher[_ProfileRequest]):
     def compute(self, group: list[_ProfileRequest]) -> list[UploadProfile]:
         x = torch.stack([r.x for r in group])  # (B, C, H, W)
         y = torch.tensor([r.label for r in group])  # (B,)
-        if self._process is not None:
+        if self._process is not None and self._process.settled():  # until then, here (start-up)
             raw, logits = self._process.compute(x.numpy(), y.numpy())
             logits = torch.from_numpy(logits)
         else:

@@ -8,7 +8,9 @@ on stdout once it listens.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import socket
 import sys
 from pathlib import Path
 
@@ -250,18 +252,77 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     return config.validate()
 
 
+_WILDCARDS = frozenset({"", "0.0.0.0", "::", "[::]", "*"})
+
+
+def _candidates(host: str, port: int) -> list[tuple[int, tuple]]:
+    """(family, sockaddr) pairs grpc would try to bind for ``host:port``: every address the
+    host resolves to, or for a wildcard host a dual-stack ``[::]`` and then ``0.0.0.0``."""
+    if host in _WILDCARDS:
+        return [(socket.AF_INET6, ("::", port)), (socket.AF_INET, ("0.0.0.0", port))]
+    if host == "localhost":  # grpc's resolver gives both loopbacks, whatever /etc/hosts says
+        return [(socket.AF_INET6, ("::1", port)), (socket.AF_INET, ("127.0.0.1", port))]
+    infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    return list(dict.fromkeys((family, sockaddr[:2]) for family, _, _, _, sockaddr in infos))
+
+
+def _bind_error(family: int, sockaddr: tuple) -> OSError | None:
+    """Why a listening socket cannot be made on ``sockaddr`` (None: it can). SO_REUSEADDR and
+    listen() as grpc's own listener does, so a port in TIME_WAIT is free and a port another
+    socket listens on (or holds bound without SO_REUSEADDR) is not."""
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # grpc's dual-stack wildcard
+            s.bind(sockaddr)
+            s.listen(1)
+    except OSError as exc:
+        return exc
+    return None
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why ``parasal serve`` could not listen on ``host:port``, found in milliseconds before
+    the bundles are opened (tens of seconds); None when it can (or when only grpc can tell:
+    port 0, a host this resolver does not know). Like grpc, one bindable address is enough.
+    The check is advisory: the server's own bind still decides (and fails cleanly)."""
+    if port == 0:
+        return None
+    try:
+        candidates = _candidates(host, port)
+    except (OSError, UnicodeError):
+        return None  # grpc resolves it (or says it cannot) itself
+    errors = [_bind_error(family, sockaddr) for family, sockaddr in candidates]
+    if not errors or any(e is None for e in errors):
+        return None
+    first = errors[0]
+    if any(e.errno == errno.EADDRINUSE for e in errors):
+        return f"port {port} on {host} is already in use; stop what holds it, or pick another --port (0 = a free one)"
+    return f"cannot listen on {host}:{port}: {first.strerror or first}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    try:
+        config = config_from_args(args)
+        # Before the imports and the bundles (tens of seconds): a port in use fails at once.
+        problem = port_problem(config.host, config.port)
+        if problem:
+            raise ConfigError(problem)
+    except ConfigError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
     # Imported here so `--help` and flag errors stay fast (torch, faiss load with the app).
     from parasal.indexer import IndexerError
 
     from .app import serve
 
     try:
-        return serve(config_from_args(args))
+        return serve(config)
     except (ConfigError, IndexerError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2

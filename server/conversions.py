@@ -9,15 +9,18 @@ request that cannot be read (no query set, an unrequestable selection) raises th
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 from google.protobuf import timestamp_pb2
 
-from parasal.core import LayerSpan
+from parasal.core import LayerSpan, SuppressionReport
 from parasal.core.evaluation import (
     WHOLE_NETWORK,
+    Collateral,
+    DrawSpread,
     FinetuneReport,
     FinetuneRow,
     PruningReport,
@@ -25,8 +28,10 @@ from parasal.core.evaluation import (
     ReferenceState,
 )
 from parasal.indexer import SampleMeta
+from parasal.indexer.failure_modes import FailureModes
 from parasal.v1 import saliency_pb2 as pb
 
+from .browse import ConfusionMatrix, SampleFilter, SamplePage
 from .errors import InvalidArgument
 from .queries import (
     Confusion,
@@ -39,6 +44,7 @@ from .queries import (
     SampleRecord,
     SimilarResult,
 )
+from .surprise import Deviation, SurpriseParams, SurpriseResult
 
 #: Profile index -> (layer, filter within the layer): ``FilterLayout.locate``.
 Locate = Callable[[int], "tuple[LayerSpan, int]"]
@@ -127,10 +133,15 @@ def filter_score_from_proto(message: pb.FilterScore) -> FilterScore:
 
 
 def sample_to_proto(
-    meta: SampleMeta, locate: Locate, class_names: Sequence[str] = (), top_filters: bool = True
+    meta: SampleMeta,
+    locate: Locate,
+    class_names: Sequence[str] = (),
+    top_filters: bool = True,
+    surprise: tuple[float, int, int] | None = None,
 ) -> pb.Sample:
     """``locate`` names each top filter's layer; ``class_names`` (may be empty) the labels;
-    ``top_filters=False`` leaves the top filters out."""
+    ``top_filters=False`` leaves the top filters out; ``surprise`` (beta, num_surprise,
+    num_expectation) is set where the bundle has reference data."""
 
     def name(label: int) -> str:
         return class_names[label] if 0 <= label < len(class_names) else ""
@@ -151,6 +162,8 @@ def sample_to_proto(
     for index, z in meta.top_filters if top_filters else ():
         span, j = locate(int(index))
         add(index=int(index), layer=span.name, filter=j, z=float(z))
+    if surprise is not None:
+        message.beta, message.num_surprise, message.num_expectation = surprise
     return message
 
 
@@ -185,9 +198,11 @@ class SampleMessages:
         class_names: Sequence[str] = (),
         maxsize: int = 100_000,
         top_filters: bool = True,
+        surprise: Callable[[int], tuple[float, int, int] | None] | None = None,
     ):
         self._meta, self._locate, self._class_names = meta, locate, list(class_names)
         self._top_filters = top_filters
+        self._surprise = surprise  # sample id -> (beta, num_surprise, num_expectation) or None
         self._cached = functools.lru_cache(maxsize=maxsize)(self._build)
 
     def __call__(self, sample_id: int) -> pb.Sample:
@@ -199,7 +214,9 @@ class SampleMessages:
             self._cached(int(i))
 
     def _build(self, sample_id: int) -> pb.Sample:
-        return sample_to_proto(self._meta(sample_id), self._locate, self._class_names, self._top_filters)
+        meta = self._meta(sample_id)  # NotFound first
+        surprise = self._surprise(sample_id) if self._surprise is not None else None
+        return sample_to_proto(meta, self._locate, self._class_names, self._top_filters, surprise)
 
 
 def sample_response(record: SampleRecord, samples: Callable[[int], pb.Sample]) -> pb.GetSampleResponse:
@@ -294,6 +311,9 @@ def bundle_info_to_proto(served) -> pb.BundleInfo:
         class_names=list(served.class_names),
         input_shape=list(served.preprocessing.input_shape or ()),
     )
+    reference = bundle.reference if getattr(bundle, "has_reference", False) else None
+    if reference is not None:
+        info.reference.CopyFrom(reference_info_to_proto(reference))
     created = manifest.created
     if created:
         try:
@@ -307,6 +327,53 @@ def bundle_info_to_proto(served) -> pb.BundleInfo:
 # Evaluation results
 
 
+def collateral_to_proto(value: Collateral | None) -> pb.Collateral:
+    """None (not measured) is evaluated 0 with NaN figures, as the proto says."""
+    if value is None:
+        return pb.Collateral(evaluated=0, accuracy_delta=math.nan, flips=0, true_confidence_delta=math.nan)
+    return pb.Collateral(
+        evaluated=value.evaluated,
+        accuracy_delta=value.accuracy_delta,
+        flips=value.flips,
+        true_confidence_delta=value.true_confidence_delta,
+    )
+
+
+def collateral_from_proto(message: pb.Collateral) -> Collateral | None:
+    if message.evaluated == 0:  # not measured (the proto)
+        return None
+    return Collateral(
+        evaluated=int(message.evaluated),
+        accuracy_delta=float(message.accuracy_delta),
+        flips=int(message.flips),
+        true_confidence_delta=float(message.true_confidence_delta),
+    )
+
+
+def spread_to_proto(value: DrawSpread | None) -> pb.DrawSpread | None:
+    if value is None:
+        return None
+    return pb.DrawSpread(
+        draws=value.draws,
+        reference_true_confidence_delta_std=value.reference_true_confidence_delta_std,
+        neighbors_true_confidence_delta_std=value.neighbors_true_confidence_delta_std,
+        neighbors_corrected_fraction_std=value.neighbors_corrected_fraction_std,
+        incorrect_confidence_delta_std=value.incorrect_confidence_delta_std,
+    )
+
+
+def spread_from_proto(message: pb.DrawSpread) -> DrawSpread | None:
+    if message.draws == 0:
+        return None
+    return DrawSpread(
+        draws=int(message.draws),
+        reference_true_confidence_delta_std=float(message.reference_true_confidence_delta_std),
+        neighbors_true_confidence_delta_std=float(message.neighbors_true_confidence_delta_std),
+        neighbors_corrected_fraction_std=float(message.neighbors_corrected_fraction_std),
+        incorrect_confidence_delta_std=float(message.incorrect_confidence_delta_std),
+    )
+
+
 def finetune_row_to_proto(row: FinetuneRow) -> pb.FinetuneRow:
     return pb.FinetuneRow(
         selection=selection_to_proto(row.selection),
@@ -316,6 +383,11 @@ def finetune_row_to_proto(row: FinetuneRow) -> pb.FinetuneRow:
         neighbors_corrected_fraction=row.neighbors_corrected_fraction,
         neighbors_true_confidence_delta=row.neighbors_true_confidence_delta,
         neighbors_evaluated=row.neighbors_evaluated,
+        parameters=row.parameters,
+        filters=[int(f) for f in row.filters],
+        collateral=collateral_to_proto(row.collateral),
+        spread=spread_to_proto(row.spread),
+        reference_corrected_fraction=row.reference_corrected_fraction,
     )
 
 
@@ -329,6 +401,11 @@ def finetune_row_from_proto(message: pb.FinetuneRow) -> FinetuneRow:
         neighbors_corrected_fraction=float(message.neighbors_corrected_fraction),
         neighbors_true_confidence_delta=float(message.neighbors_true_confidence_delta),
         neighbors_evaluated=int(message.neighbors_evaluated),
+        parameters=int(message.parameters),
+        filters=tuple(int(f) for f in message.filters),
+        collateral=collateral_from_proto(message.collateral),
+        spread=spread_from_proto(message.spread),
+        reference_corrected_fraction=float(message.reference_corrected_fraction),
     )
 
 
@@ -343,6 +420,10 @@ def pruning_row_to_proto(row: PruningRow) -> pb.PruningRow:
         neighbors_incorrect_confidence_delta=row.neighbors_incorrect_confidence_delta,
         neighbors_true_confidence_delta=row.neighbors_true_confidence_delta,
         neighbors_evaluated=row.neighbors_evaluated,
+        filters=[int(f) for f in row.filters],
+        collateral=collateral_to_proto(row.collateral),
+        spread=spread_to_proto(row.spread),
+        reference_corrected_fraction=row.reference_corrected_fraction,
     )
 
 
@@ -358,6 +439,10 @@ def pruning_row_from_proto(message: pb.PruningRow) -> PruningRow:
         neighbors_incorrect_confidence_delta=float(message.neighbors_incorrect_confidence_delta),
         neighbors_true_confidence_delta=float(message.neighbors_true_confidence_delta),
         neighbors_evaluated=int(message.neighbors_evaluated),
+        filters=tuple(int(f) for f in message.filters),
+        collateral=collateral_from_proto(message.collateral),
+        spread=spread_from_proto(message.spread),
+        reference_corrected_fraction=float(message.reference_corrected_fraction),
     )
 
 
@@ -392,6 +477,8 @@ def finetune_result_to_proto(
         neighbor_ids=[int(i) for i in neighbor_ids],
         rows=[finetune_row_to_proto(r) for r in report.rows],
         step_size=report.step_size,
+        seed=report.seed,
+        random_draws=report.random_draws,
     )
 
 
@@ -402,4 +489,278 @@ def pruning_result_to_proto(
         reference=reference_state_to_proto(report.reference, sample_id),
         neighbor_ids=[int(i) for i in neighbor_ids],
         rows=[pruning_row_to_proto(r) for r in report.rows],
+        seed=report.seed,
+        random_draws=report.random_draws,
+    )
+
+
+def exported_edit_to_proto(edit, chunk_bytes: int) -> list[pb.ExportEditedModelResponse]:
+    """An evaluations.ExportedEdit as consecutive chunks of at most ``chunk_bytes``; the first
+    also says what the edit was (filters, step size, seed, total size)."""
+    pieces = [edit.data[i : i + chunk_bytes] for i in range(0, len(edit.data), chunk_bytes)] or [b""]
+    messages = [pb.ExportEditedModelResponse(data=piece) for piece in pieces]
+    first = messages[0]
+    first.filters.extend(int(f) for f in edit.filters)
+    first.step_size = edit.step_size
+    first.seed = edit.seed
+    first.total_bytes = len(edit.data)
+    return messages
+
+
+# ---------------------------------------------------------------------------------------
+# Browsing (server/browse.py)
+
+CORRECTNESS_FROM_PROTO = {
+    pb.CORRECTNESS_UNSPECIFIED: None,
+    pb.CORRECTNESS_CORRECT: True,
+    pb.CORRECTNESS_MISCLASSIFIED: False,
+}
+CORRECTNESS_TO_PROTO = {v: k for k, v in CORRECTNESS_FROM_PROTO.items()}
+ORDER_FROM_PROTO = {
+    pb.SAMPLE_ORDER_UNSPECIFIED: "id",
+    pb.SAMPLE_ORDER_ID: "id",
+    pb.SAMPLE_ORDER_LOSS: "loss",
+    pb.SAMPLE_ORDER_TRUE_CONFIDENCE: "true_confidence",
+    pb.SAMPLE_ORDER_PREDICTED_CONFIDENCE: "predicted_confidence",
+    pb.SAMPLE_ORDER_BETA: "beta",
+}
+ORDER_TO_PROTO = {name: value for value, name in ORDER_FROM_PROTO.items() if value != pb.SAMPLE_ORDER_UNSPECIFIED}
+
+
+def _optional(message, name: str) -> float | None:
+    return float(getattr(message, name)) if message.HasField(name) else None
+
+
+def sample_filter_from_proto(request: pb.ListSamplesRequest) -> SampleFilter:
+    """InvalidArgument for an unknown correctness or order value."""
+    if request.correctness not in CORRECTNESS_FROM_PROTO:
+        raise InvalidArgument(f"correctness {request.correctness} is not a Correctness value")
+    if request.order_by not in ORDER_FROM_PROTO:
+        raise InvalidArgument(f"order_by {request.order_by} is not a SampleOrder value")
+    return SampleFilter(
+        true_labels=tuple(int(v) for v in request.true_labels),
+        predicted_labels=tuple(int(v) for v in request.predicted_labels),
+        correct=CORRECTNESS_FROM_PROTO[request.correctness],
+        min_true_confidence=_optional(request, "min_true_confidence"),
+        max_true_confidence=_optional(request, "max_true_confidence"),
+        min_loss=_optional(request, "min_loss"),
+        max_loss=_optional(request, "max_loss"),
+        beta_below=_optional(request, "beta_below"),
+        beta_above=_optional(request, "beta_above"),
+        only_with_surprise=bool(request.only_with_surprise),
+        only_with_expectation=bool(request.only_with_expectation),
+        failure_mode=int(request.failure_mode) if request.HasField("failure_mode") else None,
+        order_by=ORDER_FROM_PROTO[request.order_by],
+        descending=bool(request.descending),
+    )
+
+
+def sample_filter_to_proto(query: SampleFilter, request: pb.ListSamplesRequest) -> pb.ListSamplesRequest:
+    """Writes ``query`` into ``request`` (tests; the SDK builds its own requests)."""
+    request.true_labels[:] = list(query.true_labels)
+    request.predicted_labels[:] = list(query.predicted_labels)
+    request.correctness = CORRECTNESS_TO_PROTO[query.correct]
+    for name in ("min_true_confidence", "max_true_confidence", "min_loss", "max_loss", "beta_below", "beta_above"):
+        if getattr(query, name) is not None:
+            setattr(request, name, getattr(query, name))
+    request.only_with_surprise = query.only_with_surprise
+    request.only_with_expectation = query.only_with_expectation
+    if query.failure_mode is not None:
+        request.failure_mode = query.failure_mode
+    request.order_by = ORDER_TO_PROTO[query.order_by]
+    request.descending = query.descending
+    return request
+
+
+def sample_page_to_proto(page: SamplePage, samples: Callable[[int], pb.Sample]) -> pb.ListSamplesResponse:
+    """``samples``: id -> its cached message (copied; the copy gets the sample's failure mode)."""
+    response = pb.ListSamplesResponse(next_page_token=page.next_page_token, total_size=page.total_size)
+    add = response.samples.add
+    modes = page.failure_modes
+    for i, sample_id in enumerate(page.ids.tolist()):
+        message = add()
+        message.CopyFrom(samples(sample_id))
+        if modes is not None and modes[i] >= 0:
+            message.failure_mode = int(modes[i])
+    return response
+
+
+def set_failure_mode(message: pb.Sample, modes: FailureModes | None) -> None:
+    """Sets ``message.failure_mode`` (a response's own copy, never a cached message) when the
+    modes are computed and the sample is in one."""
+    if modes is not None:
+        mode = int(modes.mode_of([message.id])[0])
+        if mode >= 0:
+            message.failure_mode = mode
+
+
+def confusion_matrix_to_proto(matrix: ConfusionMatrix) -> pb.GetConfusionMatrixResponse:
+    return pb.GetConfusionMatrixResponse(
+        num_classes=matrix.num_classes,
+        class_names=list(matrix.class_names),
+        counts=matrix.counts.reshape(-1).tolist(),
+        per_class_accuracy=matrix.per_class_accuracy.tolist(),
+        accuracy=matrix.accuracy,
+        num_samples=matrix.num_samples,
+    )
+
+
+def failure_modes_to_proto(
+    modes: FailureModes,
+    locate: Locate,
+    *,
+    medoids: int,
+    top_filters: int,
+    include_map: bool = False,
+    include_members: bool = False,
+) -> pb.ListFailureModesResponse:
+    """``medoids`` / ``top_filters``: how many of each mode's (kept in rank order) to send."""
+    response = pb.ListFailureModesResponse(
+        method=modes.method,
+        silhouette=modes.silhouette,
+        num_misclassified=modes.num_misclassified,
+        num_unassigned=modes.num_unassigned,
+    )
+    for mode in modes.modes:
+        message = response.modes.add(
+            id=mode.id,
+            size=mode.size,
+            medoid_ids=mode.medoid_ids[:medoids].tolist(),
+            cohesion=mode.cohesion,
+            member_ids=mode.member_ids.tolist() if include_members else [],
+        )
+        for label, predicted, count in mode.confusions:
+            message.confusions.add(label=label, predicted=predicted, count=count)
+        for index, z in mode.top_filters[:top_filters]:
+            span, j = locate(int(index))
+            message.top_filters.add(index=int(index), layer=span.name, filter=j, z=float(z))
+        for layer, filter_, count in mode.shared_surprise:
+            message.shared_surprise.add(layer=layer, filter=filter_, count=count)
+        for layer, filter_, count in mode.shared_expectation:
+            message.shared_expectation.add(layer=layer, filter=filter_, count=count)
+    if include_map and modes.map is not None:
+        m = modes.map
+        response.map_method = m.method
+        add = response.map.add
+        columns = (m.ids, m.xy[:, 0], m.xy[:, 1], m.labels, m.predicted, m.modes)
+        for i, x, y, label, predicted, mode in zip(*(c.tolist() for c in columns)):
+            add(id=i, x=x, y=y, label=label, predicted=predicted, failure_mode=mode)
+    return response
+
+
+# ---------------------------------------------------------------------------------------
+# Surprise and expectation (surprise.py, suppression.py)
+
+
+def reference_info_to_proto(reference) -> pb.ReferenceDataInfo:
+    """A bundle's ReferenceData (parasal.indexer) as ReferenceDataInfo."""
+    return pb.ReferenceDataInfo(
+        dataset=str(reference.dataset),
+        num_samples=int(reference.num_samples),
+        layer=str(reference.layer),
+        method=str(reference.method),
+        num_filters=int(reference.num_filters),
+        exemplars_per_filter=int(reference.exemplars_per_filter),
+    )
+
+
+def surprise_params_from_proto(request: pb.ExplainSurpriseRequest) -> SurpriseParams:
+    return SurpriseParams(
+        high_percentile=float(request.high_percentile),
+        low_percentile=float(request.low_percentile),
+        max_filters=int(request.max_filters),
+        detailed=int(request.detailed),
+        exemplars=int(request.exemplars),
+        exemplars_any_class=bool(request.exemplars_any_class),
+        segments=int(request.segments),
+        include_alpha=bool(request.include_alpha),
+        include_exemplar_images=bool(request.include_exemplar_images),
+    )
+
+
+def deviation_to_proto(d: Deviation) -> pb.FilterDeviation:
+    message = pb.FilterDeviation(
+        layer=d.layer, filter=d.filter, alpha=d.alpha, mean=d.mean, threshold=d.threshold, deviation=d.deviation
+    )
+    if d.region is not None:
+        height, width = d.region.mask.shape
+        mask = np.ascontiguousarray(d.region.mask, np.uint8).tobytes()  # row-major, 1 inside
+        message.region.CopyFrom(pb.Region(png=d.region.png, height=height, width=width, mask=mask))
+    add = message.exemplars.add
+    for e in d.exemplars:
+        add(id=e.id, uri=e.uri, label=e.label, label_name=e.label_name, activation=e.activation, image_png=e.image_png)
+    return message
+
+
+def surprise_to_proto(result: SurpriseResult) -> pb.ExplainSurpriseResponse:
+    response = pb.ExplainSurpriseResponse(
+        label=result.label,
+        predicted=result.predicted,
+        true_confidence=result.true_confidence,
+        predicted_confidence=result.predicted_confidence,
+        beta=result.beta,
+        layer=result.layer,
+        method=result.method,
+        high_percentile=result.high_percentile,
+        low_percentile=result.low_percentile,
+        surprise=[deviation_to_proto(d) for d in result.surprise],
+        expectation=[deviation_to_proto(d) for d in result.expectation],
+    )
+    if result.sample_id is not None:
+        response.sample_id = result.sample_id
+    if result.alpha is not None:
+        response.alpha[:] = np.asarray(result.alpha, np.float32).tolist()
+    if result.class_mean is not None:
+        response.class_mean[:] = np.asarray(result.class_mean, np.float32).tolist()
+    return response
+
+
+def suppression_to_proto(report: SuppressionReport, state: ReferenceState, sample_id: int | None):
+    """A core SuppressionReport (filter -1: none, vanilla rows only) as SuppressionResult."""
+    return pb.SuppressionResult(
+        reference=reference_state_to_proto(state, sample_id),
+        layer=report.layer,
+        filter=report.filter,
+        rows=[
+            pb.SuppressionRow(
+                method=r.method,
+                segments=r.segments,
+                blanked=r.blanked,
+                predicted=r.predicted,
+                true_confidence=r.label_confidence,
+                corrected=r.fixed,
+            )
+            for r in report.rows
+        ],
+        fixed_by_surprise=any(r.fixed for r in report.rows if r.method == "surprise"),
+        fixed_by_vanilla=any(r.fixed for r in report.rows if r.method == "vanilla"),
+    )
+
+
+def experiment_result_to_proto(output) -> pb.ExperimentResult:
+    """A ``parasal.server.experiments.ExperimentOutput`` as ExperimentResult (points as the
+    JSON has them: a CI not measured is NaN on the wire, null in the JSON)."""
+
+    def wire(value) -> float:
+        return float("nan") if value is None else float(value)
+
+    return pb.ExperimentResult(
+        name=output.name,
+        references=output.references,
+        seed=output.seed,
+        points=[
+            pb.ExperimentPoint(
+                selection=p.selection,
+                count=p.count,
+                metric=p.metric,
+                mean=wire(p.mean),
+                ci_low=wire(p.ci_low),
+                ci_high=wire(p.ci_high),
+                n=p.n,
+            )
+            for p in output.points
+        ],
+        json=output.json,
+        plot_png=output.plot_png,
+        seconds=output.seconds,
     )

@@ -23,6 +23,7 @@ import grpc
 from google.protobuf.message import Message
 
 from parasal.indexer import BundleError, CorruptSample, SampleNotFound
+from parasal.indexer.errors import NoReferenceData
 
 from .inline import WouldBlock
 from .interceptors import WrappingInterceptor
@@ -91,6 +92,9 @@ ERROR_TABLE: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
     (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
+    # Surprise asked of a bundle indexed without --reference-data: a state, not a broken bundle
+    # (before BundleError, its base class).
+    (NoReferenceData, grpc.StatusCode.FAILED_PRECONDITION),
     # A bundle that fails its own checks while serving, or a sample image that can no
     # longer be read (a file changed or vanished under us), is data loss, not a client mistake.
     (BundleError, grpc.StatusCode.DATA_LOSS),

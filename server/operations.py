@@ -58,6 +58,8 @@ Job = Callable[[Progress, StopFlag], object]
 #: Progress recorded at least at every this much advance, however quick the job.
 PROGRESS_STEP = 0.1
 _RESULT_FIELD = {pb.FinetuneEvaluationResult: "finetune", pb.PruningEvaluationResult: "pruning"}
+_RESULT_FIELD[pb.ExperimentResult] = "experiment"
+_RESULT_FIELD[pb.SuppressionResult] = "suppression"
 #: Who starts operations in this context ("" = nobody in particular: no per-caller limit).
 _CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("parasal_operation_caller", default="")
 

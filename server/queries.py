@@ -214,19 +214,33 @@ class Queries:
         predicted_labels: Sequence[int] = (),
         include_query: bool = False,
         layers: Sequence[str] = (),
+        beta_below: float | None = None,
+        beta_above: float | None = None,
+        only_with_surprise: bool = False,
     ) -> SimilarResult:
         served = self.registry.get(bundle)
         k = check_range("k", k or DEFAULT_K, 1, self.config.max_k)
         layers = check_layers(served, layers)
         for label in [*true_labels, *predicted_labels]:  # at most 2 x limits.MAX_LABELS
             check_label(label, served.num_classes)
+        by_surprise = check_beta_filters(beta_below, beta_above, only_with_surprise)  # () when none given
         allowed = filters = None
-        if only_misclassified or true_labels or predicted_labels:
-            filters = (bool(only_misclassified), tuple(sorted(set(true_labels))), tuple(sorted(set(predicted_labels))))
+        if only_misclassified or true_labels or predicted_labels or by_surprise:
+            filters = (
+                bool(only_misclassified),
+                tuple(sorted(set(true_labels))),
+                tuple(sorted(set(predicted_labels))),
+                by_surprise,
+            )
+            # The beta / surprise filters raise NoReferenceData (FAILED_PRECONDITION) on a
+            # bundle indexed without reference data.
             allowed = served.bundle.rows_where(
                 misclassified=True if only_misclassified else None,
                 labels=list(true_labels) or None,
                 predicted=list(predicted_labels) or None,
+                beta_below=beta_below,
+                beta_above=beta_above,
+                only_with_surprise=bool(only_with_surprise),
             )
         hits = exclude = None
         if isinstance(query, ImageQuery):
@@ -301,6 +315,19 @@ def check_range(name: str, value: int, low: int, high: int) -> int:
     if not low <= value <= high:
         raise InvalidArgument(f"{name} {value} outside {low}..{high}")
     return int(value)
+
+
+def check_beta_filters(beta_below: float | None, beta_above: float | None, only_with_surprise: bool) -> tuple:
+    """() without beta / surprise filters, else their (hashable) values. InvalidArgument for a
+    non-finite bound or an empty interval (beta_above >= beta_below: both bounds are strict)."""
+    for name, value in (("beta_below", beta_below), ("beta_above", beta_above)):
+        if value is not None and not math.isfinite(value):
+            raise InvalidArgument(f"{name} must be a finite number, got {value}")
+    if beta_below is not None and beta_above is not None and beta_above >= beta_below:
+        raise InvalidArgument(f"beta_above {beta_above:g} >= beta_below {beta_below:g}: no beta lies between them")
+    if beta_below is None and beta_above is None and not only_with_surprise:
+        return ()
+    return (beta_below, beta_above, bool(only_with_surprise))
 
 
 def check_top_k(top_k: int, num_filters: int) -> int:

@@ -2,9 +2,15 @@
 
 Opening a bundle (:func:`open_served`): the bundle loads its model and checks the
 weights' fingerprint and filter layout against the ones it was indexed with; the model
-becomes the master of the bundle's replicas (replicas.py); then its batchers, its upload
-saliency process and its neighbour lists start. Anything that fails closes what was
-opened before it.
+becomes the master of the bundle's replicas (replicas.py); then its batchers and its
+neighbour lists start. Anything that fails closes what was opened before it.
+
+Start-up time: nothing waits for the upload saliency process. Its own torch and
+torchvision imports and model load take as long as the server's (about half of a
+resnet18 bundle's start on a 2-core CPU, issue #13); it loads while the server already
+listens, and uploads are computed in the server until it is ready (ProfileBatcher asks
+``settled()``). It is spawned after the server's own load, not beside it: on two busy
+cores the two loads only shared them. benchmarks/serve_startup.py measures it.
 
 Index: the bundle clones its FAISS index to a GPU when FAISS sees one (unless the server
 runs with ``--device cpu``) and serializes searches on that clone itself, since FAISS GPU
@@ -90,7 +96,7 @@ def open_served(name: str, path: Path, device: torch.device, config: ServerConfi
         max_image_pixels=config.max_image_pixels,
         weights=config.weights.get(name),
     )
-    served = None
+    served = process = None
     try:
         served = _with_model(name, bundle, device, config)
         log.info(
@@ -103,24 +109,23 @@ def open_served(name: str, path: Path, device: torch.device, config: ServerConfi
             device,
             bundle.index_type,
         )
+        # Spawned after the master has loaded (started together, the two loads only share the
+        # cores) and not waited for: uploads are computed here until it is ready.
+        if config.saliency_process:
+            process = SaliencyProcess(bundle.manifest, device=str(device), torch_threads=config.torch_threads)
         # One batch at a time: batching is the parallelism; the other replicas serve explanations.
-        process = (
-            SaliencyProcess(bundle.manifest, device=str(device), torch_threads=config.torch_threads)
-            if config.saliency_process
-            else None
-        )
         served.batcher = ProfileBatcher(served, workers=1, process=process)
         served.searcher = SearchBatcher(
             bundle, name, workers=config.search_workers, initializer=lambda: limit_faiss_threads(config.faiss_threads)
         )
-        served.neighbor_lists = _neighbor_lists(name, bundle, config)  # while the saliency process starts
-        if process is not None:
-            process.wait_ready()
+        served.neighbor_lists = _neighbor_lists(name, bundle, config)
         return served
     except BaseException:
-        if served is not None:
+        if served is not None and served.batcher is not None:
             served.close()  # its batchers (and saliency process) too
         else:
+            if process is not None:
+                process.close()
             bundle.close()
         raise
 

@@ -51,6 +51,7 @@ class SaliencyProcess:
         self._args = (manifest, device, torch_threads)
         self._lock = threading.Lock()  # one exchange on the pipe at a time
         self._process = None
+        self._failed = False  # the child reported it cannot load the model (see settled)
         self._start()
 
     def _start(self) -> None:
@@ -74,6 +75,32 @@ class SaliencyProcess:
             except (_ChildDied, OSError) as exc:
                 self._stop()
                 raise RuntimeError(f"the saliency worker process failed to start: {exc}") from None
+
+    def settled(self) -> bool:
+        """Whether :meth:`compute` would start at once: the child has loaded its model (or
+        has died; compute then fails its batch and starts another). Never blocks: the
+        server listens before its children are ready and computes uploads itself until
+        then. A child that could not load its model is given up for good (logged once):
+        uploads stay in the server, as with --no-saliency-process."""
+        if self._ready:
+            return True
+        if self._failed or not self._lock.acquire(blocking=False):
+            return False  # given up, or another thread is at the pipe
+        try:
+            if self._process is None or not self._conn.poll():
+                return False  # still loading
+            try:
+                self._ensure_ready()
+            except _ChildDied as exc:
+                if not exc.reported:
+                    return True  # died: compute() says so and starts another
+                self._failed = True
+                self._stop()
+                log.error("the saliency worker process failed to start (%s); uploads are computed in the server", exc)
+                return False
+            return True
+        finally:
+            self._lock.release()
 
     def compute(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw filter saliency (B, F) float32 and logits (B, K) float32 of images ``x``
@@ -100,7 +127,7 @@ class SaliencyProcess:
         if not self._ready:
             status, payload = self._receive()
             if status == "failed":
-                raise _ChildDied(payload)
+                raise _ChildDied(payload, reported=True)
             self._ready = True
 
     def _receive(self) -> tuple[str, object]:
@@ -119,6 +146,8 @@ class SaliencyProcess:
             self._conn.send(None)  # asks the child to exit
         except OSError:
             pass  # already gone
+        if not self._ready:
+            self._process.terminate()  # still loading (it reads the pipe only after): nothing to lose
         self._process.join(_STOP_TIMEOUT_S)
         if self._process.is_alive():
             self._process.kill()
@@ -137,7 +166,12 @@ class SaliencyProcess:
 
 
 class _ChildDied(Exception):
-    """The child exited (or never started); the message says how."""
+    """The child exited (or never started); the message says how. ``reported``: it said
+    it could not load its model (rather than being killed)."""
+
+    def __init__(self, message: str, reported: bool = False):
+        super().__init__(message)
+        self.reported = reported
 
 
 # ---------------------------------------------------------------------------------------

@@ -65,6 +65,7 @@ def finetune_result() -> pb.FinetuneEvaluationResult:
             pb.FinetuneRow(
                 selection=pb.SELECTION_WHOLE_NETWORK,
                 count=0,
+                parameters=1234,
                 reference_corrected=True,
                 reference_true_confidence_delta=0.625,
                 neighbors_evaluated=2,

@@ -206,7 +206,7 @@ def test_eval_waits_and_prints_the_table(run, fake):
         "4",
     )
     assert status == 0, err
-    assert "succeeded" in out and "whole_network" in out and "reference sample 3" in out
+    assert "succeeded" in out and "whole network (1,234 parameters)" in out and "reference sample 3" in out
     request = fake.state.requests("StartFinetuneEvaluation")[-1]
     assert list(request.counts) == [1, 5] and request.num_neighbors == 4
     assert list(request.selections) == [pb.SELECTION_MOST_SALIENT, pb.SELECTION_LEAST_SALIENT]
@@ -235,7 +235,7 @@ def test_eval_no_wait_and_ops_commands(run, fake):
     status, out, _ = run("ops", "get", "op-1", "--json")
     assert json.loads(out)["operation"]["id"] == "op-1"
     status, out, _ = run("ops", "watch", "op-1")
-    assert status == 0 and "whole_network" in out
+    assert status == 0 and "whole network (1,234 parameters)" in out
     status, _, err = run("ops", "get", "op-9")
     assert status == 2 and err == "error: no operation op-9 (NOT_FOUND)\n"
 

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from parasal.client import _convert as cv
+from parasal.client import _convert_browse as cvb
+from parasal.client import _convert_surprise as cvs
 from parasal.client import types as t
 from parasal.client.errors import Internal, InvalidArgument
 from parasal.v1 import saliency_pb2 as pb
@@ -50,12 +52,27 @@ SAMPLE = pb.Sample(
     top_filters=[FILTER, FILTER],
     label_name="Pullover",
     predicted_name="Coat",
+    beta=-0.25,
+    num_surprise=2,
+    num_expectation=1,
+    failure_mode=3,
 )
 REFERENCE = pb.ReferenceState(sample_id=0, label=1, predicted=2, true_confidence=0.25, predicted_confidence=0.5)
+COLLATERAL = pb.Collateral(evaluated=480, accuracy_delta=-0.0125, flips=6, true_confidence_delta=-0.03125)
+SPREAD = pb.DrawSpread(
+    draws=5,
+    reference_true_confidence_delta_std=0.125,
+    neighbors_true_confidence_delta_std=0.0625,
+    neighbors_corrected_fraction_std=0.25,
+    incorrect_confidence_delta_std=0.5,
+)
 FINETUNE = pb.FinetuneEvaluationResult(
     reference=REFERENCE,
     neighbor_ids=[7, 2**40],
     step_size=0.001,
+    seed=-(2**40),
+    random_draws=5,
+    failure_mode=3,
     rows=[
         pb.FinetuneRow(
             selection=pb.SELECTION_RANDOM,
@@ -65,12 +82,19 @@ FINETUNE = pb.FinetuneEvaluationResult(
             neighbors_corrected_fraction=0.25,
             neighbors_true_confidence_delta=0.125,
             neighbors_evaluated=8,
+            parameters=2**33,
+            filters=[3, 17, 600, 601, 671],
+            collateral=COLLATERAL,
+            spread=SPREAD,
+            reference_corrected_fraction=0.6000000238418579,  # float32 0.6: 3 of 5 draws
         )
     ],
 )
 PRUNING = pb.PruningEvaluationResult(
     reference=REFERENCE,
     neighbor_ids=[3],
+    seed=9,
+    random_draws=2,
     rows=[
         pb.PruningRow(
             selection=pb.SELECTION_LEAST_SALIENT,
@@ -82,6 +106,10 @@ PRUNING = pb.PruningEvaluationResult(
             neighbors_incorrect_confidence_delta=-0.125,
             neighbors_true_confidence_delta=0.0625,
             neighbors_evaluated=4,
+            filters=[1, 2],
+            collateral=COLLATERAL,
+            spread=SPREAD,
+            reference_corrected_fraction=1.0,
         )
     ],
 )
@@ -102,6 +130,87 @@ def operation(**result) -> pb.Operation:
     )
 
 
+REFERENCE_DATA = pb.ReferenceDataInfo(
+    dataset="fashion-mnist:train",
+    num_samples=60000,
+    layer="layer3.0.conv2",
+    method="grad_amap",
+    num_filters=128,
+    exemplars_per_filter=6,
+)
+EXEMPLAR = pb.Exemplar(
+    id=59999, uri="fashion-mnist:train#59999", label=3, label_name="Dress", activation=0.5, image_png=b"\x89PNG."
+)
+DEVIATION = pb.FilterDeviation(
+    layer="layer3.0.conv2",
+    filter=17,
+    alpha=1.5,
+    mean=0.25,
+    threshold=1.125,
+    deviation=1.25,
+    region=pb.Region(png=b"\x89PNG..", height=2, width=3, mask=bytes([0, 1, 1, 0, 0, 1])),
+    exemplars=[EXEMPLAR, EXEMPLAR],
+)
+SURPRISE = pb.ExplainSurpriseResponse(
+    sample_id=7,
+    label=6,
+    predicted=4,
+    true_confidence=0.125,
+    predicted_confidence=0.75,
+    beta=-0.0625,
+    layer="layer3.0.conv2",
+    method="grad_amap",
+    high_percentile=99.5,
+    low_percentile=0.5,
+    surprise=[DEVIATION],
+    expectation=[DEVIATION, DEVIATION],
+    alpha=[0.5, -1.25, 3.0],
+    class_mean=[0.25, 0.0, 1.0],
+)
+SUPPRESSION = pb.SuppressionResult(
+    reference=REFERENCE,
+    layer="layer3.0.conv2",
+    filter=17,
+    rows=[
+        pb.SuppressionRow(
+            method="surprise", segments=50, blanked=2, predicted=6, true_confidence=0.625, corrected=True
+        )
+    ],
+    fixed_by_surprise=True,
+    fixed_by_vanilla=True,
+)
+FILTER_COUNT = pb.FilterCount(layer="conv2", filter=5, count=12)
+FAILURE_MODE = pb.FailureMode(
+    id=1,
+    size=40,
+    confusions=[pb.ConfusionCount(label=6, predicted=2, count=30), pb.ConfusionCount(label=2, predicted=6, count=10)],
+    top_filters=[FILTER],
+    medoid_ids=[17, 2**40],
+    cohesion=0.875,
+    shared_surprise=[FILTER_COUNT],
+    shared_expectation=[FILTER_COUNT, FILTER_COUNT],
+    member_ids=[3, 17, 2**40],
+)
+MAP_POINT = pb.FailureMapPoint(id=17, x=-0.5, y=0.25, label=6, predicted=2, failure_mode=1)
+FAILURE_MODES = pb.ListFailureModesResponse(
+    modes=[FAILURE_MODE],
+    method="k-means, k=2 by silhouette",
+    silhouette=0.375,
+    num_misclassified=41,
+    num_unassigned=1,
+    map=[MAP_POINT, MAP_POINT],
+    map_method="PCA",
+)
+CONFUSION_MATRIX = pb.GetConfusionMatrixResponse(
+    num_classes=2,
+    class_names=["a", "b"],
+    counts=[5, 1, 2, 7],
+    per_class_accuracy=[5 / 6, 7 / 9],
+    accuracy=0.8,
+    num_samples=15,
+)
+SAMPLE_PAGE = pb.ListSamplesResponse(samples=[SAMPLE, SAMPLE], next_page_token="abc", total_size=90)
+
 # (fully populated proto, from_proto, to_proto)
 CASES = {
     "Layer": (pb.Layer(name="conv1", kind="conv2d", filters=64, offset=128), cv.layer_from_proto, cv.layer_to_proto),
@@ -120,6 +229,7 @@ CASES = {
             class_names=["a", "b"],
             created_at=ts(1_700_000_000, 123_000),
             input_shape=[1, 28, 28],
+            reference=REFERENCE_DATA,
         ),
         cv.bundle_info_from_proto,
         cv.bundle_info_to_proto,
@@ -170,6 +280,18 @@ CASES = {
     "PruningEvaluationResult": (PRUNING, cv.pruning_result_from_proto, cv.pruning_result_to_proto),
     "Operation(finetune)": (operation(finetune=FINETUNE), cv.operation_from_proto, cv.operation_to_proto),
     "Operation(pruning)": (operation(pruning=PRUNING), cv.operation_from_proto, cv.operation_to_proto),
+    "ReferenceDataInfo": (REFERENCE_DATA, cvs.reference_info_from_proto, cvs.reference_info_to_proto),
+    "Exemplar": (EXEMPLAR, cvs.exemplar_from_proto, cvs.exemplar_to_proto),
+    "FilterDeviation": (DEVIATION, cvs.filter_deviation_from_proto, cvs.filter_deviation_to_proto),
+    "ExplainSurpriseResponse": (SURPRISE, cvs.surprise_from_proto, cvs.surprise_to_proto),
+    "SuppressionResult": (SUPPRESSION, cvs.suppression_result_from_proto, cvs.suppression_result_to_proto),
+    "Operation(suppression)": (operation(suppression=SUPPRESSION), cv.operation_from_proto, cv.operation_to_proto),
+    "FilterCount": (FILTER_COUNT, cvb.filter_count_from_proto, cvb.filter_count_to_proto),
+    "FailureMode": (FAILURE_MODE, cvb.failure_mode_from_proto, cvb.failure_mode_to_proto),
+    "FailureMapPoint": (MAP_POINT, cvb.failure_map_point_from_proto, cvb.failure_map_point_to_proto),
+    "ListFailureModesResponse": (FAILURE_MODES, cvb.failure_modes_from_proto, cvb.failure_modes_to_proto),
+    "GetConfusionMatrixResponse": (CONFUSION_MATRIX, cvb.confusion_matrix_from_proto, cvb.confusion_matrix_to_proto),
+    "ListSamplesResponse": (SAMPLE_PAGE, cvb.sample_page_from_proto, cvb.sample_page_to_proto),
 }
 
 
@@ -269,10 +391,35 @@ def test_result_table_and_dicts():
     result = cv.finetune_result_from_proto(FINETUNE)
     dicts = result.to_dicts()
     assert dicts[0]["selection"] == "random" and dicts[0]["neighbors_evaluated"] == 8
+    assert dicts[0]["collateral"]["flips"] == 6 and dicts[0]["filters"] == (3, 17, 600, 601, 671)
     table = result.table().splitlines()
-    assert table[0].split() == ["selection", "count", "ref_fixed", "ref_dtrue", "nbr_fixed", "nbr_dtrue", "nbrs"]
-    assert table[2].split()[:4] == ["random", "5", "yes", "-0.5000"]
+    assert table[0].split() == [
+        "selection",
+        "count",
+        "ref_fixed",
+        "ref_dtrue",
+        "nbr_fixed",
+        "nbr_dtrue",
+        "nbrs",
+        "coll_flips",
+        "coll_dacc",
+        "coll_dtrue",
+        "sd_ref_dtrue",
+        "filters",
+    ]
+    assert table[2].split() == [
+        "random", "5", "yes", "-0.5000", "0.2500", "0.1250", "8", "6/480", "-0.0125", "-0.0312", "0.1250",
+        "3,17,600,601,+1",
+    ]  # fmt: skip
     assert t.PruningResult(result.reference, np.zeros(0, np.int64), []).table() == "(no rows)"
+
+
+def test_the_whole_network_row_is_labelled_by_its_parameters():
+    row = pb.FinetuneRow(selection=pb.SELECTION_WHOLE_NETWORK, count=0, parameters=1_234_567, neighbors_evaluated=0)
+    result = cv.finetune_result_from_proto(pb.FinetuneEvaluationResult(reference=REFERENCE, rows=[row]))
+    assert result.rows[0].label == "whole network (1,234,567 parameters)"
+    assert result.rows[0].collateral is None and result.rows[0].spread is None  # not measured / no draws
+    assert "whole network (1,234,567 parameters)" in result.table()
 
 
 def test_array_dataclasses_compare_by_value_and_are_unhashable():

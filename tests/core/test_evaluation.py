@@ -15,6 +15,7 @@ from parasal.core.evaluation import (
     Cancelled,
     finetune_evaluation,
     pruning_evaluation,
+    random_filters,
     select_filters,
 )
 from parasal.core.interventions import finetune_step, prune_filters
@@ -140,9 +141,9 @@ def test_select_filters():
 def test_finetune_rows_equal_manual_finetune_steps(setup):
     s = setup
     step = 0.01
-    report = _finetune(s, counts=(1, 3), step_size=step, seed=4)
+    report = _finetune(s, counts=(1, 3), step_size=step, seed=4, random_draws=1)
     assert [(r.selection, r.count) for r in report.rows] == [(sel, c) for c in (1, 3) for sel in SELECTIONS] + [
-        (WHOLE_NETWORK, s["layout"].num_filters)
+        (WHOLE_NETWORK, 0)
     ]
     assert report.neighbors_total == 8 and report.neighbors_misclassified == 5
     assert report.reference.predicted != s["y"]
@@ -158,7 +159,11 @@ def test_finetune_rows_equal_manual_finetune_steps(setup):
             _, salient = finetune_step(
                 s["model"], s["layout"], s["x"], s["y"], select_filters(s["profile"], row.count, "most"), step_size=step
             )
-            chosen = select_filters(s["profile"], row.count, row.selection, generator=torch.Generator().manual_seed(4))
+            if row.selection == "random":
+                chosen = random_filters(s["layout"].num_filters, row.count, seed=4, key=report.reference_key)
+            else:
+                chosen = select_filters(s["profile"], row.count, row.selection)
+            assert row.filters == tuple(sorted(chosen))
             target = None if row.selection == "most" else salient
             tuned, norm = finetune_step(
                 s["model"], s["layout"], s["x"], s["y"], chosen, step_size=step, target_norm=target
@@ -201,7 +206,7 @@ def test_counts_are_clipped_and_noted_and_neighbors_are_optional(setup):
     report = finetune_evaluation(
         s["model"], s["layout"], s["x"], s["y"], s["profile"], counts=(1000,), selections=("most", "least")
     )
-    assert [r.count for r in report.rows] == [num_filters] * 3
+    assert [r.count for r in report.rows] == [num_filters] * 2 + [0]  # the whole-network row counts no filters
     assert report.rows[0].requested_count == 1000
     assert any("1000" in note for note in report.notes)
     # all filters, most or least: the same step
@@ -238,11 +243,11 @@ def test_progress_reaches_one_and_cancel_raises(setup):
     s = setup
     seen = []
     _finetune(s, counts=(1, 3), progress=lambda f, msg: seen.append((f, msg)))
-    assert len(seen) == 2 * 3 + 1 and seen[-1][0] == 1.0
+    assert len(seen) == 2 * (1 + 5 + 1) + 1 and seen[-1][0] == 1.0  # every random draw is a step (5 by default)
     assert all(a < b for (a, _), (b, _) in zip(seen, seen[1:]))
     pruned = []
-    _prune(s, counts=(2,), progress=lambda f, msg: pruned.append(f))
-    assert pruned == [1 / 3, 2 / 3, 1.0]
+    _prune(s, counts=(2,), random_draws=2, progress=lambda f, msg: pruned.append(f))
+    assert pruned == [1 / 4, 2 / 4, 3 / 4, 1.0]
 
     snapshot = _snapshot(s["model"])
     polls = []
@@ -264,7 +269,7 @@ def test_progress_reaches_one_and_cancel_raises(setup):
 
 def test_pruning_rows_equal_manual_prunes(setup):
     s = setup
-    report = _prune(s, counts=(1, 4, 10), seed=2)
+    report = _prune(s, counts=(1, 4, 10), seed=2, random_draws=1)
     assert len(report.rows) == 9
     batch = torch.cat([s["x"][None], s["nx"]])
     before = _probabilities(s["model"], batch)
@@ -275,7 +280,11 @@ def test_pruning_rows_equal_manual_prunes(setup):
     wrong = before[1:].argmax(1) != s["ny"]
     changed = 0
     for row in report.rows:
-        chosen = select_filters(s["profile"], row.count, row.selection, generator=torch.Generator().manual_seed(2))
+        if row.selection == "random":
+            chosen = random_filters(s["layout"].num_filters, row.count, seed=2, key=report.reference_key)
+        else:
+            chosen = select_filters(s["profile"], row.count, row.selection)
+        assert row.filters == tuple(sorted(chosen))
         after = _probabilities(prune_filters(s["model"], s["layout"], chosen, example_input=s["x"][None]), batch)
         assert row.incorrect_confidence_delta == pytest.approx(
             float(after[0, predicted] - before[0, predicted]), abs=1e-7

@@ -12,9 +12,9 @@ def test_all_names_resolve_and_are_unique():
     assert len(core.__all__) == len(set(core.__all__))
     for name in core.__all__:
         assert getattr(core, name) is not None
-    for name in ("top_k_filters", "DEFAULT_COUNTS", "FinetuneRow", "ReferenceState", "WHOLE_NETWORK"):
+    for name in ("top_k_filters", "default_counts", "FinetuneRow", "ReferenceState", "WHOLE_NETWORK", "apply_edit"):
         assert name in core.__all__
-    assert core.DEFAULT_COUNTS == (1, 5, 25, 75) and core.WHOLE_NETWORK == "whole_network"
+    assert core.default_counts(672) == (1, 2, 5, 25, 74) and core.WHOLE_NETWORK == "whole_network"
 
 
 def test_no_module_imports_another_modules_underscore_names():

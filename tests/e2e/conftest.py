@@ -63,6 +63,19 @@ def bundle_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def reference_bundle_dir(tmp_path_factory) -> Path:
+    """Opt-in: a bundle WITH reference data (the same 300 test images, ids 0..299, and class-filter
+    statistics over a stratified 600 of the training split; ~6 s). PARASAL_E2E_REFERENCE_BUNDLE=DIR reuses one.
+    Serve it with ``start_server(bundle=reference_bundle_dir)``."""
+    given = os.environ.get("PARASAL_E2E_REFERENCE_BUNDLE")
+    if given:
+        return Path(given)
+    from indexer_helpers import build_reference_bundle
+
+    return build_reference_bundle(tmp_path_factory.mktemp("bundles") / "fashion-reference", limit=BUNDLE_SIZE)
+
+
+@pytest.fixture(scope="session")
 def bundle(bundle_dir):
     """The same bundle opened in the test process (for oracles)."""
     from parasal.indexer import open_bundle

@@ -158,3 +158,42 @@ class TinyDataset(torch.utils.data.Dataset):
 
 def tiny_dataset() -> TinyDataset:
     return TinyDataset()
+
+
+def build_reference_bundle(out, *, limit: int = 300, reference_limit: int = 600, extra=()) -> Path:
+    """A small demo-fashion bundle WITH reference data (surprise / expectation), through the CLI:
+    the first ``limit`` Fashion-MNIST test images (ids 0..limit-1), statistics over a seeded
+    stratified ``reference_limit`` of the training split. ~6 s on two cores for the defaults."""
+    import subprocess
+    import sys
+
+    out = Path(out)
+    cmd = [
+        sys.executable,
+        "-m",
+        "parasal.indexer",
+        "--model",
+        "demo-fashion",
+        "--data",
+        "fashion-mnist:test",
+        "--limit",
+        str(limit),
+        "--sample",
+        "first",
+        "--reference-data",
+        "fashion-mnist:train",
+        "--reference-limit",
+        str(reference_limit),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--device",
+        "cpu",
+        *extra,
+    ]
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"building the reference test bundle failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return out

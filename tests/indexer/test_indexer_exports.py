@@ -44,6 +44,9 @@ def test_every_exported_name_resolves_to_its_private_definition():
         "BundleCorrupt",
         "ModelMismatch",
         "SampleNotFound",
+        "NoReferenceData",
+        "ReferenceData",
+        "ReferenceInfo",
     ):
         assert name in exported, name
 

@@ -39,7 +39,8 @@ def test_flag_errors_are_one_line(capsys, argv, words):
 def test_unusable_settings_are_one_line(capsys, tmp_path):
     empty = tmp_path / "not-a-bundle"
     empty.mkdir()
-    state = ["--state-dir", str(tmp_path / "state")]
+    # --port 0: these errors come from opening the bundle, after the port check.
+    state = ["--state-dir", str(tmp_path / "state"), "--port", "0"]
     cases = [
         (["--bundle", str(tmp_path / "missing"), *state], "not a directory"),
         (["--bundle", str(empty), *state], "not-a-bundle"),

@@ -16,7 +16,7 @@ from PIL import Image, ImageFile
 from parasal.indexer import Preprocessing
 from parasal.server import limits
 from parasal.server.errors import MAX_MESSAGE_CHARS, ErrorInterceptor, InvalidArgument, NotFound, shown, status_for
-from parasal.server.evaluations import MAX_EVALUATION_SIZE, _check_size, _counts
+from parasal.server.evaluations import MAX_EVALUATION_SIZE, _check_size, _counts, _Plan
 from parasal.server.queries import Queries, check_layers, decode_image, fixed_input_size
 from parasal.server.store import ABORTED_MESSAGE, NEVER_STARTED_MESSAGE, OperationStore, aborted_message
 from parasal.v1 import saliency_pb2 as pb
@@ -218,22 +218,27 @@ def test_explain_filters_at_most_the_models_filter_count():
         queries.explain("", 0, filters=[0] * 7)
 
 
+def _size(counts, selections, neighbors, bundle):
+    """The size cap as the proto states it (one random draw, no collateral: see test_server_evaluations)."""
+    _check_size(_Plan(counts, selections, 1, neighbors, 0), bundle, whole_network=False)
+
+
 def test_evaluation_size_cap():
     bundle = SimpleNamespace(bundle=SimpleNamespace(num_misclassified=1000))
-    _check_size((1, 5, 25, 75), ("most", "random", "least"), 1000, bundle)  # the defaults, 1000 neighbours: 12,000
+    _size((1, 5, 25, 75), ("most", "random", "least"), 1000, bundle)  # 4 counts, 1000 neighbours: 12,000
     with pytest.raises(
         InvalidArgument, match=f"64 counts x 3 selections x 1000 neighbors = 192000; at most {MAX_EVALUATION_SIZE}"
     ):
-        _check_size(tuple(range(1, 65)), ("most", "random", "least"), 1000, bundle)
+        _size(tuple(range(1, 65)), ("most", "random", "least"), 1000, bundle)
     few = SimpleNamespace(bundle=SimpleNamespace(num_misclassified=30))  # only 30 can be evaluated
-    _check_size(tuple(range(1, 65)), ("most", "random", "least"), 1000, few)
-    _check_size(tuple(range(1, 65)), ("most",), 0, bundle)  # pruning the sample alone
+    _size(tuple(range(1, 65)), ("most", "random", "least"), 1000, few)
+    _size(tuple(range(1, 65)), ("most",), 0, bundle)  # pruning the sample alone
 
 
 def test_counts_entries_are_capped_before_deduplication():
-    assert _counts([5, 5, 1], 10) == (5, 1)
-    with pytest.raises(InvalidArgument, match="counts has 65 entries; at most 64"):
-        _counts([1] * 65, 10)
+    assert _counts([5, 5, 1], (), 10) == (5, 1)
+    with pytest.raises(InvalidArgument, match="counts and count_fractions have 65 entries; at most 64"):
+        _counts([1] * 65, (), 10)
 
 
 # ---------------------------------------------------------------------------------------

@@ -375,8 +375,8 @@ class BrowseServiceServicer:
         """Indexed samples matching the filters, sorted, one page at a time.
         Errors: NOT_FOUND (bundle); INVALID_ARGUMENT (page_size outside 0..1000, a page_token
         not from this bundle generation and these filters, a range with min > max, a label out
-        of range, a beta or surprise filter on a bundle without reference data, an unknown
-        failure mode).
+        of range, an unknown failure mode); FAILED_PRECONDITION (a beta, surprise or
+        expectation filter on a bundle without reference data).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
