@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 FMNIST  ?= /usr/share/datasets/fashion-mnist
 STAMP   := $(VENV)/.installed-stamp
 
-.PHONY: setup data browser demo dashboard test lint fmt proto lint-proto bench clean
+.PHONY: setup data browser demo dashboard test lint fmt proto lint-proto bench clean results
 
 setup: $(STAMP) data browser
 
@@ -66,6 +66,16 @@ lint: setup
 fmt: setup
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# docs/RESULTS.md and docs/results/: both papers' experiments on the demo model, on the 10k test images
+# with reference statistics over the 60k training images (RESULTS_BUNDLE, indexed first when missing).
+RESULTS_BUNDLE ?= bundles/demo-fashion-test-ref
+RESULTS_MACHINE ?=
+results: setup
+	@test -d $(RESULTS_BUNDLE) || $(BIN)/parasal index --model demo-fashion --data fashion-mnist:test \
+	  --reference-data fashion-mnist:train --out $(RESULTS_BUNDLE)
+	OMP_NUM_THREADS=1 $(BIN)/python -m parasal.server.experiments.results --bundle $(RESULTS_BUNDLE) \
+	  --out docs/results/ --machine "$(RESULTS_MACHINE)"
 
 proto: setup
 	$(BIN)/python proto/generate.py

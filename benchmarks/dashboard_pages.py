@@ -40,6 +40,15 @@ def _summary(name: str, values: list[tuple[float, float]]) -> str:
     )
 
 
+def _shrink(path: Path) -> None:
+    """A 256-colour palette PNG: the flat colours of a web page survive, the file is a third."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        small = img.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    small.save(path, optimize=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--server", required=True, help="the parasal server, HOST:PORT")
@@ -81,6 +90,8 @@ def main(argv=None) -> int:
                 page.goto(f"{dash.url}/samples/{wrong[0]}", wait_until="networkidle")
                 page.wait_for_selector("body[data-ready=true]")
                 page.screenshot(path=str(args.screenshots / "dashboard-sample.png"), full_page=True)
+                for name in ("dashboard-overview.png", "dashboard-sample.png"):
+                    _shrink(args.screenshots / name)
                 print(f"screenshots in {args.screenshots}/")
             browser.close()
     return 0

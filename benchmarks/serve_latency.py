@@ -220,17 +220,18 @@ def main(argv=None) -> int:
             [("find_similar_failures", dict(image=d, label=l, k=args.k)) for d, l in uploads],
         )
         with Client(address, timeout=120) as client:
-            begin = time.perf_counter()
-            result = client.start_finetune_evaluation(
-                sample_id=failing,
-                counts=(1, 5, 25, 75),
-                num_neighbors=10,
-            ).result(timeout=600)
-            figures |= {
-                "finetune_evaluation_s": time.perf_counter() - begin,
-                "finetune_rows": len(result.rows),
-                "finetune_neighbors": len(result.neighbor_ids),
-            }
+            # The shape earlier runs measured (one random draw, no collateral), then today's
+            # defaults (5 random draws per random row, 500 correct samples for collateral).
+            for name, extra in (
+                ("finetune_evaluation_s", dict(random_draws=1, skip_collateral=True)),
+                ("finetune_evaluation_default_s", {}),
+            ):
+                begin = time.perf_counter()
+                result = client.start_finetune_evaluation(
+                    sample_id=failing, counts=(1, 5, 25, 75), num_neighbors=10, **extra
+                ).result(timeout=600)
+                figures[name] = time.perf_counter() - begin
+            figures |= {"finetune_rows": len(result.rows), "finetune_neighbors": len(result.neighbor_ids)}
     finally:
         if proc is not None:
             stop(proc)

@@ -12,7 +12,9 @@ client calls ``Client.surprise(id, include_exemplar_images=True)`` (server defau
 
 1. *cold*: each sample once (the first time its filters' exemplar images are drawn);
 2. *warm*: ``--requests`` calls over the same samples in a seeded random order (exemplar
-   images now come from the server's cache; regions are computed on every call).
+   images now come from the server's cache; regions are computed on every call);
+3. *upload*: ``--uploads`` calls with the same samples' images uploaded with their labels
+   (α computed by the model on every call, then as 2).
 
 Prints p50/p90/p99 of each phase, the machine's load average at the start and the end, and
 one JSON line with every figure. The target (issue #14): warm p50 <= 100 ms.
@@ -64,12 +66,12 @@ def samples_with_both(bundle_dir: Path, want: int = 3) -> tuple[list[int], int]:
     raise SystemExit("no sample of this bundle has both surprise and expectation filters")
 
 
-def timed(client: Client, ids: list[int]) -> np.ndarray:
-    """Milliseconds of each call, in order."""
+def timed(client: Client, queries: list[dict]) -> np.ndarray:
+    """Milliseconds of each call (``Client.surprise(**query)``), in order."""
     out = []
-    for sample_id in ids:
+    for query in queries:
         t0 = time.perf_counter()
-        client.surprise(sample_id, include_exemplar_images=True)
+        client.surprise(**query, include_exemplar_images=True)
         out.append((time.perf_counter() - t0) * 1e3)
     return np.asarray(out)
 
@@ -83,6 +85,7 @@ def main(argv=None) -> int:
     parser.add_argument("--bundle", type=Path, required=True, help="a bundle indexed with --reference-data")
     parser.add_argument("--address", help="a server already serving --bundle (default: start one)")
     parser.add_argument("--requests", type=int, default=200, help="warm calls (default 200)")
+    parser.add_argument("--uploads", type=int, default=50, help="upload calls (default 50)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -97,9 +100,12 @@ def main(argv=None) -> int:
                 address = args.address
             with Client(address, timeout=120) as client:
                 example = client.surprise(ids[0], include_exemplar_images=True)  # connection, first-call set-up
-                cold = timed(client, ids)
+                cold = timed(client, [{"sample_id": i} for i in ids])
                 order = random.Random(args.seed).choices(ids, k=args.requests)
-                warm = timed(client, order)
+                warm = timed(client, [{"sample_id": i} for i in order])
+                samples = {i: client.sample(i, include_image=True) for i in set(order[: args.uploads])}
+                uploads = [{"image": samples[i].image_png, "label": samples[i].label} for i in order[: args.uploads]]
+                upload = timed(client, uploads)
         finally:
             if proc is not None:
                 proc.send_signal(signal.SIGTERM)
@@ -111,6 +117,7 @@ def main(argv=None) -> int:
         "exemplars_per_filter": len(example.surprise[0].exemplars) if example.surprise else 0,
         "cold": summary(cold),
         "warm": summary(warm),
+        "upload": summary(upload),
         "target_warm_p50_ms": TARGET_P50_MS,
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in load_after],
@@ -118,9 +125,9 @@ def main(argv=None) -> int:
         "machine": platform.processor() or platform.machine(),
     }
     print(f"ExplainSurprise, one client, {len(ids)} samples with >= {detailed} surprise and expectation filters")
-    for phase in ("cold", "warm"):
+    for phase in ("cold", "warm", "upload"):
         f = figures[phase]
-        print(f"  {phase:<5} p50 {f['p50_ms']:7.1f} ms   p90 {f['p90_ms']:7.1f} ms   p99 {f['p99_ms']:7.1f} ms")
+        print(f"  {phase:<6} p50 {f['p50_ms']:7.1f} ms   p90 {f['p90_ms']:7.1f} ms   p99 {f['p99_ms']:7.1f} ms")
     ok = figures["warm"]["p50_ms"] <= TARGET_P50_MS
     print(f"  target: warm p50 <= {TARGET_P50_MS:g} ms: {'met' if ok else 'NOT met'}")
     print(f"  load average (1, 5, 15 min): before {load_before}, after {load_after}; {os.cpu_count()} CPUs")

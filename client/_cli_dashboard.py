@@ -6,10 +6,9 @@ so `import parasal.client` and every other command stay free of it."""
 from __future__ import annotations
 
 import argparse
-import sys
 
 DASHBOARD_PACKAGES = frozenset({"fastapi", "starlette", "uvicorn", "jinja2", "multipart", "python_multipart"})
-MISSING_EXTRA = "error: `parasal dashboard` needs the dashboard extra: pip install 'parasal[dashboard]'"
+MISSING_EXTRA = "`parasal dashboard` needs the dashboard extra: pip install 'parasal[dashboard]'"
 
 
 def add_dashboard_commands(sub, command) -> None:
@@ -27,21 +26,20 @@ def add_dashboard_commands(sub, command) -> None:
 
 
 def cmd_dashboard(args) -> int:
+    from .cli import EXIT_ERROR, _client, _report
+
     try:
         from .dashboard import serve
     except ImportError as exc:
         if (exc.name or "").split(".")[0] in DASHBOARD_PACKAGES:
-            print(MISSING_EXTRA, file=sys.stderr)
-            return 1
+            return _report("FAILED_PRECONDITION", MISSING_EXTRA, args.json, EXIT_ERROR)
         raise
-    from .cli import _client
-
     client = _client(args)
     try:
         serve(client, host=args.host, port=args.port, bundle=args.bundle, target=args.target)
     except OSError as exc:  # the port is taken, or the address is not this machine's
-        print(f"error: cannot serve the dashboard on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+        message = f"cannot serve the dashboard on {args.host}:{args.port}: {exc.strerror or exc}"
+        return _report("UNAVAILABLE", message, args.json, EXIT_ERROR)
     except KeyboardInterrupt:
         pass
     finally:

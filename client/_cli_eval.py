@@ -3,6 +3,7 @@
 
     parasal eval pruning --sample 7 --count-fractions 0.001,0.01 --random-draws 10
     parasal eval finetune --sample 7 --collateral 200
+    parasal eval finetune --failure-mode 2
     parasal eval export OP_ID --selection most --count 5 --out edited.pt
 """
 
@@ -52,14 +53,31 @@ def add_eval_options(e: argparse.ArgumentParser) -> None:
     e.add_argument("--no-collateral", action="store_true", help="skip the collateral measurement")
 
 
+def add_finetune_query_options(e: argparse.ArgumentParser) -> None:
+    """--sample / --image (+ --label) as every query command has them, or --failure-mode."""
+    group = e.add_mutually_exclusive_group(required=True)
+    group.add_argument("--sample", type=int, metavar="ID", help="an indexed sample id")
+    group.add_argument("--image", type=Path, metavar="PATH", help="an image file (PNG, JPEG, ...); needs --label")
+    group.add_argument(
+        "--failure-mode",
+        type=int,
+        metavar="MODE",
+        help="a failure mode (parasal modes): the step on its medoid, measured on its other members",
+    )
+    e.add_argument("--label", metavar="CLASS", help="true class of --image: a number or a class name")
+
+
 def eval_kwargs(args) -> dict:
     """The SDK keywords of the options above."""
-    return dict(
+    kwargs = dict(
         count_fractions=args.count_fractions,
         random_draws=args.random_draws,
         num_collateral=args.num_collateral,
         skip_collateral=args.no_collateral,
     )
+    if getattr(args, "failure_mode", None) is not None:
+        kwargs["failure_mode"] = args.failure_mode
+    return kwargs
 
 
 def add_export_command(eval_sub, command) -> None:

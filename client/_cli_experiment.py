@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -184,7 +183,6 @@ def _local(args, names, options) -> list[dict] | int:
         raise
     if not Path(args.bundle).is_dir():
         raise _Failure("INVALID_ARGUMENT", f"--bundle {args.bundle}: no such bundle directory (or give --server)", 2)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     bars: dict[str, object] = {}
 
     def progress(name: str):

@@ -34,7 +34,8 @@ import grpc
 import numpy as np
 
 from ._cli_browse import add_browse_commands
-from ._cli_eval import add_eval_options, add_export_command, eval_kwargs
+from ._cli_dashboard import add_dashboard_commands
+from ._cli_eval import add_eval_options, add_export_command, add_finetune_query_options, eval_kwargs
 from ._cli_options import (  # the environment variables' names are public here
     TARGET_ENV,  # noqa: F401
     TOKEN_ENV,
@@ -57,7 +58,6 @@ from ._cli_output import (
     _time,
     _top_filter,
 )
-from ._cli_dashboard import add_dashboard_commands
 from ._cli_surprise import add_surprise_commands, similar_kwargs
 from ._client import Client
 from ._images import enlarge_png, png_size, readable_scale
@@ -321,7 +321,10 @@ def _add_eval_commands(sub, command) -> None:
     ):
         e = command(kind, cmd_eval, help, parent=eval_sub)
         e.set_defaults(kind=kind)
-        _add_query_options(e)
+        if kind == "finetune":
+            add_finetune_query_options(e)  # also --failure-mode
+        else:
+            _add_query_options(e)
         # Unset options go out as 0 / empty: the server applies the proto's defaults.
         e.add_argument(
             "--counts",

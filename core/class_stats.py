@@ -29,6 +29,10 @@ import numpy as np
 __all__ = ["ClassFilterStats"]
 
 
+#: Percentile tables kept per statistics object (the oldest is dropped first).
+MAX_CACHED_PERCENTILES = 8
+
+
 class ClassFilterStats:
     """Count, mean µ_cn and any percentile P_cn(q) for every (class c, filter n); mergeable and serialisable.
 
@@ -108,6 +112,11 @@ class ClassFilterStats:
             raise ValueError(f"percentile must be in [0, 100], got {q}")
         key = ("percentile", q)
         if key not in self._cache:
+            # Callers choose q (a service passes request values through): keep the most recent
+            # few tables, not one (K, N) float64 table per q ever asked.
+            kept = [k for k in self._cache if isinstance(k, tuple)]
+            for old in kept[: max(0, len(kept) - MAX_CACHED_PERCENTILES + 1)]:
+                del self._cache[old]
             self._cache[key] = np.stack([_sorted_percentile(self.values(c), q) for c in range(self.num_classes)])
         return self._cache[key]
 

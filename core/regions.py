@@ -154,26 +154,37 @@ def _one_image(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
 
 
 def _input_gradient(model, module, x, filter, target) -> tuple[torch.Tensor, int, int]:
-    """(∂y_target/∂x (C, H, W) through channel ``filter`` of ``module`` only, target, predicted)."""
+    """(∂y_target/∂x (C, H, W) through channel ``filter`` of ``module`` only, target, predicted).
 
-    ran = []
+    Two backward passes: ∂y/∂A at the layer's output A (the layer's output is a leaf for the
+    rest of the network), then ∂(Σ ∂y/∂A_n ⊙ A_n)/∂x from channel n alone. Only paths from x
+    to y through A_n count: a residual branch parallel to the layer (ResNet's main path beside
+    a shortcut conv) carries no gradient. Zeroing the other channels' gradients in one
+    backward from y would let such a branch's gradient through and make every filter's
+    region look the same.
+    """
+    seen: dict[str, torch.Tensor] = {}
 
-    def through_one_channel(mod, args, output):
-        ran.append(True)
-        keep = torch.zeros(output.shape[1], dtype=torch.bool, device=output.device)
-        keep[filter] = True
-        return torch.where(keep[None, :, None, None], output, output.detach())  # same values, one channel's graph
+    def cut_at_output(mod, args, output):
+        seen["output"] = output  # (1, N, h, w), connected to x
+        seen["leaf"] = output.detach().requires_grad_(True)  # what the rest of the network sees
+        return seen["leaf"]
 
     with frozen_eval(model), HookOwner() as hooks, torch.inference_mode(False), torch.enable_grad():
         if filter is not None:
-            hooks.forward_hook(module, through_one_channel)
+            hooks.forward_hook(module, cut_at_output)
         x = x.requires_grad_(True)
         logits = model(x)  # (1, K)
-        if filter is not None and not ran:
+        if filter is not None and not seen:
             raise ValueError("the layer did not run in the forward pass")
         predicted = int(logits[0].argmax())
         cls = predicted if target is None else int(target)
         if not 0 <= cls < logits.shape[1]:
             raise ValueError(f"target {cls} outside the model's {logits.shape[1]} classes")
-        (gradient,) = torch.autograd.grad(logits[0, cls], x)
+        if filter is None:  # vanilla backprop: every path
+            (gradient,) = torch.autograd.grad(logits[0, cls], x)
+        else:
+            (at_layer,) = torch.autograd.grad(logits[0, cls], seen["leaf"])  # (1, N, h, w)
+            through = (at_layer[:, filter] * seen["output"][:, filter]).sum()
+            (gradient,) = torch.autograd.grad(through, x)
     return gradient[0].detach(), cls, predicted

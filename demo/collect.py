@@ -16,15 +16,28 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from parasal.client import Client, ParasalError
+from parasal.client import Client, FailedPrecondition, ParasalError, Unimplemented
 
 from .metrics import beta_summary, confusion_pairs, neighbor_agreement
-from .report import DeviationView, ExemplarView, NeighborView, QueryView, ReportContent, SurpriseView
+from .report import (
+    DeviationView,
+    ExemplarView,
+    ModesView,
+    ModeView,
+    NeighborView,
+    QueryView,
+    ReportContent,
+    SurpriseView,
+)
 
 NO_REFERENCE = (
     "The bundle has no reference data, so β, surprise and expectation are left out; index it with "
     "`parasal index ... --reference-data SPEC` (e.g. fashion-mnist:train) to get them."
 )
+
+
+class BundleMismatch(Exception):
+    """The server's bundle and the bundle directory given beside it are not the same bundle."""
 
 
 @dataclass
@@ -38,6 +51,7 @@ class ReportOptions:
     eval_counts: tuple[int, ...] | None = None  # None: the server's default for the model
     surprise_rows: int = 8  # surprise / expectation filters listed per query
     detailed: int = 3  # of which shown with their region and exemplar strip (Hartley Fig. 7-8)
+    mode_medoids: int = 5  # medoid images per failure mode
     timeout: float = 120.0
     title: str | None = None
     progress: bool = True
@@ -91,15 +105,46 @@ def gather_report(client: Client, opts: ReportOptions, *, bundle=None, bundle_na
     data, when given) for everything the report shows."""
     started = time.perf_counter()
     info = client.index_info(bundle=bundle_name)[0]
-    has_reference = _has_reference(info)
+    if bundle is not None:
+        _check_same_bundle(info, bundle)
     notes: dict[str, str] = {}
     if not info.class_names:
         notes["classes"] = "The bundle has no class names; classes are shown by number."
-    table = SampleTable.from_bundle(bundle) if bundle is not None else _table_over_sdk(client, info, has_reference)
+    table = SampleTable.from_bundle(bundle) if bundle is not None else _table_over_sdk(client, info)
     ids = _pick_queries(table, opts.queries)
-    if not ids:
+    if opts.queries == 0:
+        notes["queries"] = "No samples investigated (--queries 0)."
+    elif not ids:
         notes["queries"] = "No misclassified samples: there is no failure to investigate."
     queries = [_investigate(client, info, sid, opts, bundle_name, first=i == 0) for i, sid in enumerate(ids)]
+    neighbors, beta = _dataset_section(bundle, table, _has_reference(info), opts, notes)
+    modes = _failure_modes(client, bundle_name, opts, notes)
+    return ReportContent(
+        title=opts.title or f"parasal report: where {info.model} goes wrong on {info.dataset}",
+        summary=_summary(info, bundle, time.perf_counter() - started),
+        class_names=list(info.class_names),
+        layers=[(layer.name, layer.filters, layer.offset) for layer in info.layers],
+        queries=queries,
+        dataset_confusions=confusion_pairs(table.labels, table.predicted, top=10),
+        neighbors=neighbors,
+        beta=beta,
+        notes=notes,
+        k=opts.k,
+        modes=modes,
+    )
+
+
+def _check_same_bundle(info, bundle) -> None:
+    """``--server`` and ``--bundle`` together must name one bundle: the figures mix both."""
+    if info.model_fingerprint != bundle.fingerprint or info.num_samples != bundle.num_samples:
+        raise BundleMismatch(
+            f"the server's bundle {info.name!r} ({info.num_samples} samples, model {info.model_fingerprint[:12]}…) "
+            f"is not the bundle at {bundle.path} ({bundle.num_samples} samples, model {bundle.fingerprint[:12]}…)"
+        )
+
+
+def _dataset_section(bundle, table: SampleTable, has_reference: bool, opts: ReportOptions, notes: dict):
+    """(neighbour metrics | None, beta summary | None); ``notes`` says why for each None."""
     neighbors, beta = None, None
     outputs = _model_outputs(bundle, table, opts) if bundle is not None else None
     if outputs is None:
@@ -119,41 +164,55 @@ def gather_report(client: Client, opts: ReportOptions, *, bundle=None, bundle_na
         beta = beta_summary(table.beta, table.labels, table.correct, scores=scores)
     else:
         notes["beta"] = NO_REFERENCE
-    reference = info.reference if has_reference else None
-    summary = {
+    return neighbors, beta
+
+
+def _failure_modes(client: Client, bundle: str, opts: ReportOptions, notes: dict) -> ModesView | None:
+    """The server's failure modes with their medoids' images; None (and a note) where the
+    server cannot compute them (too few failures) or does not offer them."""
+    try:
+        modes = client.failure_modes(bundle=bundle, medoids=opts.mode_medoids, top_filters=3)
+    except (FailedPrecondition, Unimplemented) as exc:
+        notes["modes"] = f"No failure modes: {exc.details or exc.code.name}"
+        return None
+    views = [
+        ModeView(
+            id=m.id,
+            size=m.size,
+            cohesion=m.cohesion,
+            confusions=[(c.label, c.predicted, c.count) for c in m.confusions[:3]],
+            top_filters=[(f.layer, f.filter, f.z) for f in m.top_filters],
+            medoids=[(int(i), _image(client, int(i), bundle)) for i in m.medoid_ids],
+        )
+        for m in modes
+    ]
+    return ModesView(modes.method, modes.silhouette, modes.num_misclassified, views)
+
+
+def _image(client: Client, sid: int, bundle: str) -> bytes:
+    return client.sample(sid, include_image=True, bundle=bundle).image_png
+
+
+def _summary(info, bundle, seconds: float) -> dict:
+    ref = info.reference
+    return {
         "model": info.model,
         "dataset": info.dataset,
         "samples indexed": info.num_samples,
         "misclassified": info.num_misclassified,
         "filters per profile": info.num_filters,
-        "reference data": (
-            f"{reference.dataset} ({reference.num_samples} samples; {reference.method} on {reference.layer})"
-            if reference
-            else "none"
-        ),
+        "reference data": f"{ref.dataset} ({ref.num_samples} samples; {ref.method} on {ref.layer})" if ref else "none",
         "bundle": str(bundle.path) if bundle is not None else info.name,
-        "seconds": round(time.perf_counter() - started, 1),
+        "seconds": round(seconds, 1),
     }
-    return ReportContent(
-        title=opts.title or f"parasal report: where {info.model} goes wrong on {info.dataset}",
-        summary=summary,
-        class_names=list(info.class_names),
-        layers=[(layer.name, layer.filters, layer.offset) for layer in info.layers],
-        queries=queries,
-        dataset_confusions=confusion_pairs(table.labels, table.predicted, top=10),
-        neighbors=neighbors,
-        beta=beta,
-        notes=notes,
-        k=opts.k,
-    )
 
 
 def _has_reference(info) -> bool:
     return info.reference is not None
 
 
-def _table_over_sdk(client: Client, info, has_reference: bool) -> SampleTable:
-    return SampleTable.from_client(client, info.name, has_reference=has_reference)
+def _table_over_sdk(client: Client, info) -> SampleTable:
+    return SampleTable.from_client(client, info.name, has_reference=_has_reference(info))
 
 
 # -- the query samples ----------------------------------------------------------------------
@@ -179,7 +238,7 @@ def _investigate(client: Client, info, sid: int, opts: ReportOptions, bundle: st
             n.similarity,
             n.sample.label,
             n.sample.predicted,
-            client.sample(n.id, include_image=True, bundle=bundle).image_png,
+            _image(client, n.id, bundle),
         )
         for n in similar.neighbors
     ]
@@ -259,7 +318,28 @@ def _run_operation(handle, what: str, opts: ReportOptions) -> list[dict]:
             bar.n = round(snapshot.progress, 3)
             bar.set_postfix_str(snapshot.message[:40])
             bar.refresh()
-    return handle.result(timeout=opts.timeout).to_dicts()
+    return flat_rows(handle.result(timeout=opts.timeout).to_dicts())
+
+
+def flat_rows(rows: list[dict], max_filters: int = 5) -> list[dict]:
+    """Evaluation rows as table cells: nested records (collateral, spread) become
+    ``<name>_<field>`` columns, the changed filters a short list; every row gets every
+    column (None where a row has no value, e.g. no spread outside the random rows)."""
+    records = {k for row in rows for k, v in row.items() if isinstance(v, dict)}  # None in some rows
+    flat = []
+    for row in rows:
+        out: dict = {}
+        for key, value in row.items():
+            if key in records:
+                out.update({f"{key}_{k}": v for k, v in (value or {}).items()})
+            elif isinstance(value, (list, tuple)):
+                shown = ", ".join(str(v) for v in value[:max_filters])
+                out[key] = shown + (f", … ({len(value)})" if len(value) > max_filters else "")
+            else:
+                out[key] = value
+        flat.append(out)
+    columns = list(dict.fromkeys(k for row in flat for k in row))
+    return [{c: row.get(c) for c in columns} for row in flat]
 
 
 # -- the dataset section ----------------------------------------------------------------------
@@ -290,9 +370,8 @@ def _model_outputs(bundle, table: SampleTable, opts: ReportOptions, batch_size: 
     try:
         with torch.no_grad():
             for start in tqdm(starts, desc="model pass", unit="batch", disable=not opts.progress):
-                batch = torch.stack(
-                    [loaded.preprocessing(bundle.load_image(i)) for i in ids[start : start + batch_size]]
-                )
+                chunk = ids[start : start + batch_size]
+                batch = torch.stack([loaded.preprocessing(bundle.load_image(i)) for i in chunk])  # (b, C, H, W)
                 logits.append(model(batch).flatten(1).float())  # (b, classes)
     finally:
         if handle is not None:

@@ -90,6 +90,26 @@ class QueryView:
 
 
 @dataclass
+class ModeView:
+    """One failure mode (Client.failure_modes): misclassified samples clustered by profile."""
+
+    id: int
+    size: int
+    cohesion: float
+    confusions: list[tuple[int, int, int]]  # (true, predicted, count), most frequent first
+    top_filters: list[tuple[str, int, float]]  # (layer, filter, z) of the mode's mean profile
+    medoids: list[tuple[int, bytes]]  # (sample id, image PNG), closest to the mode's centre first
+
+
+@dataclass
+class ModesView:
+    method: str
+    silhouette: float
+    num_misclassified: int
+    modes: list[ModeView]
+
+
+@dataclass
 class ReportContent:
     """What one report shows. ``None`` for a section means it is left out; ``notes[section]``
     says why in one line (the page shows it in the section's place)."""
@@ -104,6 +124,7 @@ class ReportContent:
     beta: dict[str, Any] | None  # metrics.beta_summary
     notes: dict[str, str] = field(default_factory=dict)
     k: int = 10
+    modes: ModesView | None = None
 
 
 def write_report(out_dir: Path, content: ReportContent) -> Path:
@@ -115,9 +136,10 @@ def write_report(out_dir: Path, content: ReportContent) -> Path:
     if content.beta is not None:
         beta_plot = "beta-histogram.png"
         beta_histogram_png(out_dir / beta_plot, content.beta)
+    modes = _mode_assets(out_dir, content.modes)
     template = _environment().get_template("report.html.j2")
-    page_html = template.render(c=content, name=name, queries=queries, beta_plot=beta_plot)
-    metrics = {**(content.neighbors or {}), "beta": content.beta}
+    page_html = template.render(c=content, name=name, queries=queries, beta_plot=beta_plot, modes=modes)
+    metrics = {**(content.neighbors or {}), "beta": content.beta, "failure_modes": _modes_json(content.modes)}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     page = out_dir / "index.html"
     page.write_text(page_html)
@@ -137,6 +159,37 @@ def _environment():
     )
     env.globals.update(scores=SCORES, pct=_pct, fmt=_fmt, num=_num, sig=_sig)  # the page's number formats
     return env
+
+
+def _mode_assets(out_dir: Path, modes: ModesView | None) -> list[dict]:
+    """Writes each mode's medoid images; returns the modes with the file names to link."""
+    out = []
+    for m in modes.modes if modes else []:
+        files = [f"mode-{m.id}-medoid-{sid}.png" for sid, _ in m.medoids]
+        for name, (_, png) in zip(files, m.medoids):
+            (out_dir / name).write_bytes(png)
+        out.append({"m": m, "medoids": files})
+    return out
+
+
+def _modes_json(modes: ModesView | None) -> dict | None:
+    if modes is None:
+        return None
+    return {
+        "method": modes.method,
+        "silhouette": modes.silhouette,
+        "num_misclassified": modes.num_misclassified,
+        "modes": [
+            {
+                "id": m.id,
+                "size": m.size,
+                "cohesion": m.cohesion,
+                "confusions": [list(c) for c in m.confusions],
+                "medoid_ids": [sid for sid, _ in m.medoids],
+            }
+            for m in modes.modes
+        ],
+    }
 
 
 def _query_assets(out_dir: Path, q: QueryView, layers, name) -> dict[str, Any]:
@@ -214,6 +267,7 @@ def beta_histogram_png(path: Path, beta: dict[str, Any]) -> None:
         share = counts / counts.sum()
         ax.stairs(share, edges, color=color, linewidth=1.4, label=f"{group} ({int(counts.sum())})")
     ax.axvline(0, color="#444", linewidth=0.8, linestyle="--")
+    ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 3))  # importance scores are often ~1e-5
     ax.set_xlabel("β = mean over filters of (α − µ of the true class)")
     ax.set_ylabel("share of the group")
     ax.legend(fontsize=8)

@@ -23,8 +23,9 @@ import sys
 from pathlib import Path
 
 from parasal.client import Client, ParasalError
+from parasal.indexer import CorruptSample, IndexerError
 
-from .collect import ReportOptions, gather_report
+from .collect import BundleMismatch, ReportOptions, gather_report
 from .report import write_report
 from .run import print_summary
 from .serving import ServeError, serve_bundle
@@ -32,12 +33,17 @@ from .serving import ServeError, serve_bundle
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-class ReportError(Exception):
-    """A report that cannot be written, for a reason the message explains."""
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse would print and exit: --json reports it as JSON instead
+        raise _UsageError(message)
+
+
+class _UsageError(Exception):
+    """A command line that cannot work: exit status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="parasal report", description=__doc__.split("\n\n")[0])
+    p = _Parser(prog="parasal report", description=__doc__.split("\n\n")[0])
     where = p.add_argument_group("what to report on (one or both)")
     where.add_argument("--bundle", type=Path, metavar="DIR", help="a bundle directory")
     where.add_argument("--server", metavar="HOST:PORT", help="a running parasal server")
@@ -68,18 +74,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as exc:
+        if "--json" not in argv:
+            parser.print_usage(sys.stderr)
+        return _fail(str(exc), "INVALID_ARGUMENT", "--json" in argv, EXIT_USAGE)
     logging.basicConfig(level=logging.WARNING)
     try:
         options = _options(args)
         page, content = write_bundle_report(args, options)
-    except (ReportError, ServeError) as exc:
+    except (ServeError, IndexerError, CorruptSample) as exc:  # e.g. a model or image that will not load
         return _fail(str(exc), "FAILED_PRECONDITION", args.json, EXIT_ERROR)
-    except ValueError as exc:  # a bad option value
+    except (_UsageError, BundleMismatch) as exc:  # a bad option value; --server and --bundle disagree
         return _fail(str(exc), "INVALID_ARGUMENT", args.json, EXIT_USAGE)
     except ParasalError as exc:
         return _fail(_server_message(exc, args), exc.code.name, args.json, EXIT_ERROR)
+    except OSError as exc:  # the output directory cannot be written
+        return _fail(f"cannot write the report to {args.out}: {exc}", "INVALID_ARGUMENT", args.json, EXIT_USAGE)
     except KeyboardInterrupt:
         return _fail("interrupted; the server the report started was stopped", "CANCELLED", args.json, EXIT_INTERRUPTED)
     if args.json:
@@ -93,9 +107,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _options(args) -> ReportOptions:
     if args.bundle is None and args.server is None:
-        raise ValueError("give --bundle DIR or --server HOST:PORT (or both)")
+        raise _UsageError("give --bundle DIR or --server HOST:PORT (or both)")
     if args.queries < 0 or args.k < 1 or args.timeout <= 0:
-        raise ValueError("--queries must be >= 0, -k >= 1 and --timeout > 0")
+        raise _UsageError("--queries must be >= 0, -k >= 1 and --timeout > 0")
     return ReportOptions(
         queries=args.queries,
         k=args.k,
@@ -125,13 +139,9 @@ def write_bundle_report(args, options: ReportOptions):
 
 @contextlib.contextmanager
 def _open_bundle(path: Path):
-    from parasal.indexer import BundleError, open_bundle
+    from parasal.indexer import open_bundle
 
-    try:
-        bundle = open_bundle(path, gpu=False)
-    except BundleError as exc:
-        raise ReportError(str(exc)) from exc
-    with bundle:
+    with open_bundle(path, gpu=False) as bundle:  # BundleError (an IndexerError) says what is wrong
         yield bundle
 
 
@@ -145,7 +155,7 @@ def _connect(args, target: str) -> Client:
     try:
         return _client(ns)
     except (UsageError, OSError) as exc:  # an empty or unreadable token file
-        raise ValueError(str(exc)) from exc
+        raise _UsageError(str(exc)) from exc
 
 
 def _server_message(exc: ParasalError, args) -> str:

@@ -179,7 +179,7 @@ def print_summary(content: ReportContent, page: Path) -> None:
     for q in content.queries:
         same = sum(1 for n in q.neighbors if {n.label, n.predicted} == {q.label, q.predicted})
         top = f"{q.top_filters[0][0]}[{q.top_filters[0][1]}] z={q.top_filters[0][2]:.1f}" if q.top_filters else "none"
-        beta = f"; beta {q.surprise.beta:+.4f}" if q.surprise else ""
+        beta = f"; beta {q.surprise.beta:+.3g}" if q.surprise else ""
         print(
             f"  sample {q.id}: {name(q.label)} -> {name(q.predicted)}; top filter {top}{beta}; "
             f"{same}/{len(q.neighbors)} nearest failures share its confusion"

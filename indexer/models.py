@@ -8,8 +8,9 @@ Specs accepted by :func:`load_model`:
 ``torchvision:<arch>``         ``torchvision.models.get_model(arch)`` + ``weights`` (a state
                                dict; required: nothing is downloaded). ``num_classes`` is
                                read from the classifier weight's shape when possible
-``torchscript:<path>``,        a TorchScript archive (``torch.jit.load``)
-``<path>.pt``
+``torchscript:<path>``,        a TorchScript archive (``torch.jit.load``); one scripted or traced
+``<path>.pt``                  from a torchvision classifier runs as its checked eager twin
+                               (:func:`eager_twin`: the batched engine instead of the slow path)
 ``package.module:factory``     ``factory()`` returns an ``nn.Module``; ``weights`` optional
 =============================  ====================================================
 
@@ -38,7 +39,9 @@ TorchScript module.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import sys
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -52,6 +55,8 @@ from parasal.core import FilterLayout, LayerSpan, filter_layout
 
 from .errors import ModelMismatch, ModelSpecError
 from .preprocessing import Preprocessing
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "LoadedModel",
@@ -396,15 +401,75 @@ def _load_torchvision(spec: dict) -> nn.Module:
 
 
 def _load_torchscript(path: str) -> nn.Module:
+    """The archive's module, or its eager torchvision twin when it has one (see eager_twin)."""
     try:
         with warnings.catch_warnings():  # torch 2.9+ marks TorchScript deprecated; archives still load
             warnings.simplefilter("ignore", FutureWarning)
-            return torch.jit.load(path, map_location="cpu")
+            scripted = torch.jit.load(path, map_location="cpu")
     except Exception as e:
         raise ModelSpecError(
             f"{path} is not a TorchScript archive ({str(e).splitlines()[0][:200]}); for a state dict use "
             "torchvision:<arch> or package.module:factory with --weights"
         ) from e
+    twin = eager_twin(scripted)
+    return scripted if twin is None else twin
+
+
+def eager_twin(scripted: torch.jit.ScriptModule) -> nn.Module | None:
+    """An eager torchvision module computing what ``scripted`` computes, else None.
+
+    Scripted (or traced) modules run no Python hooks, so the batched saliency engine cannot
+    see inside them and indexing falls back to one backward pass per image. A TorchScript
+    archive made from a torchvision classifier has a twin: the architecture whose module
+    defines a class of the archive's root ``original_name`` (``ResNet``) and whose state
+    dict has exactly the archive's names and shapes (checked on the meta device, so no
+    weights are allocated), loaded with the archive's own state dict. The twin is accepted
+    only when both give the same logits on a fixed random batch; any other archive (a
+    custom model, a changed forward) stays scripted. Same state dict, so the same
+    fingerprint and filter layout as the archive itself."""
+    root = getattr(scripted, "original_name", None)
+    try:
+        import torchvision
+    except ImportError:
+        return None
+    state = scripted.state_dict()
+    shapes = {name: tuple(t.shape) for name, t in state.items()}
+    convs = [t for t in state.values() if t.ndim == 4]
+    if not root or not convs:
+        return None
+    kwargs = {"weights": None, "num_classes": _infer_num_classes(state) or 1000}
+    for arch in torchvision.models.list_models(module=torchvision.models):
+        builder = torchvision.models.get_model_builder(arch)
+        if not isinstance(getattr(_module_of(builder), root, None), type):
+            continue  # this architecture's module defines no class of that name: not a candidate
+        try:
+            with torch.device("meta"):
+                candidate = builder(**kwargs)
+        except Exception:  # noqa: BLE001 - an architecture that cannot take these arguments
+            continue
+        if type(candidate).__name__ != root or {n: tuple(t.shape) for n, t in candidate.state_dict().items()} != shapes:
+            continue
+        twin = builder(**kwargs).eval()
+        twin.load_state_dict(state, strict=True)
+        if _same_function(scripted, twin, in_channels=int(convs[0].shape[1])):
+            log.info("TorchScript archive runs as torchvision's %s (same state dict, same logits): batched", arch)
+            return twin
+    return None
+
+
+def _module_of(builder):
+    return sys.modules.get(getattr(builder, "__module__", ""), None)
+
+
+def _same_function(scripted: nn.Module, eager: nn.Module, in_channels: int) -> bool:
+    """Both give the same logits for a fixed random batch (2, C, 224, 224) in eval mode."""
+    x = torch.randn((2, in_channels, 224, 224), generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.no_grad():
+            a, b = scripted.eval()(x), eager(x)
+    except Exception:  # noqa: BLE001 - e.g. an input size the archive does not take
+        return False
+    return isinstance(a, torch.Tensor) and a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 def _model_classes(kind: str, spec: Mapping[str, Any], model: nn.Module) -> list[str] | None:

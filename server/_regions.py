@@ -2,11 +2,11 @@
 
 :func:`parasal.core.filter_region` answers one filter with one forward and one backward pass
 and its own SLIC segmentation. ExplainSurprise needs the regions of up to 2 x 16 filters of
-the *same* image, so here the image is repeated once per filter, ``(F, C, H, W)``, and row
-``i`` of the layer's output keeps the graph of channel ``filters[i]`` only (the same
-``where(channel == n, A, A.detach())`` as core: equal values, one channel's gradient). In eval
-mode rows do not interact, so one backward of the summed target scores gives every row its own
-input gradient; the image is segmented once. Tested against ``filter_region`` filter by filter
+the *same* image, so here the image is repeated once per filter, ``(F, C, H, W)``, with the
+same two backward passes as core: ∂y/∂A at the layer's output (a leaf for the rest of the
+network), then the input gradient from row ``i``'s channel ``filters[i]`` alone. In eval mode
+rows do not interact, so one backward of each stage gives every row its own input gradient;
+the image is segmented once. Tested against ``filter_region`` filter by filter
 (tests/server/test_server_surprise.py).
 """
 
@@ -62,19 +62,25 @@ def _pixel_gradients(model, module, image, chosen, target) -> np.ndarray:
     device, dtype = (param.device, param.dtype) if param is not None else (torch.device("cpu"), torch.float32)
     count = len(chosen)
     keep = torch.zeros(count, module.out_channels, dtype=torch.bool, device=device)
-    keep[torch.arange(count), chosen.to(device)] = True  # (F, N): row i keeps channel chosen[i]
+    keep[torch.arange(count, device=device), chosen.to(device)] = True  # (F, N): row i keeps channel chosen[i]
 
-    def one_channel_per_row(mod, args, output):  # (F, N, h, w)
-        return torch.where(keep[:, :, None, None], output, output.detach())
+    seen: dict[str, torch.Tensor] = {}
+
+    def cut_at_output(mod, args, output):  # (F, N, h, w): the rest of the network sees a leaf (as core)
+        seen["output"] = output
+        seen["leaf"] = output.detach().requires_grad_(True)
+        return seen["leaf"]
 
     flags = [(m, m.training) for m in model.modules()]
-    handle = module.register_forward_hook(one_channel_per_row)
+    handle = module.register_forward_hook(cut_at_output)
     try:
         model.eval()  # running BatchNorm statistics: the rows do not interact
         with torch.inference_mode(False), torch.enable_grad():
             x = image.detach().to(device, dtype)[None].repeat(count, 1, 1, 1).clone().requires_grad_(True)
             logits = model(x)  # (F, K)
-            (gradient,) = torch.autograd.grad(logits[:, target].sum(), x)  # (F, C, H, W), row i its own
+            (at_layer,) = torch.autograd.grad(logits[:, target].sum(), seen["leaf"])  # (F, N, h, w)
+            through = (at_layer * seen["output"] * keep[:, :, None, None]).sum()  # row i: channel chosen[i] only
+            (gradient,) = torch.autograd.grad(through, x)  # (F, C, H, W), row i its own
     finally:
         handle.remove()
         for m, training in flags:

@@ -84,9 +84,9 @@ MAX_COLLATERAL = 10_000
 MAX_EVALUATION_SIZE = 12_000
 #: Images one evaluation may put through the model: every draw forwards the reference and
 #: its neighbours, every row's first draw also the collateral samples. The defaults on the
-#: demo model (5 counts, 5 draws, 10 neighbours, 500 collateral) take ~8,400; this allows
-#: 64 counts x (most, least, 5 random) with 1000 neighbours and the default collateral.
-MAX_EVALUATION_IMAGES = 700_000
+#: demo model (5 counts, 5 draws, 10 neighbours, 500 collateral) take ~8,400 (~30 s on one
+#: loaded core of the 2-core dev CPU); this cap is ~18x that, ~10 minutes there.
+MAX_EVALUATION_IMAGES = 150_000
 #: Bytes of model input one evaluation may hold: the reference, neighbours and collateral
 #: samples (float32). 2 GiB: 3,500 images of 3x224x224; the demo's 28x28 never comes close.
 MAX_EVALUATION_INPUT_BYTES = 2 << 30

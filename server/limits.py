@@ -54,6 +54,7 @@ REPEATED_CAPS = {
     "values": MAX_FILTER_ENTRIES,
     "counts": MAX_COUNTS,
     "selections": MAX_SELECTIONS,
+    "options": 32,  # StartExperimentRequest.options (server/experiments/service.py: MAX_OPTIONS)
 }
 
 _STRING = FieldDescriptor.TYPE_STRING
@@ -76,6 +77,13 @@ def request_problem(message: Message, prefix: str = "") -> str | None:
                     problem = _string_problem(f"{name} entry", item)
                     if problem:
                         return problem
+            elif field.type == _MESSAGE and field.message_type.GetOptions().map_entry:
+                # A map (StartExperimentRequest.options): iterating it gives keys, not messages.
+                for key, item in value.items():
+                    for part in (key, item):
+                        problem = _string_problem(f"{name} entry", part) if isinstance(part, str) else None
+                        if problem:
+                            return problem
             elif field.type == _MESSAGE:
                 for item in value:
                     problem = request_problem(item, name + ".")

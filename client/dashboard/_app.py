@@ -50,6 +50,16 @@ def create_app(client, *, bundle: str = "", target: str = "") -> FastAPI:
     def error_page(request: Request, view: ErrorView) -> HTMLResponse:
         return page(request, "error.html", {"error": view}, status_code=view.http_status)
 
+    @app.middleware("http")
+    async def _same_origin_posts(request: Request, call_next):
+        # The dashboard starts evaluations on a POST; a page on another site must not be able
+        # to make a visitor's browser do that (CSRF). Browsers send Origin with every
+        # cross-origin POST; a form of this dashboard sends its own.
+        if request.method == "POST" and not _same_origin(request):
+            view = dashboard_error("Refused", "this form came from another site", 403)
+            return error_page(request, view)
+        return await call_next(request)
+
     # -- errors: one handler per kind, so routes just let them propagate ------------------
 
     @app.exception_handler(ParasalError)
@@ -182,7 +192,7 @@ def create_app(client, *, bundle: str = "", target: str = "") -> FastAPI:
 
     @app.get("/img/operations/{op_id}/plot.png")
     def operation_plot(op_id: str):
-        result = backend.client.operation(op_id).result
+        result = backend.client.operation(op_id, bundle=backend.bundle).result
         if not getattr(result, "plot_png", None):
             raise NotFound(f"operation {op_id} has no plot")
         return _png(result.plot_png)
@@ -190,8 +200,10 @@ def create_app(client, *, bundle: str = "", target: str = "") -> FastAPI:
     # -- evaluations ----------------------------------------------------------------------
 
     @app.get("/evaluations", response_class=HTMLResponse)
-    def evaluations(request: Request, sample_id: str = "", failure_mode: str = ""):
+    def evaluations(request: Request, sample_id: str = "", failure_mode: str = "", upload: str = ""):
         context = {
+            "upload": upload,
+            "upload_name": uploads.get(upload).name if upload else "",
             "info": backend.info(),
             "operations": backend.client.operations(bundle=backend.bundle),
             "sample_id": sample_id,
@@ -208,7 +220,7 @@ def create_app(client, *, bundle: str = "", target: str = "") -> FastAPI:
         selections = [v for v in form.getlist("selections") if isinstance(v, str)]
         from starlette.concurrency import run_in_threadpool
 
-        handle = await run_in_threadpool(_evaluations.start, backend, kind, values, selections)
+        handle = await run_in_threadpool(_evaluations.start, backend, kind, values, selections, uploads)
         return RedirectResponse(f"/operations/{handle.id}", status_code=303)
 
     @app.get("/operations/{op_id}", response_class=HTMLResponse)
@@ -237,6 +249,16 @@ def _png(data: bytes) -> Response:
 def _labels(values, name: str) -> list[int]:
     """Label filters from the query; "" (the form's "any") is no filter."""
     return [label for v in values for label in (_evaluations.ints(v, name) or [])]
+
+
+def _same_origin(request: Request) -> bool:
+    from urllib.parse import urlsplit
+
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True  # not a browser's cross-origin request (curl, scripts)
+    # "null" (a sandboxed frame, a file:// page) has no netloc: refused
+    return urlsplit(origin).netloc == request.headers.get("host", "")
 
 
 def _wants_image(request: Request) -> bool:

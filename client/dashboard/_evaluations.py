@@ -67,9 +67,10 @@ def options(text: str | None) -> dict[str, str]:
     return result
 
 
-def start(backend: Backend, kind: str, form: dict[str, str], selections: list[str]):
+def start(backend: Backend, kind: str, form: dict[str, str], selections: list[str], uploads=None):
     """Starts a `kind` evaluation ("finetune" | "pruning" | "experiment") from form values;
-    returns the SDK's OperationHandle."""
+    returns the SDK's OperationHandle. The reference is `sample_id`, an `upload` token of
+    ``uploads`` (the image and its label), or (fine-tuning) a `failure_mode`."""
     seed = one_int(form.get("seed"), "seed") or 0
     if kind == "experiment":
         name = (form.get("name") or "").strip()
@@ -100,9 +101,17 @@ def start(backend: Backend, kind: str, form: dict[str, str], selections: list[st
         "failure_mode": one_int(form.get("failure_mode"), "failure_mode"),
     }
     sample_id = one_int(form.get("sample_id"), "sample_id")
+    token = (form.get("upload") or "").strip()
+    if sum(x is not None and x != "" for x in (sample_id, token, newer["failure_mode"])) > 1:
+        raise FormError("give one of sample_id, an uploaded image or failure_mode")
     if newer["failure_mode"] is not None:
         if kind != "finetune":
             raise FormError("failure_mode: only fine-tuning evaluations can target a failure mode")
+    elif token:
+        if uploads is None:
+            raise FormError("upload: no uploaded images here")
+        upload = uploads.get(token)  # NotFound once forgotten
+        kwargs["image"], kwargs["label"] = upload.data, upload.label
     elif sample_id is None:
         raise FormError("sample_id: give the sample to evaluate (or a failure mode for fine-tuning)")
     for name, value in newer.items():

@@ -20,6 +20,11 @@ from ._backend import Backend, Section
 NEIGHBOURS_SHOWN = 12  # the nearest failures grid: two rows of six at 1280 px
 TOP_FILTERS_SHOWN = 10
 SAMPLES_PAGE_SIZE = 48
+# Beyond these, the overview lists the largest confusions instead of drawing the matrix
+# (ImageNet's 1000 x 1000 cells are no table), and thins the map's points.
+MAX_MATRIX_CLASSES = 30
+TOP_CONFUSIONS = 40
+MAX_MAP_POINTS = 5000
 SAMPLE_ORDERS = ("id", "loss", "true_confidence", "predicted_confidence", "beta")
 EXPERIMENTS = ("pruning", "finetune", "neighbors", "masking", "sanity", "ranking", "beta", "suppression")
 
@@ -58,9 +63,21 @@ def overview(backend: Backend) -> dict:
         "info": info,
         "confusion": Section(confusion_view(confusion.value, names)) if confusion.shown else confusion,
         "modes": Section(modes_view(modes.value, names)) if modes.shown else modes,
-        "map_svg": _svg.failure_map_svg(_seq(getattr(modes.value, "map", None)), names) if modes.shown else "",
+        "map_svg": _svg.failure_map_svg(map_points(modes.value), names) if modes.shown else "",
+        "map_total": len(_seq(getattr(modes.value, "map", None))) if modes.shown else 0,
+        "map_shown": MAX_MAP_POINTS,
         "pixelated": pixelated(info),
     }
+
+
+def map_points(fm) -> list:
+    """The failure map's points, thinned to MAX_MAP_POINTS by an even stride (every k-th in
+    the server's order) so a browser stays responsive on bundles with very many failures."""
+    points = _seq(getattr(fm, "map", None))
+    if len(points) <= MAX_MAP_POINTS:
+        return points
+    keep = np.linspace(0, len(points) - 1, MAX_MAP_POINTS).round().astype(np.int64)
+    return [points[i] for i in keep]
 
 
 def confusion_view(cm, names: Sequence[str]) -> dict:
@@ -72,6 +89,26 @@ def confusion_view(cm, names: Sequence[str]) -> dict:
     off = counts.copy()
     np.fill_diagonal(off, 0)
     max_off = max(int(off.max()), 1) if off.size else 1
+    summary = {
+        "names": cm_names,
+        "accuracy": _finite(getattr(cm, "accuracy", None)),
+        "num_samples": int(getattr(cm, "num_samples", counts.sum())),
+        "rows": [],
+        "top": [],
+    }
+    if counts.shape[0] > MAX_MATRIX_CLASSES:
+        order = np.argsort(-off, axis=None, kind="stable")[:TOP_CONFUSIONS]  # largest first, ties by cell
+        summary["top"] = [
+            {
+                "true": cm_names[t],
+                "predicted": cm_names[p],
+                "count": int(off[t, p]),
+                "href": f"/samples?true_labels={t}&predicted_labels={p}",
+            }
+            for t, p in zip(*np.unravel_index(order, off.shape))
+            if off[t, p] > 0
+        ]
+        return summary
     row_totals = counts.sum(axis=1)
     per_class = _seq(getattr(cm, "per_class_accuracy", None))
     rows = []
@@ -95,12 +132,8 @@ def confusion_view(cm, names: Sequence[str]) -> dict:
             )
         acc = per_class[t] if t < len(per_class) else None
         rows.append({"label": t, "name": cm_names[t], "cells": cells, "accuracy": _finite(acc)})
-    return {
-        "names": cm_names,
-        "rows": rows,
-        "accuracy": _finite(getattr(cm, "accuracy", None)),
-        "num_samples": int(getattr(cm, "num_samples", counts.sum())),
-    }
+    summary["rows"] = rows
+    return summary
 
 
 def modes_view(fm, names: Sequence[str]) -> dict:
@@ -246,6 +279,7 @@ def sample_page(backend: Backend, sample_id: int) -> dict:
     view = _explained(info, profile, neighbours)
     view.update(
         kind="sample",
+        token=None,
         title=f"Sample {sample.id}",
         id=sample.id,
         uri=sample.uri,
@@ -279,6 +313,7 @@ def upload_page(backend: Backend, token: str, upload) -> dict:
     view = _explained(info, profile, neighbours)
     view.update(
         kind="upload",
+        token=token,
         title=f"Uploaded image {upload.name}",
         id=None,
         uri=upload.name,
@@ -302,6 +337,7 @@ def _explained(info, profile, neighbours) -> dict:
     return {
         "info": info,
         "correct": profile.label == profile.predicted,
+        "pair_href": f"/samples?true_labels={profile.label}&predicted_labels={profile.predicted}",
         "true_confidence": profile.true_confidence,
         "predicted_confidence": profile.predicted_confidence,
         "loss": profile.loss,

@@ -248,6 +248,13 @@ class Steps:
         if self.progress is not None:
             self.progress(self.start + self.share * min(1.0, self.done / self.total), message)
 
+    def head(self, share: float):
+        """A progress callback for work before the first step (e.g. the shared forward pass),
+        mapped onto the first ``share`` of this range."""
+        if self.progress is None:
+            return None
+        return lambda fraction, message: self.progress(self.start + self.share * share * fraction, message)
+
     def sub(self, share: float, total: int) -> Steps:
         """A child covering the next ``share`` of this one's range (for an evaluation's own 0..1)."""
         here = self.start + self.share * min(1.0, self.done / self.total)

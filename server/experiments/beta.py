@@ -8,8 +8,9 @@
   post-softmax score (probability) over the class's samples (paper: means over classes
   0.998 / 0.782 for VGG16, 0.999 / 0.801 for ResNet50); ``selection`` = the class name,
   ``count`` = the class index; the ``mean_over_classes`` points carry a bootstrap CI over
-  classes. The paper does not say which class's score; we use the true class, the one β
-  is computed against.
+  classes. The paper does not say which class's score; the ``spearman_*_softmax`` metrics
+  use the true class, the one β is computed against, and ``spearman_*_predicted`` the
+  predicted class's (for information).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def run(ctx: Context, *, references: int, seed: int, options: dict, progress=Non
     ids = sample_ids(ctx.ids, references, DEFAULT_CAP, seed, "samples")
     steps = Steps(2, progress, ctx.should_stop)
     rows = ctx.bundle.rows_of(ids)
-    logits = ctx.rows(lambda f, m: None)["logits"][rows].astype(np.float64)  # (n, K)
+    logits = ctx.rows(steps.head(0.5))["logits"][rows].astype(np.float64)  # (n, K)
     steps.step("forward pass over the samples")
     beta = np.asarray(ctx.bundle.beta, np.float64)[rows]
     labels = np.asarray(ctx.bundle.labels, np.int64)[rows]
@@ -45,6 +46,7 @@ def run(ctx: Context, *, references: int, seed: int, options: dict, progress=Non
     probs = np.exp(logits - logits.max(1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
     pre, post = logits[np.arange(len(rows)), labels], probs[np.arange(len(rows)), labels]
+    pre_top, post_top = logits.max(1), probs.max(1)  # the predicted class's scores (for information)
     known = np.isfinite(beta)
     points = [
         point("misclassified", 0, "negative_beta_fraction", (beta[known & ~correct] < 0).astype(float), seed),
@@ -53,11 +55,17 @@ def run(ctx: Context, *, references: int, seed: int, options: dict, progress=Non
         point("correct", 0, "mean_beta", beta[known & correct], seed),
     ]
     names = ctx.bundle.classes or []
-    per_class: dict[str, list[float]] = {"spearman_pre_softmax": [], "spearman_post_softmax": []}
+    scores = {
+        "spearman_pre_softmax": pre,
+        "spearman_post_softmax": post,
+        "spearman_pre_softmax_predicted": pre_top,
+        "spearman_post_softmax_predicted": post_top,
+    }
+    per_class: dict[str, list[float]] = {metric: [] for metric in scores}
     for c in np.unique(labels[known]).tolist():
         mine = known & (labels == c)
         name = names[c] if c < len(names) else f"class {c}"
-        for metric, score in (("spearman_pre_softmax", pre), ("spearman_post_softmax", post)):
+        for metric, score in scores.items():
             rho = spearmanr(beta[mine], score[mine]).statistic if mine.sum() > 2 else float("nan")
             rho = float(rho) if np.isfinite(rho) else None
             points.append(Point(name, int(c), metric, rho, None, None, int(mine.sum())))

@@ -11,6 +11,9 @@ misclassified samples (the reference excluded):
 * ``features``: nearest by penultimate features;
 * ``label_aware``: nearest by softmax minus the one-hot true label.
 
+The controls are measured for the "most" rows and the whole network (the salient step's
+effect on other sets; random / least rows only on the saliency neighbours).
+
 Metrics per (selection, count): ``reference_corrected_fraction``, ``<set>_corrected_fraction``
 and ``<set>_true_confidence_delta`` for each set, ``collateral_accuracy_delta`` and
 ``collateral_flips``, and the paired per-reference differences
@@ -64,7 +67,7 @@ def run(ctx: Context, *, references: int, seed: int, options: dict, progress=Non
     counts, k = counts_of(ctx, options), options["k"]
     steps = Steps(len(ids) * len(SETS) + 1, progress, ctx.should_stop)
     wrong_mask = ~np.asarray(ctx.bundle.correct, bool)
-    _neighbors.vectors(ctx, "features")  # one forward pass over the bundle for the baselines
+    _neighbors.vectors(ctx, "features", steps.head(0.1))  # one forward pass over the bundle for the baselines
     collateral_ids = np.zeros(0, np.int64)
     if options["collateral"] and len(ctx.correct_ids):
         n = min(options["collateral"], len(ctx.correct_ids))
@@ -101,6 +104,7 @@ def run(ctx: Context, *, references: int, seed: int, options: dict, progress=Non
             label=label,
             profile=profile,
             sample_id=sample_id,
+            selections=SELECTIONS,
         ):
             return finetune_evaluation(
                 ctx.model,
@@ -111,7 +115,7 @@ def run(ctx: Context, *, references: int, seed: int, options: dict, progress=Non
                 neighbor_inputs=ctx.images(nb_ids) if len(nb_ids) else None,
                 neighbor_labels=torch.from_numpy(ctx.labels(nb_ids)) if len(nb_ids) else None,
                 counts=counts,
-                selections=SELECTIONS,
+                selections=selections,
                 step_size=options["step_size"],
                 seed=seed,
                 reference=sample_id,
@@ -131,7 +135,9 @@ def run(ctx: Context, *, references: int, seed: int, options: dict, progress=Non
                     add(r.selection, r.count, "collateral_flips", r.collateral.flips, sample_id)
         for name in SETS:
             steps.check()
-            report = evaluate(ids_of_row[sets[name]])
+            # The controls ask what the *salient* step does to other sets: "most" rows (and the
+            # whole network) only, a sixth of the forward passes of the full grid.
+            report = evaluate(ids_of_row[sets[name]], selections=SELECTIONS if name == "neighbors" else ("most",))
             for r in report.rows:
                 if name == "neighbors":
                     add(r.selection, r.count, "reference_corrected_fraction", corrected_share(r), sample_id)

@@ -1,9 +1,11 @@
 """Input-saliency masking at dataset level (Levin et al. §3.4, A.9, Fig. 7c).
 
 For each misclassified reference: its input saliency for the top-10 salient filters
-(:func:`parasal.core.input_saliency`, the gradient summed over channels), then two masked
-copies: the top ``percent`` % pixels by saliency, and as many pixels drawn at random (seeded
-with the reference id), set to the dataset mean (0 after the bundle's normalisation).
+(:func:`parasal.core.input_saliency`, the gradient summed over channels), then masked
+copies, ``percent`` % of the pixels set to the dataset mean (0 after the bundle's
+normalisation): the top pixels by saliency, as many drawn at random (seeded with the
+reference id), and the top pixels among the background only (raw intensity 0) or the
+foreground only (as many, or all there are): does salient background matter?
 Measured per copy: Δ true-class and Δ originally-predicted-class confidence, corrected or
 not, and the relative change of the 10 chosen filters' raw saliency (Fig. 7c). Paired
 Wilcoxon signed-rank tests: each copy's Δ against 0, and top against random. Also: the
@@ -32,6 +34,9 @@ OPTIONS = {
         "float", 0.25, "true-class confidence rise that counts a mistake as explained (paper: 25 %)", 0.0, 1.0
     ),
 }
+#: What is masked: the top pixels, random pixels, and the top pixels within the background
+#: (raw intensity 0) or the foreground only, to tell whether salient background matters.
+KINDS = ("top", "random", "top_background", "top_foreground")
 METRICS = (
     "true_confidence_delta",
     "incorrect_confidence_delta",
@@ -56,7 +61,7 @@ def run(ctx: Context, *, references: int, seed: int, options: dict, progress=Non
     mean = torch.tensor(ctx.preprocessing.mean, dtype=torch.float32)
     std = torch.tensor(ctx.preprocessing.std, dtype=torch.float32)
     black = (-mean / std)[:, None]  # (C, 1)
-    rows = {k: {"top": [], "random": []} for k in METRICS}
+    rows = {k: {kind: [] for kind in KINDS} for k in METRICS}
     explained = []
     for sample_id in ids.tolist():
         steps.check()
@@ -67,22 +72,32 @@ def run(ctx: Context, *, references: int, seed: int, options: dict, progress=Non
         m = max(1, int(round(len(pixels) * options["percent"] / 100.0)))
         top = np.argsort(-pixels, kind="stable")
         rand = np.random.default_rng(mixed_seed(seed, "masking", sample_id)).permutation(len(pixels))
-        batch = torch.stack([x, _masked(x, top, m), _masked(x, rand, m)])  # (3, C, H, W)
-        with torch.no_grad():
-            probs = F.softmax(ctx.model(batch).double(), 1)  # (3, K)
-        predicted = int(probs[0].argmax())
-        labels = torch.full((3,), label, dtype=torch.long)
-        raw = filter_saliency(ctx.model, batch, labels, layout=ctx.layout).double()[:, sal.filters]  # (3, 10)
         flat = x.view(x.shape[0], -1)
-        for j, kind in ((1, "top"), (2, "random")):
-            order = top if kind == "top" else rand
+        background = torch.isclose(flat, black).all(0).numpy()  # (H·W,) raw intensity 0 in every channel
+        orders = {
+            "top": top,
+            "random": rand,
+            "top_background": top[background[top]],  # the most salient pixels among the background only
+            "top_foreground": top[~background[top]],
+        }
+        batch = torch.stack([x] + [_masked(x, orders[kind], m) for kind in KINDS])  # (1 + 4, C, H, W)
+        with torch.no_grad():
+            probs = F.softmax(ctx.model(batch).double(), 1)  # (5, K)
+        predicted = int(probs[0].argmax())
+        labels = torch.full((len(batch),), label, dtype=torch.long)
+        raw = filter_saliency(ctx.model, batch, labels, layout=ctx.layout).double()[:, sal.filters]  # (5, 10)
+        for j, kind in enumerate(KINDS, start=1):
+            order = orders[kind]
+            if len(order) == 0:  # no background (or no foreground) pixel: not measured
+                for metric in METRICS:
+                    rows[metric][kind].append(np.nan)
+                continue
             rows["true_confidence_delta"][kind].append(float(probs[j, label] - probs[0, label]))
             rows["incorrect_confidence_delta"][kind].append(float(probs[j, predicted] - probs[0, predicted]))
             rows["corrected_fraction"][kind].append(float(int(probs[j].argmax()) == label))
             change = (raw[j] - raw[0]) / raw[0].clamp_min(1e-12)
             rows["filter_saliency_change"][kind].append(float(change.mean()))
-            chosen = flat[:, torch.from_numpy(order[:m])]  # (C, m)
-            rows["background_share"][kind].append(float(torch.isclose(chosen, black).all(0).double().mean()))
+            rows["background_share"][kind].append(float(background[order[:m]].mean()) if len(order) else np.nan)
         rise = float(probs[1, label] - probs[0, label])
         if rise >= options["explained_threshold"]:
             explained.append({"id": sample_id, "label": label, "predicted": predicted, "true_confidence_rise": rise})
@@ -91,11 +106,10 @@ def run(ctx: Context, *, references: int, seed: int, options: dict, progress=Non
     percent = options["percent"]
     count = int(round(percent))
     points = [
-        point(kind, count, metric, rows[metric][kind], seed, percent=percent)
-        for metric in METRICS
-        for kind in ("top", "random")
+        point(kind, count, metric, rows[metric][kind], seed, percent=percent) for metric in METRICS for kind in KINDS
     ]
     tests = {metric: _tests(rows[metric]) for metric in ("true_confidence_delta", "incorrect_confidence_delta")}
+    pixels_total = int(x[0].numel())
     extra = {
         "percent": percent,
         "top_k": options["top_k"],
@@ -104,8 +118,12 @@ def run(ctx: Context, *, references: int, seed: int, options: dict, progress=Non
         "explained_threshold": options["explained_threshold"],
         "explained": explained,
         "explained_count": len(explained),
+        "masked_pixels": m,
+        "pixels": pixels_total,
+        "kinds": "top / random: the top or random pixels of the whole image; top_background / top_foreground: the "
+        "most salient pixels among the background (raw 0) or the foreground only (as many, or all there are)",
     }
-    plot = bars_png(points, METRICS, title=f"masking the top {percent:g}% input-saliency pixels vs random pixels")
+    plot = bars_png(points, METRICS[:4], title=f"masking {percent:g}% of the pixels: top input saliency vs random")
     return Outcome(len(ids), points, extra, plot)
 
 
@@ -125,4 +143,7 @@ def _tests(values: dict[str, list[float]]) -> dict:
         "top_vs_zero_p": p(values["top"]),
         "random_vs_zero_p": p(values["random"]),
         "top_vs_random_p": p(values["top"], values["random"]),
+        "top_background_vs_zero_p": p(values["top_background"]),
+        "top_foreground_vs_zero_p": p(values["top_foreground"]),
+        "top_background_vs_random_p": p(values["top_background"], values["random"]),
     }

@@ -37,7 +37,7 @@ def run(ctx: Context, *, references: int, seed: int, options: dict, progress=Non
     wrong_ids = sample_ids(ctx.misclassified_ids, references, DEFAULT_CAP, seed, "misclassified samples")
     right_ids = sample_ids(ctx.correct_ids, references, DEFAULT_CAP, seed, "correctly classified samples")
     steps = Steps(len(SELECTIONS) + 1, progress, ctx.should_stop)
-    _neighbors.vectors(ctx, "features", lambda f, m: None)  # the forward pass, once, before timing steps
+    _neighbors.vectors(ctx, "features", steps.head(1 / steps.total))  # the forward pass, once (shared)
     steps.step("features and logits of every sample")
     n = len(labels)
     values: dict[tuple[str, str], list[float]] = {}

@@ -10,6 +10,8 @@ from ._common import Point
 __all__ = ["curves_png", "bars_png"]
 
 _COLORS = {"most": "tab:red", "random": "tab:blue", "least": "tab:green", "whole_network": "black"}
+#: For the other selections (methods, cascade stages), in order of appearance.
+_PALETTE = ("tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray", "gold")
 
 
 def _figure(panels: int, height: float = 3.2):
@@ -20,7 +22,9 @@ def _figure(panels: int, height: float = 3.2):
 
     cols = min(panels, 3)
     rows = (panels + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, height * rows), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(max(4.2 * cols, 7.5), height * rows * (1.4 if panels == 1 else 1)), squeeze=False
+    )
     for ax in axes.flat[panels:]:
         ax.axis("off")
     return plt, fig, list(axes.flat[:panels])
@@ -51,9 +55,10 @@ def curves_png(
     hlines = hlines or {}
     for ax, metric in zip(axes, metrics):
         mine = [p for p in points if p.metric == metric and p.mean is not None]
+        others = [s for s in dict.fromkeys(p.selection for p in mine) if s not in _COLORS]
         for selection in dict.fromkeys(p.selection for p in mine):
             rows = sorted((p for p in mine if p.selection == selection), key=lambda p: p.count)
-            color = _COLORS.get(selection)
+            color = _COLORS.get(selection) or _PALETTE[others.index(selection) % len(_PALETTE)]
             if selection in hlines:
                 ax.axhline(rows[0].mean, color=color or "gray", linestyle=hlines[selection], label=selection)
                 continue
@@ -67,7 +72,8 @@ def curves_png(
         ax.set_xlabel(xlabel)
         ax.set_title((titles or {}).get(metric, metric), fontsize=9)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     return _png(plt, fig)
 

@@ -9,6 +9,11 @@ output are zeroed (a forward hook, per image) for j = 0..steps, and the image co
 correct or not. Normalised accuracy = accuracy / accuracy with nothing removed; AUC = the
 trapezoid area under normalised accuracy vs fraction removed (0..1; lower = the method
 finds the important filters first). CIs: bootstrap over images of the ratio.
+
+Per image, ``taylor`` and ``taylor_class`` rank identically: ∂L/∂A = −(1/p_c)·∂p_c/∂A for
+the cross-entropy L = −log p_c, so |Σ ∂L/∂A ⊙ A| is |Σ ∂p_c/∂A ⊙ A| times 1/p_c, one
+positive factor per image. Their curves coincide here; the paper's differ (it does not say
+how its rankings were formed beyond "for every image").
 """
 
 from __future__ import annotations
@@ -103,7 +108,8 @@ def run(ctx: Context, *, references: int, seed: int, options: dict, progress=Non
         "removed": removed,
         "auc": aucs,
         "accuracy_before": float(correct[0].mean()),
-        "note": "count of a normalized_accuracy point = channels zeroed; the auc point has count 0",
+        "note": "count of a normalized_accuracy point = channels zeroed; the auc point has count 0; taylor and "
+        "taylor_class rank every image identically (the loss gradient is the softmax one times -1/p_c)",
     }
     plot = curves_png(
         [p for p in points if p.metric == "normalized_accuracy"],

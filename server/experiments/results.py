@@ -160,6 +160,9 @@ def _verdict_masking(doc: dict) -> str:
     rnd = _one(doc, "true_confidence_delta", "random")
     p = doc.get("tests", {}).get("true_confidence_delta", {}).get("top_vs_random_p")
     bg = _one(doc, "background_share", "top")
+    only_bg = _one(doc, "true_confidence_delta", "top_background")
+    only_fg = _one(doc, "true_confidence_delta", "top_foreground")
+    p_bg = doc.get("tests", {}).get("true_confidence_delta", {}).get("top_background_vs_zero_p")
     if not (top and rnd):
         return "Not measured."
     significant = p is not None and p < 0.05
@@ -170,7 +173,9 @@ def _verdict_masking(doc: dict) -> str:
         f"by {_fmt(top, 'pp')} against {_fmt(rnd, 'pp')} for random pixels (paired Wilcoxon p = "
         f"{p if p is None else f'{p:.3g}'}): §3.4's dataset-level trend {trend} on this model; "
         f"{doc.get('explained_count', 0)} of {doc.get('references')} mistakes are 'explained by masking' (≥ +25 pp), "
-        f"and {_fmt(bg, True)} of the masked top pixels are black background."
+        f"and {_fmt(bg, True)} of the masked top pixels are black background. Masking only the most salient "
+        f"background pixels changes the true-class confidence by {_fmt(only_bg, 'pp')} (p = "
+        f"{p_bg if p_bg is None else f'{p_bg:.3g}'}), only the most salient foreground pixels by {_fmt(only_fg, 'pp')}."
     )
 
 
@@ -210,11 +215,16 @@ def _verdict_beta(doc: dict) -> str:
     post = _one(doc, "spearman_post_softmax", "mean_over_classes")
     if not (m and c):
         return "Not measured."
-    trend = "reproduces" if _below(c, m) and m["mean"] > 0.5 else "does not reproduce"
+    shares = _below(c, m) and m["mean"] > 0.5
+    # The correlation part: the mean per-class ρ with the pre-softmax score above 0.5 (CI).
+    rho = bool(pre and pre["ci_low"] is not None and pre["ci_low"] > 0.5)
+    trend = "reproduces" if shares and rho else "partly reproduces" if shares or rho else "does not reproduce"
     return (
         f"β < 0 for {_fmt(m, True)} of misclassified and {_fmt(c, True)} of correct samples (paper: 86.6–90.2 % vs "
-        f"45.9–47.7 %): §4.2's 'failures lack expected features' {trend} here; mean per-class Spearman of β with "
-        f"the true class's pre-softmax score {_fmt(pre)}, post-softmax {_fmt(post)} (paper: 0.998–0.999 / 0.78–0.80)."
+        f"45.9–47.7 %): the contrast {'holds' if shares else 'does not hold'}; the mean per-class Spearman of β with "
+        f"the true class's pre-softmax score is {_fmt(pre)}, post-softmax {_fmt(post)} (paper: 0.998–0.999 / "
+        f"0.78–0.80; rule: pre-softmax CI above 0.5): {'holds' if rho else 'does not hold'}. "
+        f"§4.2 {trend} on this model."
     )
 
 
@@ -335,7 +345,8 @@ SECTIONS = {
         "Filter ranking methods (Hartley et al. §4.1, Table 1)",
         "Paper, AUC (lower = better), VGG16 / ResNet18: random 0.685 / 0.733, l1 0.057 / 0.618, Grad-CAM++ "
         "0.147 / 0.230, Grad-CAM 0.079 / 0.225, Taylor 0.132 / 0.629, Taylor (class) 0.052 / 0.392, Grad-AMap "
-        "0.042 / 0.146.",
+        "0.042 / 0.146. Here Taylor and Taylor (class) coincide: per image, the loss gradient is the class "
+        "score's times −1/p_c, which leaves the ranking unchanged.",
         ["auc"],
         None,
         None,
@@ -345,7 +356,14 @@ SECTIONS = {
         "Paper (ImageNet): β < 0 for 86.60 % (VGG16) / 90.20 % (ResNet50) of misclassified images against 45.88 % / "
         "47.67 % of correct ones; mean per-class Spearman of β with pre-softmax scores 0.998 / 0.999, post-softmax "
         "0.782 / 0.801.",
-        ["negative_beta_fraction", "mean_beta", "spearman_pre_softmax", "spearman_post_softmax"],
+        [
+            "negative_beta_fraction",
+            "mean_beta",
+            "spearman_pre_softmax",
+            "spearman_post_softmax",
+            "spearman_pre_softmax_predicted",
+            "spearman_post_softmax_predicted",
+        ],
         ["misclassified", "correct", "mean_over_classes"],
         {"negative_beta_fraction": True},
     ),
@@ -386,7 +404,7 @@ def render(out: Path, page: Path, *, bundle: str = "", machine: str = "") -> str
         "",
     ]
     if bundle:
-        lines += [f"Bundle: `{bundle}`.{(' Machine: ' + machine + '.') if machine else ''}", ""]
+        lines += [f"Bundle: {bundle}.{(' Machine: ' + machine + '.') if machine else ''}", ""]
     summary, body = [], []
     for name in NAMES:
         title, paper, metrics, selections, pct = SECTIONS[name]
@@ -430,17 +448,32 @@ def main(argv: list[str] | None = None) -> int:
         if not args.bundle:
             p.error("--bundle is required unless --render-only")
         _run(args)
-    page.write_text(render(args.out, page, bundle=_bundle_name(args), machine=args.machine))
+    machine_file = args.out / "machine.txt"
+    if args.machine and not args.render_only:
+        machine_file.write_text(args.machine + "\n")
+    machine = args.machine or (machine_file.read_text().strip() if machine_file.exists() else "")
+    page.write_text(render(args.out, page, bundle=_bundle_name(args), machine=machine))
     print(f"wrote {page}")
     return 0
 
 
 def _bundle_name(args) -> str:
+    """The bundle as the page describes it (written by the run, read back by --render-only)."""
     meta = args.out / "bundle.txt"
-    if args.bundle:
-        meta.parent.mkdir(parents=True, exist_ok=True)
-        meta.write_text(str(args.bundle) + "\n")
     return meta.read_text().strip() if meta.exists() else ""
+
+
+def describe(bundle) -> str:
+    """Model, data and reference data of a bundle, in words (no local paths)."""
+    m = bundle.manifest
+    text = (
+        f"model {m.model.name} on {', '.join(d.spec for d in m.datasets)} ({bundle.num_samples:,} samples, "
+        f"{bundle.num_misclassified:,} misclassified, {bundle.num_filters} filters)"
+    )
+    if bundle.has_reference:
+        ref = bundle.reference
+        text += f"; reference data {ref.dataset} ({ref.num_samples:,} samples, layer {ref.layer}, {ref.method})"
+    return text
 
 
 def _run(args) -> None:
@@ -452,6 +485,7 @@ def _run(args) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     total = time.perf_counter()
     with open_local(args.bundle) as (bundle, model, ctx):
+        (args.out / "bundle.txt").write_text(describe(bundle) + "\n")
         for name in names:
             skipped = args.out / f"{name}.skipped"
             start = time.perf_counter()

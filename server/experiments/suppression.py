@@ -22,7 +22,7 @@ from ._reference import require_reference
 from .plots import bars_png
 
 NAME = "suppression"
-DEFAULT_CAP = 100
+DEFAULT_CAP = 300
 OPTIONS = {
     "segments": Option("ints", (25, 50, 100), "SLIC superpixel counts swept", 2, 1000),
     "blank_counts": Option("ints", (1, 2, 3, 5), "numbers of top superpixels blanked", 1, 1000),

@@ -12,6 +12,7 @@ import pytest
 
 from parasal.client import _convert as cv
 from parasal.client import _convert_browse as cvb
+from parasal.client import _convert_experiment as cve
 from parasal.client import _convert_surprise as cvs
 from parasal.client import types as t
 from parasal.client.errors import Internal, InvalidArgument
@@ -172,12 +173,23 @@ SUPPRESSION = pb.SuppressionResult(
     layer="layer3.0.conv2",
     filter=17,
     rows=[
-        pb.SuppressionRow(
-            method="surprise", segments=50, blanked=2, predicted=6, true_confidence=0.625, corrected=True
-        )
+        pb.SuppressionRow(method="surprise", segments=50, blanked=2, predicted=6, true_confidence=0.625, corrected=True)
     ],
     fixed_by_surprise=True,
     fixed_by_vanilla=True,
+)
+EXPERIMENT = pb.ExperimentResult(
+    name="pruning",
+    references=60,
+    seed=3,
+    points=[
+        pb.ExperimentPoint(
+            selection="most", count=5, metric="corrected_fraction", mean=0.25, ci_low=0.125, ci_high=0.375, n=60
+        )
+    ],
+    json='{"experiment": "pruning"}',
+    plot_png=b"\x89PNG",
+    seconds=12.5,
 )
 FILTER_COUNT = pb.FilterCount(layer="conv2", filter=5, count=12)
 FAILURE_MODE = pb.FailureMode(
@@ -286,6 +298,8 @@ CASES = {
     "ExplainSurpriseResponse": (SURPRISE, cvs.surprise_from_proto, cvs.surprise_to_proto),
     "SuppressionResult": (SUPPRESSION, cvs.suppression_result_from_proto, cvs.suppression_result_to_proto),
     "Operation(suppression)": (operation(suppression=SUPPRESSION), cv.operation_from_proto, cv.operation_to_proto),
+    "ExperimentResult": (EXPERIMENT, cve.experiment_result_from_proto, cve.experiment_result_to_proto),
+    "Operation(experiment)": (operation(experiment=EXPERIMENT), cv.operation_from_proto, cv.operation_to_proto),
     "FilterCount": (FILTER_COUNT, cvb.filter_count_from_proto, cvb.filter_count_to_proto),
     "FailureMode": (FAILURE_MODE, cvb.failure_mode_from_proto, cvb.failure_mode_to_proto),
     "FailureMapPoint": (MAP_POINT, cvb.failure_map_point_from_proto, cvb.failure_map_point_to_proto),
@@ -407,10 +421,8 @@ def test_result_table_and_dicts():
         "sd_ref_dtrue",
         "filters",
     ]
-    assert table[2].split() == [
-        "random", "5", "yes", "-0.5000", "0.2500", "0.1250", "8", "6/480", "-0.0125", "-0.0312", "0.1250",
-        "3,17,600,601,+1",
-    ]  # fmt: skip
+    expected = "random 5 yes -0.5000 0.2500 0.1250 8 6/480 -0.0125 -0.0312 0.1250 3,17,600,601,+1"
+    assert table[2].split() == expected.split()
     assert t.PruningResult(result.reference, np.zeros(0, np.int64), []).table() == "(no rows)"
 
 

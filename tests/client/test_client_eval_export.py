@@ -45,6 +45,17 @@ def test_the_new_options_go_out_as_the_proto_fields(client, fake, run):
         client.start_pruning_evaluation(sample_id=3, count_fractions=[float("nan")])
 
 
+def test_a_failure_mode_replaces_the_reference(client, fake, run):
+    status, _, _ = run("eval", "finetune", "--failure-mode", "2", "--no-wait")
+    request = fake.state.requests("StartFinetuneEvaluation")[-1]
+    assert status == 0 and request.HasField("failure_mode") and request.failure_mode == 2
+    assert request.WhichOneof("reference") is None
+    status, _, err = run("eval", "finetune", "--failure-mode", "2", "--sample", "3")
+    assert status == 2 and "not allowed with" in err
+    with pytest.raises(InvalidArgument, match="failure_mode"):
+        client.start_finetune_evaluation(sample_id=3, failure_mode=1)
+
+
 def _chunks(data: bytes, size: int, total: int | None = None, fail_after: int | None = None):
     def call(request, timeout=None, metadata=None):
         pieces = [data[i : i + size] for i in range(0, len(data), size)]

@@ -95,3 +95,17 @@ def test_refuses_bad_input():
         stats.percentile(101)
     with pytest.raises(ValueError, match="inconsistent"):
         ClassFilterStats.from_arrays({"counts": np.array([2, 2]), "values": np.zeros((3, 2), np.float32)})
+
+
+def test_percentile_tables_are_bounded_and_stay_exact():
+    from parasal.core.class_stats import MAX_CACHED_PERCENTILES
+
+    rng = np.random.default_rng(3)
+    alpha = rng.normal(size=(200, 5)).astype(np.float32)
+    labels = rng.integers(0, 3, 200)
+    stats = ClassFilterStats.of(alpha, labels, 3)
+    for i in range(50):
+        stats.percentile(i / 2)
+    assert sum(isinstance(k, tuple) for k in stats._cache) <= MAX_CACHED_PERCENTILES
+    # an evicted q is recomputed, equal to numpy's percentile
+    np.testing.assert_allclose(stats.percentile(0.0)[1], np.percentile(alpha[labels == 1], 0.0, axis=0))

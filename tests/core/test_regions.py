@@ -136,3 +136,38 @@ def test_region_png_draws_the_boundary():
     assert yellow.any() and not yellow[:5].any() and not yellow[20:].any()
     with pytest.raises(ValueError, match="mask shape"):
         region_png(image, mask[:5])
+
+
+class Bypass(nn.Module):
+    """``conv``'s output joins a parallel branch that does not pass through it (a ResNet shortcut beside its block)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 3, padding=1)
+        self.branch = nn.Conv2d(1, 3, 5, padding=2)
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x, detach_branch: bool = False):
+        side = self.branch(x)
+        side = side.detach() if detach_branch else side
+        return self.fc(torch.relu(self.conv(x) + side).mean((2, 3)))
+
+
+def test_a_parallel_branch_carries_no_gradient_through_the_filter():
+    torch.manual_seed(1)
+    model = Bypass().eval()
+    image = torch.rand(1, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(4))
+    for n in range(3):
+        region = filter_region(model, image, n, target=1, layer="conv", segments=16)
+        # oracle by hand: the branch's path detached and the other channels of conv detached
+        x = image.clone().requires_grad_(True)
+        out = model.conv(x)
+        out = torch.stack([out[:, c] if c == n else out[:, c].detach() for c in range(3)], 1)
+        score = model.fc(torch.relu(out + model.branch(x).detach()).mean((2, 3)))[0, 1]
+        (g,) = torch.autograd.grad(score, x)
+        np.testing.assert_allclose(region.gradient, g[0].abs().amax(0).numpy(), rtol=1e-5, atol=1e-9)
+    # vanilla backprop keeps every path, the branch's included
+    vanilla = filter_region(model, image, None, target=1, layer="conv", segments=16)
+    x = image.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(model(x)[0, 1], x)
+    np.testing.assert_allclose(vanilla.gradient, g[0].abs().amax(0).numpy(), rtol=1e-5, atol=1e-9)

@@ -537,3 +537,95 @@ def test_reference_filters_are_hidden_without_reference_data():
     with TestClient(create_app(FakeClient(reference=False))) as tc:
         r = tc.get("/samples")
     assert r.status_code == 200 and "only_with_surprise" not in r.text
+
+
+def test_many_classes_list_the_largest_confusions_instead_of_a_matrix(fake, monkeypatch):
+    from types import SimpleNamespace
+
+    from parasal.client.dashboard._views import TOP_CONFUSIONS, confusion_view
+
+    rng = np.random.default_rng(0)
+    counts = rng.integers(0, 50, size=(100, 100))
+    names = [f"class{i}" for i in range(100)]
+    view = confusion_view(SimpleNamespace(counts=counts, class_names=names, accuracy=0.5), names)
+    assert view["rows"] == [] and len(view["top"]) == TOP_CONFUSIONS
+    # oracle: every off-diagonal cell, sorted by count (desc), then by cell order
+    cells = sorted((-counts[t, p], t, p) for t in range(100) for p in range(100) if t != p)[:TOP_CONFUSIONS]
+    assert [(c["true"], c["predicted"], c["count"]) for c in view["top"]] == [
+        (names[t], names[p], -n) for n, t, p in cells
+    ]
+
+
+def test_the_map_is_thinned_on_huge_bundles(app_client, fake, monkeypatch):
+    from types import SimpleNamespace
+
+    from parasal.client.dashboard import _views
+
+    monkeypatch.setattr(_views, "MAX_MAP_POINTS", 7)
+    original = fake.failure_modes
+
+    def many(**kwargs):
+        fm = original(**kwargs)
+        pts = [SimpleNamespace(id=i, x=float(i), y=0.0, label=0, predicted=1, failure_mode=0) for i in range(100)]
+        return SimpleNamespace(**{**vars(fm), "map": pts})
+
+    monkeypatch.setattr(fake, "failure_modes", many)
+    html = app_client.get("/").text
+    ids = [int(i) for i in re.findall(r'<a href="/samples/(\d+)"><circle', html)]
+    gaps = np.diff(ids)
+    assert len(ids) == 7 and ids[0] == 0 and ids[-1] == 99  # both ends, evenly in between
+    assert gaps.min() >= 16 and gaps.max() <= 17
+    assert "Showing 7 of 100 points" in html
+
+
+@pytest.mark.parametrize("origin", ["http://evil.example", "null", "http://testserver:9999"])
+def test_posts_from_another_site_are_refused(app_client, fake, origin):
+    r = app_client.post("/evaluations/pruning", data={"sample_id": "4"}, headers={"Origin": origin})
+    assert r.status_code == 403 and "another site" in r.text
+    r = app_client.post(
+        "/upload", files={"image": ("x.png", png(1), "image/png")}, data={"label": "0"}, headers={"Origin": origin}
+    )
+    assert r.status_code == 403
+    assert not [n for n, _, _ in fake.calls if n.startswith("start_") or n == "profile"]
+
+
+def test_posts_from_the_dashboard_itself_are_accepted(app_client, fake):
+    r = app_client.post("/evaluations/pruning", data={"sample_id": "4"}, headers={"Origin": "http://testserver"})
+    assert r.status_code == 200 and fake.called("start_pruning_evaluation")
+
+
+def test_an_uploaded_image_can_be_evaluated(app_client, fake):
+    image = png(11)
+    r = app_client.post("/upload", files={"image": ("bag.png", image, "image/png")}, data={"label": "1"})
+    token = re.search(r'href="/evaluations\?upload=([^"]+)"', r.text).group(1)
+    form = app_client.get(f"/evaluations?upload={token}").text
+    assert f'name="upload" value="{token}"' in form and "bag.png" in form
+    r = app_client.post("/evaluations/pruning", data={"upload": token, "counts": "1"})
+    assert r.status_code == 200
+    call = fake.called("start_pruning_evaluation")[0]
+    assert call["image"] == image and call["label"] == 1 and "sample_id" not in call
+    r = app_client.post("/evaluations/pruning", data={"upload": token, "sample_id": "4"})
+    assert r.status_code == 400 and "give one of sample_id, an uploaded image or failure_mode" in r.text
+    assert app_client.post("/evaluations/finetune", data={"upload": "gone"}).status_code == 404
+    assert app_client.get("/evaluations?upload=gone").status_code == 404
+
+
+def test_sample_page_links_its_confusion_pair(app_client):
+    html = app_client.get("/samples/4").text
+    assert '<a href="/samples?true_labels=1&amp;predicted_labels=2" id="same-pair">' in html
+
+
+def test_failed_operation_shows_its_error(app_client, fake):
+    import grpc
+
+    from parasal.client.types import Operation, OperationErrorInfo
+
+    error = OperationErrorInfo(grpc.StatusCode.RESOURCE_EXHAUSTED, "out of memory on the device")
+    fake.operations_by_id["bad"] = Operation(
+        "bad", "pruning", "failed", 0.4, "failed", "fashion", None, None, None, error
+    )
+    html = app_client.get("/operations/bad").text
+    assert "RESOURCE_EXHAUSTED: out of memory on the device" in html and 'data-done="true"' in html
+    assert 'id="result"' not in html and "/cancel" not in html  # finished: nothing to cancel
+    listing = app_client.get("/evaluations").text
+    assert 'class="state-failed"' in listing

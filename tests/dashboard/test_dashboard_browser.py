@@ -161,7 +161,7 @@ def test_overview_confusion_cell_sample_and_neighbour(page, dashboard, sdk):
 
 def test_failure_map_point_opens_its_sample(page, dashboard):
     page.goto(dashboard.url + "/")
-    point = page.locator("#failure-map a").first
+    point = page.locator("#failure-map a").last  # drawn last: nothing covers it
     href = point.get_attribute("href")
     page.select_option("#map-colour", "pair")  # recolouring keeps the links
     point.locator("circle").click()
@@ -205,7 +205,9 @@ def test_start_an_evaluation_and_watch_it_finish(page, dashboard, sdk):
     started = time.monotonic()
     form.locator("button[type=submit]").click()
     page.wait_for_url(re.compile(r"/operations/"))
-    # the page follows the operation over Server-Sent Events and reloads with the result
+    # first rendered while it runs (it takes seconds), the page follows it over Server-Sent
+    # Events (WatchOperation) and reloads itself with the result on the `done` event
+    assert page.get_attribute("#operation", "data-done") == "false"
     page.wait_for_selector("#operation[data-done=true]", timeout=120_000)
     assert page.inner_text("#op-state") == "succeeded"
     assert page.locator("table.result tbody tr").count() >= 6  # 2 counts x 3 selections

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -51,6 +52,12 @@ def test_without_the_extra_the_command_says_what_to_install():
     assert (
         done.stderr.strip() == "error: `parasal dashboard` needs the dashboard extra: pip install 'parasal[dashboard]'"
     )
+    done = _run(
+        BLOCK_DASHBOARD + "import parasal.client.cli as cli\nraise SystemExit(cli.main(['dashboard', '--json']))"
+    )
+    assert done.returncode == 1 and done.stdout == ""
+    error = json.loads(done.stderr)["error"]
+    assert error["code"] == "FAILED_PRECONDITION" and "pip install 'parasal[dashboard]'" in error["message"]
 
 
 def test_dashboard_options():

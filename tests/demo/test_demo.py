@@ -20,14 +20,13 @@ pytestmark = pytest.mark.slow  # real server processes / real bundles: part of m
 REFERENCE_LIMIT = 1000
 
 
-def options(limit: int, bundle_dir, report_dir, queries: int, **changes) -> DemoOptions:
+def options(limit: int, bundle_dir, report_dir, queries: int, evaluations: bool = True) -> DemoOptions:
     return DemoOptions(
         limit=limit,
         reference_limit=REFERENCE_LIMIT,
         bundle_dir=bundle_dir,
         report_dir=report_dir,
-        report=ReportOptions(queries=queries, progress=False),
-        **changes,
+        report=ReportOptions(queries=queries, evaluations=evaluations, progress=False),
     )
 
 
@@ -101,10 +100,10 @@ def test_second_run_reuses_the_bundle_and_a_changed_bundle_changes_the_metrics(d
     opts, _ = demo
     before = json.loads((opts.report_dir / "metrics.json").read_text())
     manifest = (opts.bundle_dir / "CURRENT").read_text()
-    run_demo(options(1000, opts.bundle_dir, opts.report_dir, queries=1))
+    run_demo(options(1000, opts.bundle_dir, opts.report_dir, queries=1, evaluations=False))
     assert "Reusing bundle" in capsys.readouterr().out
     assert (opts.bundle_dir / "CURRENT").read_text() == manifest
-    run_demo(options(600, opts.bundle_dir, opts.report_dir, queries=1))
+    run_demo(options(600, opts.bundle_dir, opts.report_dir, queries=1, evaluations=False))
     after = json.loads((opts.report_dir / "metrics.json").read_text())
     assert after["saliency"]["misclassified"]["count"] + after["saliency"]["correct"]["count"] == 600
     assert after != before

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from report_checks import check_report_dir
 
+from parasal.client import Client
 from parasal.demo import report_cli
 from parasal.demo.metrics import SCORES, beta_summary, neighbor_agreement
 from parasal.demo.serving import serve_bundle
@@ -54,6 +55,8 @@ def test_report_over_a_bundle_directory(tiny_bundle, tmp_path, helpers_env, caps
     for sid in queried:
         for suffix in ("", "-heat", "-profile"):
             assert f"sample-{sid}{suffix}.png" in page.images
+    assert "Failure modes" in page.heading_texts("h3")
+    assert any(i.startswith("mode-0-medoid-") for i in page.images)
     assert any(h.startswith("Fine-tuning evaluation") for h in page.heading_texts("h3"))
     assert any(h.startswith("Pruning evaluation") for h in page.heading_texts("h3"))
 
@@ -80,17 +83,40 @@ def test_report_over_a_bundle_directory(tiny_bundle, tmp_path, helpers_env, caps
 
 def test_report_over_a_running_server_leaves_out_what_needs_the_bundle(tiny_bundle, tmp_path, helpers_env, capsys):
     out = tmp_path / "report"
+    other = tmp_path / "other"
+    data = H.make_image_folder(tmp_path / "imgs", per_class=4, classes=CLASSES)
+    run_index(IndexJob(data=str(data), out=other, model=H.FACTORY, preprocessing=GRAY, progress=False))
     with serve_bundle(tiny_bundle, tmp_path / "server.log", quiet=True) as target:
         rc = report_cli.main(["--server", target, "--out", str(out), "--queries", "1", "--no-evaluations", "--json"])
-    captured = capsys.readouterr()
+        captured = capsys.readouterr()
+        with Client(target) as client:
+            served_modes = client.failure_modes(medoids=5, top_filters=3)
+        # --server with the bundle's directory: the dataset figures come back (no model pass on the server)
+        both = ["--server", target, "--bundle", str(tiny_bundle), "--out", str(tmp_path / "both"), "--queries", "0"]
+        assert report_cli.main([*both, "--no-progress"]) == 0, capsys.readouterr().err
+        assert json.loads((tmp_path / "both" / "metrics.json").read_text())["saliency"]["k"] == 10
+        assert "No samples investigated (--queries 0)." in (tmp_path / "both" / "index.html").read_text()
+        # ... but not with another bundle's directory: the figures would mix two bundles
+        mixed = ["--server", target, "--bundle", str(other), "--out", str(tmp_path / "mixed"), "--no-progress"]
+        assert report_cli.main(mixed) == 2
+        assert "is not the bundle at" in capsys.readouterr().err
+        assert not (tmp_path / "mixed" / "index.html").exists()
     assert rc == 0, captured.err
     doc = json.loads(captured.out)
     assert doc["report"].endswith("index.html") and doc["summary"]["samples indexed"] == 36
     page, metrics, _ = check_report_dir(out)
     assert len([h for h in page.heading_texts("h2") if h.startswith("Sample ")]) == 1
     assert "pass --bundle DIR" in page.all_text  # neighbour agreement needs every profile
-    assert metrics == {"beta": None}
+    assert set(metrics) == {"beta", "failure_modes"} and metrics["beta"] is None
     assert not any(h.startswith("Fine-tuning") for h in page.heading_texts())
+    # the failure modes are the server's, as its SDK answers them
+    modes = metrics["failure_modes"]
+    assert modes["method"] == served_modes.method and modes["num_misclassified"] == 24
+    assert [(m["id"], m["size"]) for m in modes["modes"]] == [(m.id, m.size) for m in served_modes]
+    assert [m["medoid_ids"] for m in modes["modes"]] == [[int(i) for i in m.medoid_ids] for m in served_modes]
+    assert sum(m["size"] for m in modes["modes"]) + served_modes.num_unassigned == 24
+    for m in modes["modes"]:
+        assert all(f"mode-{m['id']}-medoid-{sid}.png" in page.images for sid in m["medoid_ids"])
 
 
 def test_bad_invocations_are_one_line_or_one_json_document(tiny_bundle, tmp_path, capsys):
@@ -107,6 +133,10 @@ def test_bad_invocations_are_one_line_or_one_json_document(tiny_bundle, tmp_path
     error = json.loads(captured.err)["error"]
     assert error["code"] == "UNAVAILABLE" and "cannot reach the parasal server" in error["message"]
     assert not (tmp_path / "r" / "index.html").exists()
+
+    assert report_cli.main(["--bundle", str(tiny_bundle), "--queries", "many", "--json"]) == 2
+    captured = capsys.readouterr()
+    assert json.loads(captured.err)["error"]["code"] == "INVALID_ARGUMENT" and captured.out == ""
 
 
 @pytest.fixture(scope="module")

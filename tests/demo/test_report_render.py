@@ -12,10 +12,13 @@ import pytest
 from PIL import Image
 from report_checks import check_report_dir
 
+from parasal.demo.collect import flat_rows
 from parasal.demo.metrics import MIN_CLASS_SIZE, SCORES, beta_summary, neighbor_agreement
 from parasal.demo.report import (
     DeviationView,
     ExemplarView,
+    ModesView,
+    ModeView,
     NeighborView,
     QueryView,
     ReportContent,
@@ -96,12 +99,13 @@ def test_an_empty_bundle_gets_a_note_for_every_section_left_out(tmp_path):
         "queries": "No misclassified samples: there is no failure to investigate.",
         "neighbors": "Needs more than 10 samples; the bundle has 3.",
         "beta": "The bundle has no reference data, so β ... are left out.",
+        "modes": "No failure modes: too few.",
     }
     page, metrics, raw = check_report_dir(write_report(tmp_path, content(notes=notes)).parent)
     for note in notes.values():
         assert note in page.all_text
     assert "No misclassified samples: there are no confusions to list." in page.all_text
-    assert metrics == {"beta": None}
+    assert metrics == {"beta": None, "failure_modes": None}
     assert page.images == []
     assert "<b>" not in raw and "&lt;b&gt;m&lt;/b&gt;" in raw  # the title is text too
 
@@ -112,6 +116,35 @@ def test_class_names_and_every_other_value_render_as_text(tmp_path):
     assert "script" not in page.tags and "i" not in page.tags
     assert EVIL in page.all_text and "T-shirt & top" in page.all_text
     assert "&lt;script&gt;" in raw and "T-shirt &amp; top" in raw
+
+
+def test_failure_modes_show_their_confusions_filters_and_medoids(tmp_path):
+    modes = ModesView(
+        method="agglomerative-cosine, k=2 by silhouette",
+        silhouette=0.41,
+        num_misclassified=9,
+        modes=[
+            ModeView(0, 6, 0.8, [(0, 1, 4), (1, 0, 2)], [("conv", 2, 4.5)], [(11, png(10)), (12, png(20))]),
+            ModeView(1, 3, 0.7, [(1, 0, 3)], [("conv", 0, 2.0)], [(13, png(30))]),
+        ],
+    )
+    c = content(class_names=[EVIL, "T-shirt & top"], modes=modes)
+    page, metrics, _ = check_report_dir(write_report(tmp_path, c).parent)
+    assert "Failure modes" in page.heading_texts("h3")
+    assert [i for i in page.images if i.startswith("mode-")] == [
+        "mode-0-medoid-11.png",
+        "mode-0-medoid-12.png",
+        "mode-1-medoid-13.png",
+    ]
+    assert f"{EVIL} → T-shirt & top: 4" in page.all_text and "script" not in page.tags
+    assert "conv / 2 (z 4.5)" in page.all_text and "silhouette 0.410" in page.all_text
+    assert metrics["failure_modes"]["modes"][1] == {
+        "id": 1,
+        "size": 3,
+        "cohesion": 0.7,
+        "confusions": [[1, 0, 3]],
+        "medoid_ids": [13],
+    }
 
 
 def test_a_query_shows_its_surprise_filters_with_region_and_exemplar_strip(tmp_path):
@@ -221,3 +254,98 @@ def test_samples_without_beta_are_counted_and_left_out():
         _spearman([0.1, -0.3, -0.2, 0.4], [0.9, 0.2, 0.6, 0.95])
     )
     json.dumps(got, allow_nan=False)
+
+
+def test_evaluation_rows_flatten_into_one_set_of_columns():
+    rows = [
+        {
+            "selection": "most",
+            "count": 2,
+            "filters": (3, 9),
+            "collateral": {"evaluated": 10, "flips": 1},
+            "spread": None,
+        },
+        {"selection": "random", "count": 7, "filters": tuple(range(7)), "collateral": None, "spread": {"draws": 5}},
+    ]
+    flat = flat_rows(rows)
+    assert flat == [
+        {
+            "selection": "most",
+            "count": 2,
+            "filters": "3, 9",
+            "collateral_evaluated": 10,
+            "collateral_flips": 1,
+            "spread_draws": None,
+        },
+        {
+            "selection": "random",
+            "count": 7,
+            "filters": "0, 1, 2, 3, 4, … (7)",
+            "collateral_evaluated": None,
+            "collateral_flips": None,
+            "spread_draws": 5,
+        },
+    ]
+
+
+class AllCorrectServer:
+    """A stand-in for the SDK over a bundle where every sample is right and beta is known
+    for some: the report must ask nothing per sample and leave those sections out."""
+
+    def __init__(self, with_reference: bool):
+        from parasal.client import BundleInfo, Layer, ReferenceDataInfo, Sample
+
+        reference = ReferenceDataInfo("train", 50, "conv", "grad_amap", 4, 6) if with_reference else None
+        self.info = BundleInfo(
+            "b",
+            "tiny",
+            "f" * 64,
+            "imgs",
+            12,
+            0,
+            4,
+            [Layer("conv", "conv", 4, 0)],
+            "Flat",
+            [],
+            None,
+            (1, 8, 8),
+            reference,
+        )
+        self.rows = [
+            Sample(i, f"{i}.png", i % 3, i % 3, True, 0.9, 0.9, 0.1, [], beta=(0.01 * i - 0.05) if i < 10 else None)
+            for i in range(12)
+        ]
+
+    def index_info(self, bundle=""):
+        return [self.info]
+
+    def samples(self, bundle="", page_size=None):
+        return iter(self.rows)
+
+    def failure_modes(self, bundle="", **options):
+        from parasal.client import FailedPrecondition
+
+        raise FailedPrecondition("bundle b has 0 misclassified samples; failure modes need at least 4")
+
+
+@pytest.mark.parametrize("with_reference", [False, True])
+def test_a_bundle_without_failures_or_class_names_gets_notes_not_errors(tmp_path, with_reference):
+    from parasal.demo.collect import ReportOptions, gather_report
+
+    content = gather_report(AllCorrectServer(with_reference), ReportOptions(progress=False))
+    assert content.queries == [] and content.dataset_confusions == []
+    assert content.notes["queries"].startswith("No misclassified samples")
+    assert content.notes["classes"].startswith("The bundle has no class names")
+    assert "pass --bundle DIR" in content.notes["neighbors"]
+    if with_reference:
+        assert content.beta["count"] == 10 and content.beta["without_beta"] == 2
+        assert content.beta["misclassified"]["share_negative"] is None
+        assert content.beta["correct"]["share_negative"] == 0.5
+        assert content.beta["spearman"]["pre_softmax"] is None  # needs the model
+        assert content.summary["reference data"] == "train (50 samples; grad_amap on conv)"
+    else:
+        assert content.beta is None and "has no reference data" in content.notes["beta"]
+    page, metrics, _ = check_report_dir(write_report(tmp_path, content).parent)
+    assert "No misclassified samples: there is no failure to investigate." in page.all_text
+    assert "No failure modes: bundle b has 0 misclassified samples; failure modes need at least 4" in page.all_text
+    assert (metrics["beta"] is None) is not with_reference and metrics["failure_modes"] is None

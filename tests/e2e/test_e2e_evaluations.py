@@ -209,3 +209,12 @@ def test_export_errors(client, bundle, tmp_path):
     finally:
         running.cancel()
     assert not out.exists()
+
+
+def test_a_failure_mode_evaluation(client, bundle):
+    mode = client.failure_modes(include_members=True).modes[0]
+    result = client.start_finetune_evaluation(
+        failure_mode=mode.id, counts=[1], num_neighbors=2, skip_collateral=True
+    ).result(timeout=120)
+    assert result.failure_mode == mode.id and result.reference.sample_id == int(mode.medoid_ids[0])
+    assert set(result.neighbor_ids.tolist()) <= set(int(i) for i in mode.member_ids)

@@ -114,6 +114,22 @@ def test_explain_an_upload_equals_core_on_the_served_model(ref_client, ref_bundl
     assert all(e.image_png is None for e in got.surprise[0].exemplars)  # ids only unless asked
 
 
+def test_concurrent_explanations_each_get_their_own_answer(ref_server, ref_client, ref_bundle):
+    """More callers than model replicas (2 by default): each answer equals its serial one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ids = interesting(ref_bundle, 4)
+    serial = {i: ref_client.surprise(i, include_exemplar_images=True) for i in ids}
+
+    def call(sample_id):
+        with Client(ref_server.address, timeout=120) as c:
+            return sample_id, c.surprise(sample_id, include_exemplar_images=True)
+
+    with ThreadPoolExecutor(6) as pool:
+        for sample_id, got in pool.map(call, ids + ids[:2]):
+            assert got == serial[sample_id]
+
+
 def test_bundle_info_samples_and_neighbours_carry_surprise(ref_client, ref_bundle):
     (info,) = ref_client.index_info()
     reference = ref_bundle.reference

@@ -41,6 +41,7 @@ from parasal.server.surprise import (
     Surprises,
     _Geometry,
     _region,
+    _RequestPercentiles,
     check_class,
     check_params,
     reference_of,
@@ -185,6 +186,23 @@ def test_regions_map_back_onto_the_original_image_through_resize_and_crop():
     assert Image.open(io.BytesIO(region.png)).size == (40, 20)
 
 
+def test_requested_percentiles_equal_the_statistics_and_stay_bounded():
+    rng = np.random.default_rng(0)
+    alpha = rng.gamma(2.0, size=(500, 7)).astype(np.float32)  # skewed, as the paper's
+    labels = rng.integers(0, 3, 500)
+    labels[:5] = 2
+    stats, oracle = ClassFilterStats.of(alpha, labels, 3), ClassFilterStats.of(alpha, labels, 3)
+    view = _RequestPercentiles(stats)
+    for q in [0.1, 99.9, 50.0, 0.5, 99.0, 12.345, *rng.uniform(0, 100, 20)]:
+        np.testing.assert_array_equal(view.percentile(q), oracle.percentile(q))  # bit for bit
+    assert len(view._other) == _RequestPercentiles.KEEP
+    assert sum(1 for key in stats._cache if isinstance(key, tuple)) == 2  # only the defaults in its own cache
+    assert view.num_filters == 7 and view.counts.tolist() == oracle.counts.tolist()
+    (via_view,) = surprise_expectation(alpha[:1], labels[:1], view, high=97.0, low=3.0)
+    (direct,) = surprise_expectation(alpha[:1], labels[:1], oracle, high=97.0, low=3.0)
+    assert via_view.surprise == direct.surprise and via_view.expectation == direct.expectation
+
+
 # -- explanations of indexed samples -----------------------------------------------------
 
 
@@ -286,6 +304,20 @@ def test_exemplars_come_from_the_bundle_with_their_images(surprises, served):
     assert [e.image_png for e in cached.surprise[0].exemplars] == class_pngs  # from the cache, the same bytes
     plain = surprises.explain("ref", sample_id, SurpriseParams())
     assert all(e.image_png == b"" for e in plain.surprise[0].exemplars)
+
+
+def test_exemplar_images_drawn_in_small_batches_are_the_same(registry, surprises, served, monkeypatch):
+    import parasal.server.surprise as module
+
+    reg, config = registry
+    sample_id = with_both_lists(served)[1]
+    params = SurpriseParams(detailed=3, include_exemplar_images=True)
+    want = surprises.explain("ref", sample_id, params)
+    monkeypatch.setattr(module, "EXEMPLAR_BATCH", 5)
+    got = Surprises(reg, Queries(reg, config)).explain("ref", sample_id, params)  # its own, empty cache
+    for a, b in zip([*got.surprise, *got.expectation], [*want.surprise, *want.expectation]):
+        assert [e.image_png for e in a.exemplars] == [e.image_png for e in b.exemplars]
+    assert sum(len(d.exemplars) for d in got.surprise + got.expectation) > 5
 
 
 def test_other_percentiles_move_the_thresholds(surprises, served):

@@ -578,7 +578,8 @@ class EvaluationServiceServicer:
     def StartSuppression(self, request, context):
         """Starts surprise suppression (Hartley et al. section 4.5) on one sample: blank the
         superpixels that most drive its most surprising filter, sweeping superpixel counts and
-        sizes, against vanilla backprop (the loss gradient through all filters).
+        sizes, against vanilla backprop (the same gradient, of the predicted class's score,
+        through all filters of the layer: the paper's baseline).
         Errors: NOT_FOUND (bundle or id); FAILED_PRECONDITION (no reference data);
         INVALID_ARGUMENT (bad image, segments or blank counts out of range);
         RESOURCE_EXHAUSTED (the operation pool is full).
@@ -602,8 +603,9 @@ class EvaluationServiceServicer:
         filters, step size and seed), as a torch.save state dict streamed in chunks, so the same
         edit can be applied to the user's own copy of the model.
         Errors: NOT_FOUND (operation); FAILED_PRECONDITION (the operation is not a finished
-        fine-tuning or pruning evaluation); INVALID_ARGUMENT (no row with that selection, count
-        and draw).
+        fine-tuning or pruning evaluation, its bundle changed since, or its reference was an
+        upload this server no longer holds: the last 32 are kept); INVALID_ARGUMENT (no row with
+        that selection, count and draw).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
