@@ -588,10 +588,16 @@ def sample_page_to_proto(page: SamplePage, samples: Callable[[int], pb.Sample]) 
 def set_failure_mode(message: pb.Sample, modes: FailureModes | None) -> None:
     """Sets ``message.failure_mode`` (a response's own copy, never a cached message) when the
     modes are computed and the sample is in one."""
-    if modes is not None:
-        mode = int(modes.mode_of([message.id])[0])
+    set_failure_modes([message], modes)
+
+
+def set_failure_modes(messages: Sequence[pb.Sample], modes: FailureModes | None) -> None:
+    """:func:`set_failure_mode` for several messages with one lookup."""
+    if modes is None or not messages:
+        return
+    for message, mode in zip(messages, modes.mode_of([m.id for m in messages])):
         if mode >= 0:
-            message.failure_mode = mode
+            message.failure_mode = int(mode)
 
 
 def confusion_matrix_to_proto(matrix: ConfusionMatrix) -> pb.GetConfusionMatrixResponse:

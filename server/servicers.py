@@ -117,7 +117,9 @@ class SaliencyServicer(pb_grpc.SaliencyServiceServicer):
             only_with_surprise=request.only_with_surprise,
         )
         samples = self._samples if request.include_top_filters else self._plain_samples
-        return cv.similar_to_proto(result, samples[served.name])
+        response = cv.similar_to_proto(result, samples[served.name])
+        cv.set_failure_modes([n.sample for n in response.neighbors], cached_failure_modes(served))  # as GetSample
+        return response
 
     def ExplainInput(self, request, context):
         _alive(context)
