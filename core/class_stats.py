@@ -116,7 +116,7 @@ class ClassFilterStats:
             # few tables, not one (K, N) float64 table per q ever asked.
             kept = [k for k in self._cache if isinstance(k, tuple)]
             for old in kept[: max(0, len(kept) - MAX_CACHED_PERCENTILES + 1)]:
-                del self._cache[old]
+                self._cache.pop(old, None)  # another thread may have dropped it first
             self._cache[key] = np.stack([_sorted_percentile(self.values(c), q) for c in range(self.num_classes)])
         return self._cache[key]
 

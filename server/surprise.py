@@ -169,7 +169,7 @@ class Surprises:
         self.registry, self.queries = registry, queries
         self._lock = threading.Lock()
         self._exemplar_pngs: dict[str, _LRU] = {}
-        self._warmed: dict[str, _RequestPercentiles] = {}  # bundle name -> its statistics, warmed
+        self._warmed: dict = {}  # bundle name -> its statistics, warmed
 
     def warm(self) -> None:
         """Sort each bundle's reference statistics and import SLIC now (about 2 s on the
@@ -241,7 +241,8 @@ class Surprises:
                 if served.name not in self._warmed:
                     stats = reference.stats
                     stats.mean, stats.percentile(DEFAULT_HIGH), stats.percentile(DEFAULT_LOW)
-                    self._warmed[served.name] = _RequestPercentiles(stats)
+                    # other q come from the request: core keeps the last few tables (MAX_CACHED_PERCENTILES)
+                    self._warmed[served.name] = stats
         return self._warmed[served.name]
 
     def _details(self, served, reference, image: PreparedImage, filters: list[int], options: _Checked):
@@ -418,53 +419,6 @@ def _region(model_mask: np.ndarray, geometry: _Geometry) -> RegionInfo:
     """A best-superpixel mask over the model's input as a region of the original image."""
     mask = geometry.to_original(model_mask.astype(np.float32)) >= 0.5  # (H, W) original size
     return RegionInfo(region_png(geometry.pixels, mask), mask)
-
-
-class _RequestPercentiles:
-    """The class–filter statistics as :func:`parasal.core.surprise_expectation` reads them, with
-    the percentiles of other requested q kept in a small LRU instead of the statistics' own
-    cache, which keeps every q forever: (K, N) float64 per q is 10 KB for the demo model but
-    16 MB for 1,000 classes x 2,048 filters, and q comes from the request. The default q are
-    the statistics' own (computed once); the others are computed with the same formula
-    (numpy's linear interpolation on the sorted columns, as ClassFilterStats.percentile)."""
-
-    KEEP = 8
-
-    def __init__(self, stats):
-        self._stats = stats
-        self._other: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
-
-    def __getattr__(self, name):  # mean, counts, values, num_classes, num_filters: the statistics'
-        return getattr(self._stats, name)
-
-    def percentile(self, q: float) -> np.ndarray:
-        q = float(q)
-        if q in (DEFAULT_HIGH, DEFAULT_LOW):
-            return self._stats.percentile(q)
-        with self._lock:
-            if q in self._other:
-                self._other.move_to_end(q)
-                return self._other[q]
-        table = np.stack([_column_percentile(self._stats.values(c), q) for c in range(self._stats.num_classes)])
-        with self._lock:
-            self._other[q] = table
-            while len(self._other) > self.KEEP:
-                self._other.popitem(last=False)
-        return table
-
-
-def _column_percentile(values: np.ndarray, q: float) -> np.ndarray:
-    """(N,) P(q) of each column of ``values`` (n, N), sorted ascending: h = (n - 1) q / 100,
-    v[floor h] + frac(h) (v[floor h + 1] - v[floor h]) in float64; NaN for n = 0."""
-    n = len(values)
-    if n == 0:
-        return np.full(values.shape[1], np.nan)
-    h = (n - 1) * q / 100.0
-    lo = int(np.floor(h))
-    hi = min(lo + 1, n - 1)
-    low, high = values[lo].astype(np.float64), values[hi].astype(np.float64)
-    return low + (h - lo) * (high - low)
 
 
 class _LRU:

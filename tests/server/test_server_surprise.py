@@ -41,7 +41,6 @@ from parasal.server.surprise import (
     Surprises,
     _Geometry,
     _region,
-    _RequestPercentiles,
     check_class,
     check_params,
     reference_of,
@@ -184,26 +183,6 @@ def test_regions_map_back_onto_the_original_image_through_resize_and_crop():
     rows = np.flatnonzero(region.mask.any(1))
     assert rows.min() in (1, 2, 3) and rows.max() in (16, 17, 18) and region.mask[4:15, 12:20].all()
     assert Image.open(io.BytesIO(region.png)).size == (40, 20)
-
-
-def test_requested_percentiles_equal_the_statistics_and_stay_bounded():
-    rng = np.random.default_rng(0)
-    alpha = rng.gamma(2.0, size=(500, 7)).astype(np.float32)  # skewed, as the paper's
-    labels = rng.integers(0, 3, 500)
-    labels[:5] = 2
-    stats, oracle = ClassFilterStats.of(alpha, labels, 3), ClassFilterStats.of(alpha, labels, 3)
-    view = _RequestPercentiles(stats)
-    for q in [0.1, 99.9, 50.0, 0.5, 99.0, 12.345, *rng.uniform(0, 100, 20)]:
-        np.testing.assert_array_equal(view.percentile(q), oracle.percentile(q))  # bit for bit
-    assert len(view._other) == _RequestPercentiles.KEEP
-    assert sum(1 for key in stats._cache if isinstance(key, tuple)) == 2  # only the defaults in its own cache
-    assert view.num_filters == 7 and view.counts.tolist() == oracle.counts.tolist()
-    (via_view,) = surprise_expectation(alpha[:1], labels[:1], view, high=97.0, low=3.0)
-    (direct,) = surprise_expectation(alpha[:1], labels[:1], oracle, high=97.0, low=3.0)
-    assert via_view.surprise == direct.surprise and via_view.expectation == direct.expectation
-
-
-# -- explanations of indexed samples -----------------------------------------------------
 
 
 def test_alpha_beta_and_lists_equal_core_and_a_numpy_oracle(surprises, served):
