@@ -111,14 +111,18 @@ class ClassFilterStats:
         if not 0.0 <= q <= 100.0:
             raise ValueError(f"percentile must be in [0, 100], got {q}")
         key = ("percentile", q)
-        if key not in self._cache:
+        table = self._cache.get(key)
+        if table is None:
+            table = np.stack([_sorted_percentile(self.values(c), q) for c in range(self.num_classes)])
             # Callers choose q (a service passes request values through): keep the most recent
-            # few tables, not one (K, N) float64 table per q ever asked.
-            kept = [k for k in self._cache if isinstance(k, tuple)]
+            # few tables, not one (K, N) float64 table per q ever asked. Several threads may be
+            # here at once: iterate over a snapshot, tolerate keys already gone, and return
+            # the local table (another thread may evict it before we return).
+            kept = [k for k in list(self._cache) if isinstance(k, tuple)]
             for old in kept[: max(0, len(kept) - MAX_CACHED_PERCENTILES + 1)]:
-                self._cache.pop(old, None)  # another thread may have dropped it first
-            self._cache[key] = np.stack([_sorted_percentile(self.values(c), q) for c in range(self.num_classes)])
-        return self._cache[key]
+                self._cache.pop(old, None)
+            self._cache[key] = table
+        return table
 
     def percentiles(self, qs: Sequence[float]) -> np.ndarray:
         """(Q, K, N) float64: :meth:`percentile` for each q."""

@@ -29,7 +29,7 @@ from parasal.indexer.columns import SampleColumns, sample_columns
 from parasal.indexer.failure_modes import FailureModes, ModeSettings, TooFewFailures, bundle_failure_modes
 
 from .errors import FailedPrecondition, InvalidArgument, shown
-from .queries import check_label, check_range
+from .queries import check_beta_filters, check_label, check_range
 from .registry import Registry, ServedBundle
 
 __all__ = [
@@ -222,6 +222,7 @@ def check_filter(query: SampleFilter, served: ServedBundle) -> SampleFilter:
         a, b = getattr(query, low), getattr(query, high)
         if a is not None and b is not None and a > b:
             raise InvalidArgument(f"{low} {a} is above {high} {b}")
+    check_beta_filters(query.beta_below, query.beta_above, query.only_with_surprise)  # as FindSimilarFailures
     if query.order_by not in ORDERS:
         raise InvalidArgument(f"order_by {shown(query.order_by)} is not one of {', '.join(ORDERS)}")
     return query

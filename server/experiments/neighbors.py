@@ -25,6 +25,7 @@ from .plots import bars_png
 
 NAME = "neighbors"
 DEFAULT_CAP = 1000  # per reference kind (correct, misclassified)
+POOL = "misclassified and correctly classified"  # references of both kinds (service.check_references)
 OPTIONS = {"k": Option("int", 10, "neighbours per reference (paper: 10)", 1, 1000)}
 SELECTIONS = (*_neighbors.KINDS, "random")
 

@@ -127,7 +127,11 @@ def _ratio_ci(numerator: np.ndarray, denominator: np.ndarray, rng, bootstrap) ->
         return v, v
 
     def ratio(a, b, axis=-1):
-        return a.mean(axis=axis) / np.maximum(b.mean(axis=axis), 1e-12)
+        # a resample without one correct baseline image has no normalised accuracy (NaN),
+        # not a 1e12 one; the interval is then reported as not measured (None)
+        base = b.mean(axis=axis)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(base > 0, a.mean(axis=axis) / np.where(base > 0, base, 1.0), np.nan)
 
     res = bootstrap(
         (numerator, denominator),
@@ -139,4 +143,5 @@ def _ratio_ci(numerator: np.ndarray, denominator: np.ndarray, rng, bootstrap) ->
         method="percentile",
         random_state=rng,
     )
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+    low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    return (low, high) if np.isfinite(low) and np.isfinite(high) else (None, None)

@@ -12,6 +12,7 @@ standardization statistics are kept (the method as served would use them).
 from __future__ import annotations
 
 import copy
+import threading
 
 import numpy as np
 import torch
@@ -27,6 +28,9 @@ OPTIONS = {"top_k": Option("int", 10, "salient filters whose input saliency is c
 METRICS = ("spearman", "ssim")
 
 
+_GLOBAL_RNG = threading.Lock()
+
+
 def stages(model: torch.nn.Module) -> list[str]:
     """Names of the top-level children holding parameters, input to output (registration order)."""
     return [name for name, child in model.named_children() if any(True for _ in child.parameters())]
@@ -35,14 +39,17 @@ def stages(model: torch.nn.Module) -> list[str]:
 def randomized(model: torch.nn.Module, names: list[str], seed: int) -> torch.nn.Module:
     """A copy with every module under the named children re-initialised (seeded)."""
     out = copy.deepcopy(model)
-    torch.manual_seed(seed)
     children = dict(out.named_children())
-    for name in names:
-        for module in children[name].modules():
-            if hasattr(module, "reset_parameters"):
-                module.reset_parameters()
-            if hasattr(module, "reset_running_stats"):
-                module.reset_running_stats()
+    # reset_parameters() draws from torch's global generator: seed it inside fork_rng, under a
+    # lock, so that concurrent operations in the server neither disturb this draw nor get reseeded.
+    with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for name in names:
+            for module in children[name].modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+                if hasattr(module, "reset_running_stats"):
+                    module.reset_running_stats()
     return out.eval()
 
 

@@ -69,7 +69,12 @@ def check_references(name: str, bundle, references: int) -> None:
 
     module = experiment_module(name)
     pool = getattr(module, "POOL", "misclassified")
-    available = int(bundle.num_misclassified) if pool == "misclassified" else int(bundle.num_samples)
+    misclassified = int(bundle.num_misclassified)
+    available = {
+        "misclassified": misclassified,
+        # references drawn from both kinds (neighbors): each kind must hold them
+        "misclassified and correctly classified": min(misclassified, int(bundle.num_samples) - misclassified),
+    }.get(pool, int(bundle.num_samples))
     if available == 0:
         raise FailedPrecondition(
             f"bundle {bundle.name} has no {pool} samples: experiment {name!r} has nothing to run on"

@@ -109,3 +109,35 @@ def test_percentile_tables_are_bounded_and_stay_exact():
     assert sum(isinstance(k, tuple) for k in stats._cache) <= MAX_CACHED_PERCENTILES
     # an evicted q is recomputed, equal to numpy's percentile
     np.testing.assert_allclose(stats.percentile(0.0)[1], np.percentile(alpha[labels == 1], 0.0, axis=0))
+
+
+def test_percentiles_from_many_threads_at_once():
+    import sys
+    import threading
+
+    rng = np.random.default_rng(5)
+    alpha = rng.normal(size=(300, 4)).astype(np.float32)
+    labels = rng.integers(0, 3, 300)
+    stats = ClassFilterStats.of(alpha, labels, 3)
+    expected = {q: np.percentile(alpha[labels == 2], q, axis=0) for q in np.linspace(0, 100, 40)}
+    errors = []
+
+    def ask():
+        try:
+            for _ in range(5):
+                for q, want in expected.items():
+                    np.testing.assert_allclose(stats.percentile(q)[2], want)
+        except Exception as exc:  # noqa: BLE001 - any failure in a thread fails the test
+            errors.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        threads = [threading.Thread(target=ask) for _ in range(8)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not errors, errors[:3]

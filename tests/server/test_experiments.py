@@ -344,3 +344,42 @@ def test_the_committed_results_page_is_what_its_json_renders():
     bundle = (out / "bundle.txt").read_text().strip() if (out / "bundle.txt").exists() else ""
     machine = (out / "machine.txt").read_text().strip() if (out / "machine.txt").exists() else ""
     assert render(out, docs / "RESULTS.md", bundle=bundle, machine=machine) == (docs / "RESULTS.md").read_text()
+
+
+def test_neighbors_checks_both_reference_pools_at_start():
+    from types import SimpleNamespace
+
+    from parasal.server.errors import InvalidArgument
+    from parasal.server.experiments.service import check_references
+
+    bundle = SimpleNamespace(name="b", num_misclassified=5, num_samples=7)  # 2 correct samples
+    check_references("neighbors", bundle, 2)
+    with pytest.raises(InvalidArgument, match="references 3"):
+        check_references("neighbors", bundle, 3)
+    check_references("pruning", bundle, 5)  # misclassified only
+
+
+def test_sanity_randomization_leaves_the_global_generator_alone():
+    import torch
+
+    from parasal.server.experiments.sanity import randomized
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(), torch.nn.Conv2d(2, 2, 3))
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    a = randomized(model, ["0", "2"], seed=7)
+    assert torch.equal(torch.get_rng_state(), before)
+    b = randomized(model, ["0", "2"], seed=7)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_ranking_ratio_ci_is_never_a_division_by_an_empty_baseline():
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    from parasal.server.experiments.ranking import _ratio_ci
+
+    after = np.array([1.0, 0.0, 0.0, 1.0])
+    before = np.array([1.0, 0.0, 0.0, 0.0])  # many resamples hold no correct baseline image
+    low, high = _ratio_ci(after, before, np.random.default_rng(0), bootstrap)
+    assert (low, high) == (None, None) or (np.isfinite(low) and high < 1e6)

@@ -348,3 +348,14 @@ def test_the_sort_puts_ties_by_id_and_nan_last_in_both_directions(descending):
     nan = [r for r in rows.tolist() if np.isnan(table[r])]
     expected = sorted(finite, key=lambda r: ((-1 if descending else 1) * table[r], r)) + nan
     assert got == expected
+
+
+def test_an_empty_beta_interval_is_refused_as_in_find_similar():
+    from parasal.server.browse import SampleFilter, check_filter
+    from parasal.server.errors import InvalidArgument
+
+    class Served:
+        num_classes = 10
+
+    with pytest.raises(InvalidArgument, match="beta"):
+        check_filter(SampleFilter(beta_below=0.0, beta_above=0.5), Served())
